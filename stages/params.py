@@ -1,0 +1,193 @@
+"""The params schema: one typed definition of every key in params.yaml.
+
+`load_params()` reads params.yaml (as `dvc exp run -S` left it), rejects unknown keys (naming
+the nearest valid one), wrong types and out-of-range values with one line each, and returns
+typed dataclasses. Every stage calls it first, so nothing runs on a bad config.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from stages.errors import UserError
+
+PARAMS_FILE = "params.yaml"
+DATASETS = ("ag_news", "banglasenti", "csv")
+DEVICES = ("auto", "cpu", "cuda", "xla")
+LORA_BIAS = ("none", "all", "lora_only")
+
+
+def check(rule: Callable[[Any], bool], allowed: str):
+    """Field metadata: a predicate and the human-readable allowed range."""
+    return {"rule": rule, "allowed": allowed}
+
+
+def positive(v) -> bool:
+    return v > 0
+
+
+def fraction_open(v) -> bool:
+    return 0 < v < 1
+
+
+@dataclass
+class DataParams:
+    dataset: str = field(default="ag_news", metadata=check(lambda v: v in DATASETS, " | ".join(DATASETS)))
+    path: str = "data/raw/ag_news"
+    text_column: str = "text"
+    label_column: str = "label"
+    labels: Optional[list[str]] = None
+    val_fraction: float = field(default=0.1, metadata=check(fraction_open, "a number in (0, 1)"))
+    test_fraction: float = field(default=0.1, metadata=check(fraction_open, "a number in (0, 1)"))
+    max_train_rows: Optional[int] = field(default=None, metadata=check(positive, "a positive integer or null"))
+    seed: int = 42
+
+
+@dataclass
+class ModelParams:
+    name: str = "sentence-transformers/all-MiniLM-L6-v2"
+    max_length: int = field(default=128, metadata=check(lambda v: 8 <= v <= 8192, "an integer in [8, 8192]"))
+    length_buckets: list[int] = field(
+        default_factory=lambda: [32, 64, 96, 128],
+        metadata=check(lambda v: len(v) > 0 and all(b > 0 for b in v), "a non-empty list of positive integers"),
+    )
+
+
+@dataclass
+class LoraParams:
+    enabled: bool = True
+    r: int = field(default=8, metadata=check(lambda v: 1 <= v <= 1024, "an integer in [1, 1024]"))
+    alpha: float = field(default=16, metadata=check(positive, "a number > 0"))
+    dropout: float = field(default=0.1, metadata=check(lambda v: 0 <= v < 1, "a number in [0, 1)"))
+    targets: Union[str, list[str]] = "qv"
+    bias: str = field(default="none", metadata=check(lambda v: v in LORA_BIAS, " | ".join(LORA_BIAS)))
+
+
+@dataclass
+class TrainParams:
+    epochs: int = field(default=1, metadata=check(lambda v: 1 <= v <= 1000, "an integer in [1, 1000]"))
+    batch_size: int = field(default=32, metadata=check(lambda v: 1 <= v <= 65536, "an integer in [1, 65536]"))
+    lr: float = field(default=1e-3, metadata=check(lambda v: 0 < v < 1, "a number in (0, 1)"))
+    weight_decay: float = field(default=0.01, metadata=check(lambda v: v >= 0, "a number >= 0"))
+    warmup_ratio: float = field(default=0.06, metadata=check(lambda v: 0 <= v < 1, "a number in [0, 1)"))
+    max_grad_norm: float = field(default=1.0, metadata=check(lambda v: v >= 0, "a number >= 0 (0 = no clipping)"))
+    seed: int = 42
+    device: str = field(default="auto", metadata=check(lambda v: v in DEVICES, " | ".join(DEVICES)))
+    log_every: int = field(default=20, metadata=check(positive, "a positive integer"))
+    checkpoint_every: int = field(default=100, metadata=check(lambda v: v >= 0, "an integer >= 0"))
+
+
+@dataclass
+class EvaluateParams:
+    batch_size: int = field(default=128, metadata=check(lambda v: 1 <= v <= 65536, "an integer in [1, 65536]"))
+
+
+@dataclass
+class Params:
+    data: DataParams = field(default_factory=DataParams)
+    model: ModelParams = field(default_factory=ModelParams)
+    lora: LoraParams = field(default_factory=LoraParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+
+    @property
+    def buckets(self) -> list[int]:
+        """Length buckets clipped to max_length, always ending at max_length."""
+        inside = sorted({b for b in self.model.length_buckets if b < self.model.max_length})
+        return inside + [self.model.max_length]
+
+
+def all_keys(cls=Params, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(cls):
+        hint = get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            keys += all_keys(hint, f"{prefix}{f.name}.")
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    origin = get_origin(hint)
+    if origin is Union:
+        return any(_type_ok(value, h) for h in get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        (item,) = get_args(hint)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    origin = get_origin(hint)
+    if origin is Union:
+        return " or ".join(_type_name(h) for h in get_args(hint))
+    if hint is type(None):
+        return "null"
+    if origin is list:
+        return f"a list of {_type_name(get_args(hint)[0])}"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(hint, str(hint))
+
+
+def _build(cls, raw: Any, prefix: str, source: str):
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: '{prefix.rstrip('.') or 'top level'}' must be a mapping of keys")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            full = f"{prefix}{key}"
+            near = difflib.get_close_matches(full, all_keys(), n=1, cutoff=0.5)
+            hint = f" Did you mean '{near[0]}'?" if near else f" Valid keys under '{prefix.rstrip('.') or 'top level'}': {', '.join(sorted(names))}."
+            raise UserError(f"{source}: unknown key '{full}'.{hint}")
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in raw:
+            continue
+        value, hint, full = raw[f.name], hints[f.name], f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(hint):
+            values[f.name] = _build(hint, value, f"{full}.", source)
+            continue
+        if not _type_ok(value, hint):
+            raise UserError(f"{source}: '{full}' is {value!r}, expected {_type_name(hint)}")
+        rule = f.metadata.get("rule")
+        if rule is not None and value is not None and not rule(value):
+            raise UserError(f"{source}: '{full}' is {value!r}, allowed: {f.metadata['allowed']}")
+        if hint is float and value is not None:
+            value = float(value)
+        values[f.name] = value
+    return cls(**values)
+
+
+def parse_params(raw: Any, source: str = PARAMS_FILE) -> Params:
+    params = _build(Params, raw if raw is not None else {}, "", source)
+    if not params.lora.targets:
+        raise UserError(f"{source}: 'lora.targets' is empty; use qv, qkv, all, all-linear or a list of module names")
+    if params.data.val_fraction + params.data.test_fraction >= 1:
+        raise UserError(f"{source}: data.val_fraction + data.test_fraction must be below 1")
+    return params
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} not found: run from the repository root")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    return parse_params(raw, str(path))
