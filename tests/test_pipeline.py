@@ -1,0 +1,61 @@
+"""End to end: the real `dvc repro` in a temp git repo, on a tiny model and an AG News excerpt."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import dvc, run
+
+STAGES = ("prepare", "tokenize", "train", "evaluate", "report")
+
+
+def test_dvc_repro_end_to_end(repo, tiny_model):
+    out = dvc(["repro"], repo)
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in out.stdout
+
+    for split in ("train", "val", "test"):
+        assert (repo / f"data/prepared/{split}.csv").stat().st_size > 0
+        assert (repo / f"data/tokenized/{split}.npz").stat().st_size > 0
+    adapter = repo / "models/adapter"
+    assert (adapter / "adapter_model.safetensors").exists()
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["r"] == 4 and sorted(config["target_modules"]) == sorted(
+        f"bert.encoder.layer.{i}.attention.self.{m}" for i in range(2) for m in ("query", "value"))
+    assert config["base_model_name_or_path"] == str(tiny_model)
+
+    # the adapter loads with plain peft, head included, in a fresh process
+    code = (
+        "from transformers import AutoModelForSequenceClassification as M; from peft import PeftModel; "
+        f"b = M.from_pretrained({str(tiny_model)!r}, num_labels=4); "
+        f"m = PeftModel.from_pretrained(b, {str(adapter)!r}); "
+        "print(sum('classifier' in n for n, _ in m.named_parameters()))"
+    )
+    assert int(run([sys.executable, "-c", code], repo).stdout.split()[-1]) > 0
+
+    metrics = json.loads(dvc(["metrics", "show", "--json"], repo).stdout)
+    flat = json.dumps(metrics)
+    for key in ('"accuracy"', '"macro_f1"', '"trainable_params"', '"conflicting_label"', '"tokens_p95"'):
+        assert key in flat
+    test = json.loads((repo / "metrics/evaluate/metrics.json").read_text())["test"]
+    assert 0 <= test["accuracy"] <= 1 and set(test["per_class"]) == {"World", "Sports", "Business", "Sci/Tech"}
+    train = json.loads((repo / "metrics/train/metrics.json").read_text())
+    assert train["trainable_params"] < train["total_params"]
+    assert train["step"] == train["steps"]
+    val_acc = (repo / "metrics/train/plots/metrics/val/accuracy.tsv").read_text().splitlines()
+    assert len(val_acc) == 1 + 2  # header + one row per epoch
+
+    report = (repo / "reports/report.md").read_text()
+    assert "## Results" in report and f"{test['accuracy']:.4f}" in report
+    for png in ("training_curves.png", "confusion_matrix.png", "per_class_f1.png"):
+        assert (repo / "plots" / png).read_bytes()[:4] == b"\x89PNG"
+
+    html = dvc(["plots", "show", "-o", "plots_html"], repo)
+    assert (repo / "plots_html/index.html").exists(), html.stdout
+
+    again = dvc(["repro"], repo)
+    assert "Running stage" not in again.stdout
+    assert "up to date" in again.stdout.lower()
+    status = dvc(["status", "--json"], repo)
+    assert json.loads(status.stdout) == {}
