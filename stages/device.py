@@ -1,11 +1,24 @@
-"""Device choice, shared by train, evaluate and predict.
+"""Device choice and the per-device details of the train loop, in one place.
 
 `train.device`: auto (TPU through torch_xla if it finds one, else CUDA, else CPU) | cpu | cuda | xla.
+`train.precision`: auto (bf16 on TPU and on GPUs that support it, fp16 with a grad scaler on older
+GPUs, fp32 on CPU) | fp32 | bf16.
+
+The train loop talks to a `Runtime`, so the loop reads the same on every device:
+  - `autocast()` for mixed precision,
+  - `step(optimizer, params, max_grad_norm)`: all-reduce gradients across TPU cores, clip, step,
+  - `sync()`: cut the XLA graph once per step (`torch_xla.sync()`), a no-op elsewhere,
+  - `to_device(batches)`: MpDeviceLoader on XLA (overlaps host-to-device copies), pinned memory on CUDA,
+  - `all_reduce_sum` / `gather` for metrics across cores, `is_main` for logging and saving once.
 """
 from __future__ import annotations
 
 import importlib.util
 import logging
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
 
 import torch
 
@@ -18,6 +31,11 @@ def xla_available() -> bool:
     return importlib.util.find_spec("torch_xla") is not None
 
 
+def xla_has_tpu() -> bool:
+    """True when torch_xla is installed and PJRT points at a TPU (what `auto` picks first)."""
+    return xla_available() and os.environ.get("PJRT_DEVICE", "TPU" if os.path.exists("/dev/accel0") else "") == "TPU"
+
+
 def pick_device(choice: str) -> torch.device:
     if choice == "cpu":
         return torch.device("cpu")
@@ -25,12 +43,143 @@ def pick_device(choice: str) -> torch.device:
         if not torch.cuda.is_available():
             raise UserError("train.device=cuda but torch sees no CUDA GPU; use train.device=auto or cpu")
         return torch.device("cuda")
-    if choice == "xla" or (choice == "auto" and xla_available()):
+    if choice == "xla" or (choice == "auto" and xla_has_tpu()):
         if not xla_available():
-            raise UserError("train.device=xla but torch_xla is not installed; see the README's TPU section")
+            raise UserError("train.device=xla but torch_xla is not installed; see docs/tpu.md")
         import torch_xla
 
         return torch_xla.device()
     if torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def pick_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32."""
+    if precision == "fp32":
+        return None
+    if device.type == "xla":
+        return torch.bfloat16
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        if precision == "bf16":
+            raise UserError("train.precision=bf16 but this GPU has no bf16; use auto (fp16) or fp32")
+        return torch.float16
+    if precision == "bf16":
+        return torch.bfloat16  # CPU autocast supports bf16; slower than fp32 on most CPUs
+    return None
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    dtype: torch.dtype | None = None
+    rank: int = 0
+    world_size: int = 1
+    scaler: Any = field(default=None, repr=False)
+
+    @classmethod
+    def create(cls, device_choice: str, precision: str) -> "Runtime":
+        device = pick_device(device_choice)
+        dtype = pick_dtype(device, precision)
+        rank, world = 0, 1
+        scaler = None
+        if device.type == "xla":
+            import torch_xla.runtime as xr
+
+            rank, world = xr.global_ordinal(), xr.world_size()
+        elif device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            if dtype == torch.float16:
+                scaler = torch.amp.GradScaler("cuda")
+        log.info("device %s, precision %s, %d process(es)", device, dtype or "fp32", world)
+        return cls(device, dtype, rank, world, scaler)
+
+    @property
+    def kind(self) -> str:
+        return self.device.type
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def static_shapes(self) -> bool:
+        """XLA compiles one graph per shape: fixed batch sizes, padded eval batches."""
+        return self.kind == "xla"
+
+    def autocast(self):
+        if self.dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.kind, dtype=self.dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor], max_grad_norm: float) -> None:
+        """All-reduce gradients across cores (XLA), unscale (fp16), clip, then step."""
+        if self.kind == "xla" and self.world_size > 1:
+            import torch_xla.core.xla_model as xm
+
+            xm.reduce_gradients(optimizer)
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)
+        if max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        if self.scaler is not None:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            optimizer.step()
+
+    def sync(self) -> None:
+        if self.kind == "xla":
+            import torch_xla
+
+            torch_xla.sync()
+
+    def to_device(self, batches: Iterable[dict]) -> Iterator[dict]:
+        if self.kind == "xla":
+            import torch_xla.distributed.parallel_loader as pl
+
+            yield from pl.MpDeviceLoader(batches, self.device)
+            return
+        pin = self.kind == "cuda"
+        for batch in batches:
+            yield {k: (v.pin_memory() if pin else v).to(self.device, non_blocking=pin) for k, v in batch.items()}
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.kind == "xla" and self.world_size > 1:
+            import torch_xla.core.xla_model as xm
+
+            return xm.all_reduce(xm.REDUCE_SUM, tensor)
+        return tensor
+
+    def gather(self, tag: str, value: Any) -> list[Any]:
+        """Every process's `value`, in rank order (host objects, e.g. numpy arrays)."""
+        if self.kind == "xla" and self.world_size > 1:
+            import torch_xla.core.xla_model as xm
+
+            return xm.mesh_reduce(tag, value, lambda values: list(values))
+        return [value]
+
+    def barrier(self, tag: str) -> None:
+        if self.kind == "xla" and self.world_size > 1:
+            import torch_xla.core.xla_model as xm
+
+            xm.rendezvous(tag)
+
+
+def xla_compile_stats() -> dict | None:
+    """(compilations, compile seconds) so far, from torch_xla's metrics; None off XLA."""
+    if not xla_available():
+        return None
+    import torch_xla.debug.metrics as met
+
+    data = met.metric_data("CompileTime")
+    if not data:
+        return {"compilations": 0, "compile_seconds": 0.0}
+    count, total_ns = data[0], data[1]
+    return {"compilations": int(count), "compile_seconds": round(total_ns / 1e9, 3)}

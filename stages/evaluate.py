@@ -19,16 +19,18 @@ import pandas as pd
 from dvclive import Live
 
 from stages.batching import TokenizedSplit
-from stages.device import pick_device
+from stages.device import Runtime
 from stages.errors import UserError, run_stage
 from stages.inference import predict_proba
 from stages.io import atomic_path
 from stages.metrics import classification_metrics, majority_accuracy
 from stages.modeling import load_trained
 from stages.params import load_params
+from stages.tfidf import TfidfClassifier
 
 DATA_DIR = Path("data/tokenized")
-LABELS = Path("data/prepared/labels.json")
+PREPARED = Path("data/prepared")
+LABELS = PREPARED / "labels.json"
 MODEL_DIR = Path("models/adapter")
 LIVE_DIR = Path("metrics/evaluate")
 log = logging.getLogger("evaluate")
@@ -42,14 +44,19 @@ def main() -> None:
     train_labels = TokenizedSplit.load(DATA_DIR / "train.npz").labels
     if not MODEL_DIR.exists():
         raise UserError(f"{MODEL_DIR} not found; run the train stage first (dvc repro train)")
-    device = pick_device(params.train.device)
-    model = load_trained(MODEL_DIR, params.model.name, labels)
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    model.to(device)
-
     started = time.perf_counter()
-    probs = predict_proba(model, test, params.buckets, params.evaluate.batch_size, meta["pad_token_id"], device, desc="test")
+    if TfidfClassifier.is_saved_in(MODEL_DIR):
+        texts = pd.read_csv(PREPARED / "test.csv", dtype={"text": str}, keep_default_na=False)["text"].tolist()
+        probs = TfidfClassifier.load(MODEL_DIR).predict_proba(texts)
+    else:
+        runtime = Runtime.create(params.train.device, params.train.precision)
+        model = load_trained(MODEL_DIR, params.model.name, labels)
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()  # one matmul per layer instead of base + A @ B
+        model.to(runtime.device)
+        started = time.perf_counter()
+        probs = predict_proba(model, test, params.buckets, params.evaluate.batch_size, meta["pad_token_id"],
+                              runtime.device, desc="test", static_shapes=runtime.static_shapes, autocast=runtime.autocast())
     seconds = time.perf_counter() - started
     metrics = classification_metrics(test.labels, probs, labels)
     metrics["majority_accuracy"] = round(majority_accuracy(train_labels, test.labels), 6)

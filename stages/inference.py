@@ -1,6 +1,8 @@
 """Batched, bucketed inference: class probabilities for every row of a tokenized split."""
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -18,18 +20,35 @@ def predict_proba(
     device: torch.device,
     desc: str = "predict",
     progress: bool = True,
+    *,
+    static_shapes: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    autocast=None,
 ) -> np.ndarray:
-    """(rows, classes) probabilities in row order; batches sorted by length, padded per bucket."""
+    """(rows, classes) probabilities in row order; batches sorted by length, padded per bucket.
+
+    With `static_shapes` every batch is padded to `batch_size` rows (padding rows are dropped from
+    the result), so an XLA device sees one shape per bucket. With `world_size` > 1 this process
+    handles every world_size-th batch and leaves the other rows NaN, for the caller to gather.
+    """
     model.eval()
-    probs = None
-    batches = make_batches(split, buckets, batch_size, shuffle=False)
+    probs = np.full((len(split), model.config.num_labels), np.nan, dtype=np.float32)
+    batches = make_batches(split, buckets, batch_size, shuffle=False)[rank::world_size]
     for length, rows in tqdm(batches, desc=desc, unit="batch", disable=not progress, mininterval=1.0):
-        batch = collate(split, length, rows, pad_id)
-        logits = model(
-            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-        ).logits
-        out = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-        if probs is None:
-            probs = np.zeros((len(split), out.shape[1]), dtype=np.float32)
-        probs[rows] = out
+        batch = collate(split, length, rows, pad_id, pad_rows_to=batch_size if static_shapes else None)
+        with autocast or nullcontext():
+            logits = model(
+                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+            ).logits
+        probs[rows] = torch.softmax(logits.float(), dim=-1)[: len(rows)].cpu().numpy()
     return probs
+
+
+def merge_shards(shards: list[np.ndarray]) -> np.ndarray:
+    """Combine the per-process outputs of a sharded predict_proba."""
+    merged = shards[0].copy()
+    for shard in shards[1:]:
+        filled = ~np.isnan(shard[:, 0])
+        merged[filled] = shard[filled]
+    return merged

@@ -135,6 +135,9 @@ def lora_config(lora: LoraParams, model: torch.nn.Module) -> LoraConfig:
         lora_dropout=lora.dropout,
         target_modules=resolve_targets(model, lora.targets),
         bias=lora.bias,
+        use_rslora=lora.rslora,
+        use_dora=lora.dora,
+        modules_to_save=lora.modules_to_save,
     )
 
 

@@ -21,6 +21,9 @@ PARAMS_FILE = "params.yaml"
 DATASETS = ("ag_news", "banglasenti", "csv")
 DEVICES = ("auto", "cpu", "cuda", "xla")
 LORA_BIAS = ("none", "all", "lora_only")
+METHODS = ("transformer", "tfidf")
+PRECISIONS = ("auto", "fp32", "bf16")
+
 
 
 def check(rule: Callable[[Any], bool], allowed: str):
@@ -67,10 +70,16 @@ class LoraParams:
     dropout: float = field(default=0.1, metadata=check(lambda v: 0 <= v < 1, "a number in [0, 1)"))
     targets: Union[str, list[str]] = "qv"
     bias: str = field(default="none", metadata=check(lambda v: v in LORA_BIAS, " | ".join(LORA_BIAS)))
+    rslora: bool = False  # scale by alpha/sqrt(r) instead of alpha/r (rank-stabilised LoRA)
+    dora: bool = False  # weight-decomposed LoRA
+    plus_ratio: Optional[float] = field(default=None, metadata=check(lambda v: v >= 1, "a number >= 1 or null"))
+    modules_to_save: Optional[list[str]] = None  # trained in full besides the head, e.g. [pooler]
+    max_trainable: Optional[int] = field(default=None, metadata=check(positive, "a positive integer or null"))
 
 
 @dataclass
 class TrainParams:
+    method: str = field(default="transformer", metadata=check(lambda v: v in METHODS, " | ".join(METHODS)))
     epochs: int = field(default=1, metadata=check(lambda v: 1 <= v <= 1000, "an integer in [1, 1000]"))
     batch_size: int = field(default=32, metadata=check(lambda v: 1 <= v <= 65536, "an integer in [1, 65536]"))
     lr: float = field(default=1e-3, metadata=check(lambda v: 0 < v < 1, "a number in (0, 1)"))
@@ -78,7 +87,10 @@ class TrainParams:
     warmup_ratio: float = field(default=0.06, metadata=check(lambda v: 0 <= v < 1, "a number in [0, 1)"))
     max_grad_norm: float = field(default=1.0, metadata=check(lambda v: v >= 0, "a number >= 0 (0 = no clipping)"))
     seed: int = 42
+    patience: Optional[int] = field(default=None, metadata=check(positive, "a positive integer or null"))
     device: str = field(default="auto", metadata=check(lambda v: v in DEVICES, " | ".join(DEVICES)))
+    precision: str = field(default="auto", metadata=check(lambda v: v in PRECISIONS, " | ".join(PRECISIONS)))
+    cores: Union[int, str] = field(default=1, metadata=check(lambda v: v in (1, "all"), "1 or all (TPU cores of this host)"))
     log_every: int = field(default=20, metadata=check(positive, "a positive integer"))
     checkpoint_every: int = field(default=100, metadata=check(lambda v: v >= 0, "an integer >= 0"))
 

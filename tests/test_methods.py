@@ -1,0 +1,69 @@
+"""Methods beside plain LoRA, run as the train stage runs them (tiny model, AG News excerpt)."""
+from __future__ import annotations
+
+import json
+import sys
+
+from conftest import dvc, run, write_params
+
+
+def stage(repo, name, check=True):
+    return run([sys.executable, "-m", f"stages.{name}"], repo, check=check)
+
+
+def prepared(repo, **overrides):
+    if overrides:
+        write_params(repo, overrides)
+    stage(repo, "prepare")
+    stage(repo, "tokenize")
+
+
+def train_metrics(repo):
+    return json.loads((repo / "metrics/train/metrics.json").read_text())
+
+
+def test_tfidf_baseline_runs_through_prepare_and_evaluate(repo):
+    write_params(repo, {"train": {"method": "tfidf"}})
+    dvc(["repro"], repo)
+    assert (repo / "models/adapter/tfidf_model.safetensors").exists()
+    assert not list((repo / "models/adapter").glob("*.pkl"))
+    test = json.loads((repo / "metrics/evaluate/metrics.json").read_text())["test"]
+    # on 340 training rows TF-IDF is well above chance (0.25) on 4 balanced classes
+    assert test["accuracy"] > 0.4
+    assert train_metrics(repo)["trainable_params"] > 0
+
+
+def test_dora_rslora_loraplus_train(repo):
+    prepared(repo, lora={"dora": True, "rslora": True, "plus_ratio": 16.0}, train={"epochs": 1})
+    stage(repo, "train")
+    config = json.loads((repo / "models/adapter/adapter_config.json").read_text())
+    assert config["use_dora"] is True and config["use_rslora"] is True
+    assert train_metrics(repo)["val"]["accuracy"] >= 0
+
+
+def test_trainable_budget_refused_before_training(repo):
+    prepared(repo, lora={"max_trainable": 1000})
+    result = stage(repo, "train", check=False)
+    assert result.returncode == 2
+    assert "lora.max_trainable: this config trains" in result.stderr and "over the budget of 1,000" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (repo / "models/adapter").exists() and not (repo / "metrics/train").exists()
+
+
+def test_early_stopping_keeps_best_epoch(repo):
+    # an lr this small leaves val predictions unchanged, so no epoch beats the first
+    prepared(repo, train={"epochs": 4, "patience": 1, "lr": 1e-9, "warmup_ratio": 0.0})
+    stage(repo, "train")
+    metrics = train_metrics(repo)
+    assert metrics["best_epoch"] == 1
+    assert metrics["epochs_run"] == 2  # epoch 2 brought no gain, patience 1 stops there
+    assert metrics["steps"] == 2 * metrics["steps_per_epoch"]
+
+
+def test_full_fine_tuning_saves_full_model(repo):
+    prepared(repo, lora={"enabled": False}, train={"epochs": 1, "lr": 1e-4})
+    stage(repo, "train")
+    assert (repo / "models/adapter/model.safetensors").exists()
+    metrics = train_metrics(repo)
+    assert metrics["trainable_params"] == metrics["total_params"]
+    stage(repo, "evaluate")
