@@ -1,0 +1,243 @@
+"""predict and export on a real `dvc repro` (tiny model, AG News excerpt), and the exported folder
+loaded by plain transformers + peft in a fresh process that imports none of our code."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT, dvc, run, tiny_params, write_params
+from stages import export as export_stage
+from stages import predict as predict_stage
+from stages.errors import run_stage
+
+LABELS = ["World", "Sports", "Business", "Sci/Tech"]
+PROBS = [f"prob_{label}" for label in LABELS]
+SAMPLE_ROWS = 30
+
+# what a user does with the export: the model card's recipe, nothing of this repository on sys.path
+FRESH_LOAD = r'''
+import json, sys
+import torch
+from peft import AutoPeftModelForSequenceClassification, PeftModel
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+adapter_dir, merged_dir, full_dir, texts_file = sys.argv[1:5]
+texts = json.load(open(texts_file))
+
+def run(model, tokenizer, config):
+    model.eval()
+    with torch.no_grad():
+        batch = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        probs = model(**batch).logits.softmax(-1)
+    return {"labels": [config.id2label[i] for i in probs.argmax(-1).tolist()], "probs": probs.tolist(),
+            "max_tokens": int(batch["attention_mask"].sum(-1).max())}
+
+out = {}
+config = AutoConfig.from_pretrained(adapter_dir)
+base = json.load(open(f"{adapter_dir}/adapter_config.json"))["base_model_name_or_path"]
+model = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base, config=config), adapter_dir)
+out["adapter"] = run(model, AutoTokenizer.from_pretrained(adapter_dir), config)
+auto = AutoPeftModelForSequenceClassification.from_pretrained(
+    adapter_dir, num_labels=config.num_labels, id2label=config.id2label, label2id=config.label2id)
+out["auto_peft"] = run(auto, AutoTokenizer.from_pretrained(adapter_dir), config)
+for key, folder in (("merged", merged_dir), ("full", full_dir)):
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    out[key] = run(model, AutoTokenizer.from_pretrained(folder), model.config)
+out["our_modules"] = sorted(m for m in sys.modules if m == "stages" or m.startswith("stages."))
+print(json.dumps(out))
+'''
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model) -> Path:
+    """One real `dvc repro` (prepare .. report, export) in a temp git + DVC copy of the repository."""
+    dest = tmp_path_factory.mktemp("predict-export") / "repo"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split("\n")
+    for name in filter(None, files):
+        if name.startswith(("data/prepared", "data/tokenized", "models/", "metrics/", "plots/", "reports/", "dvc.lock")):
+            continue
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    write_params(dest, tiny_params(tiny_model))
+    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "config", "user.email", "t@example.com"],
+                ["git", "config", "user.name", "t"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
+        run(cmd, dest)
+    out = dvc(["repro"], dest)
+    assert "Running stage 'export'" in out.stdout
+    return dest
+
+
+@pytest.fixture(scope="module")
+def sample(trained) -> Path:
+    """The first test rows plus one text far over max_length (64 tokens), with true labels."""
+    test = pd.read_csv(trained / "data/prepared/test.csv", dtype={"text": str}, keep_default_na=False)
+    rows = test.head(SAMPLE_ROWS)
+    long_text = " ".join(test["text"].iloc[SAMPLE_ROWS : SAMPLE_ROWS + 6])
+    rows = pd.concat([rows, pd.DataFrame({"text": [long_text], "label": [test["label"].iloc[SAMPLE_ROWS]]})])
+    path = trained / "sample.csv"
+    rows.to_csv(path, index=False)
+    return path
+
+
+def call(main, argv: list[str]) -> None:
+    """A stage's CLI in this process (no interpreter start-up): run_stage as `python -m` runs it."""
+    run_stage(lambda: main(argv))
+
+
+def one_line_error(main, argv: list[str], capsys) -> str:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        call(main, argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    return err
+
+
+def test_export_stage_is_a_dvc_output_in_hugging_face_layout(trained):
+    folder = trained / "models/export"
+    names = {p.name for p in folder.iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "config.json", "tokenizer.json",
+            "tokenizer_config.json", "README.md"} <= names
+    assert (folder / "adapter_model.safetensors").read_bytes() == (trained / "models/adapter/adapter_model.safetensors").read_bytes()
+    config = json.loads((folder / "config.json").read_text())
+    assert config["id2label"] == {str(i): x for i, x in enumerate(LABELS)}
+    assert config["label2id"] == {x: i for i, x in enumerate(LABELS)}
+    assert json.loads((folder / "tokenizer_config.json").read_text())["model_max_length"] == 64
+
+    lock = (trained / "dvc.lock").read_text()
+    assert "\n  export:\n" in lock and "path: models/export" in lock
+    assert "up to date" in dvc(["status", "export"], trained).stdout  # cached like any output: `dvc push` carries it
+
+    card = (folder / "README.md").read_text()
+    test = json.loads((trained / "metrics/evaluate/metrics.json").read_text())["test"]
+    train = json.loads((trained / "metrics/train/metrics.json").read_text())
+    assert card.startswith("---\nlibrary_name: peft\n")
+    for needle in (f"| accuracy | {test['accuracy']:.4f} |", f"| macro-F1 | {test['macro_f1']:.4f} |",
+                   f"{train['trainable_params']:,} of {train['total_params']:,}", "r=4, alpha=8",
+                   "`query`, `value` in 2 layers", "MIT licence", "## Intended use", "## Limitations", "64 tokens"):
+        assert needle in card, needle
+    for label in LABELS:
+        assert f"| {label} | " in card and f"{test['per_class'][label]['f1']:.4f}" in card
+
+
+def test_exported_folders_give_predicts_predictions_in_a_fresh_process(trained, sample, tmp_path, monkeypatch):
+    monkeypatch.chdir(trained)
+    call(predict_stage.main, ["--file", str(sample), "--out", "preds.csv"])
+    preds = pd.read_csv(trained / "preds.csv")
+    source = pd.read_csv(sample)
+    assert list(preds.columns) == ["text", "label", "predicted", "confidence", *PROBS]
+    assert preds["text"].tolist() == source["text"].tolist() and preds["label"].tolist() == source["label"].tolist()
+    probs = preds[PROBS].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
+    assert preds["predicted"].tolist() == [LABELS[i] for i in probs.argmax(axis=1)]
+    np.testing.assert_allclose(preds["confidence"], probs.max(axis=1), atol=1e-6)
+    # the evaluate stage saw the same test rows with the same model
+    evaluated = pd.read_csv(trained / "metrics/evaluate/predictions.csv").head(SAMPLE_ROWS)
+    assert preds["predicted"].head(SAMPLE_ROWS).tolist() == evaluated["predicted"].tolist()
+    np.testing.assert_allclose(preds["confidence"].head(SAMPLE_ROWS), evaluated["confidence"], atol=1e-5)
+
+    # a merged full model (--merge), and the export of a full model (what lora.enabled false trains)
+    call(export_stage.main, ["--merge", "--out", str(tmp_path / "with_merged")])
+    merged = tmp_path / "with_merged/merged"
+    assert (merged / "model.safetensors").exists() and not (merged / "adapter_config.json").exists()
+    call(export_stage.main, ["--model", str(merged), "--out", str(tmp_path / "full")])
+    assert (tmp_path / "full/model.safetensors").exists()
+    assert (tmp_path / "full/README.md").read_text().startswith("---\nlibrary_name: transformers\n")
+    call(predict_stage.main, ["--model", str(merged), "--file", str(sample), "--out", str(tmp_path / "full.csv")])
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "full.csv")[PROBS].to_numpy(), probs, atol=1e-4)
+
+    texts = tmp_path / "texts.json"
+    texts.write_text(json.dumps(source["text"].tolist()))
+    script = tmp_path / "fresh_load.py"
+    script.write_text(FRESH_LOAD)
+    out = run([sys.executable, "-I", str(script), str(trained / "models/export"), str(merged),
+               str(tmp_path / "full"), str(texts)], tmp_path)
+    fresh = json.loads(out.stdout.strip().splitlines()[-1])
+    assert fresh["our_modules"] == []
+    for key in ("adapter", "auto_peft", "merged", "full"):
+        assert fresh[key]["labels"] == preds["predicted"].tolist(), key
+        np.testing.assert_allclose(np.array(fresh[key]["probs"]), probs, atol=1e-4, err_msg=key)
+        assert fresh[key]["max_tokens"] == 64  # the exported tokenizer truncates where training did
+
+
+def test_predict_texts_and_an_experiment_by_name(trained, sample, monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(trained)
+    texts = pd.read_csv(sample)["text"].head(3).tolist()
+    capsys.readouterr()
+    call(predict_stage.main, [*texts, "--json"])
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["text"] for r in records] == texts
+    for r in records:
+        assert set(r["probabilities"]) == set(LABELS) and abs(sum(r["probabilities"].values()) - 1) < 1e-5
+        assert r["predicted"] == max(r["probabilities"], key=r["probabilities"].get)
+        assert r["confidence"] == max(r["probabilities"].values())
+
+    call(predict_stage.main, texts)
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:2] == ["predicted", "confidence"] and len(table) == 1 + len(texts)
+    assert [line.split()[0] for line in table[1:]] == [r["predicted"] for r in records]
+
+    # the workspace as an experiment; then the workspace loses its model, the experiment keeps it
+    dvc(["exp", "save", "-n", "tiny-exp"], trained)
+    moved = tmp_path / "adapter"
+    shutil.move(trained / "models/adapter", moved)
+    try:
+        err = one_line_error(predict_stage.main, texts, capsys)
+        assert "models/adapter" in err and "dvc repro train" in err
+        call(predict_stage.main, ["--rev", "tiny-exp", "--json", *texts])
+        from_exp = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [r["predicted"] for r in from_exp] == [r["predicted"] for r in records]
+        np.testing.assert_allclose([list(r["probabilities"].values()) for r in from_exp],
+                                   [list(r["probabilities"].values()) for r in records], atol=1e-6)
+        assert "no-such-exp" in one_line_error(predict_stage.main, ["--rev", "no-such-exp", "x"], capsys)
+    finally:
+        shutil.move(moved, trained / "models/adapter")
+
+
+def test_bad_input_is_one_line_and_exit_2(trained, sample, monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(trained)
+    assert "nothing to predict" in one_line_error(predict_stage.main, [], capsys)
+    assert "missing.csv: not found" in one_line_error(predict_stage.main, ["--file", "missing.csv"], capsys)
+    err = one_line_error(predict_stage.main, ["--file", str(sample), "--text-column", "review"], capsys)
+    assert "no column 'review'" in err and "'text'" in err
+    assert "--out" in one_line_error(predict_stage.main, ["x", "--out", "p.xlsx"], capsys)
+    assert "no trained model" in one_line_error(predict_stage.main, ["x", "--model", "models/nothing"], capsys)
+    assert "unrecognized arguments" in one_line_error(predict_stage.main, ["x", "--frobnicate"], capsys)
+    wrong = tmp_path / "labels.json"
+    wrong.write_text(json.dumps(["neg", "pos", "neutral"]))
+    assert "does not have 3 outputs" in one_line_error(predict_stage.main, ["x", "--labels", str(wrong)], capsys)
+    assert "no trained model" in one_line_error(export_stage.main, ["--model", "models/nothing", "--out", str(tmp_path / "e")], capsys)
+    assert not (tmp_path / "e").exists()
+    # the real entry point: exit status 2 and one line, no traceback
+    result = run([sys.executable, "-m", "stages.predict", "--file", "missing.csv"], trained, check=False)
+    assert result.returncode == 2 and result.stderr.strip() == "error: --file missing.csv: not found"
+
+
+def test_tfidf_baseline_predicts_and_exports(trained, monkeypatch, capsys, tmp_path):
+    tfidf = pytest.importorskip("stages.tfidf")
+    monkeypatch.chdir(trained)
+    train = pd.read_csv("data/prepared/train.csv", dtype={"text": str}, keep_default_na=False)
+    model_dir = tmp_path / "tfidf"
+    model_dir.mkdir()
+    tfidf.TfidfClassifier().fit(train["text"].tolist(), train["label"].to_numpy()).save(model_dir)
+    texts = ["Stocks fell on Wall Street as oil prices rose", "The striker scored twice in the cup final"]
+    capsys.readouterr()
+    call(predict_stage.main, ["--model", str(model_dir), "--json", *texts])
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(records) == 2 and all(set(r["probabilities"]) == set(LABELS) for r in records)
+    call(export_stage.main, ["--model", str(model_dir), "--out", str(tmp_path / "export")])
+    assert json.loads((tmp_path / "export/labels.json").read_text()) == LABELS
+    assert "library_name: scikit-learn" in (tmp_path / "export/README.md").read_text()
+    call(predict_stage.main, ["--model", str(tmp_path / "export"), "--json", *texts])
+    again = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["probabilities"] for r in again] == [r["probabilities"] for r in records]
