@@ -13,11 +13,13 @@ The train loop talks to a `Runtime`, so the loop reads the same on every device:
 """
 from __future__ import annotations
 
+import glob
 import importlib.util
 import logging
 import os
-from contextlib import nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import torch
@@ -31,9 +33,25 @@ def xla_available() -> bool:
     return importlib.util.find_spec("torch_xla") is not None
 
 
+def tpu_chips_attached() -> bool:
+    """A Google TPU on this host's PCI bus (vendor 0x1ae0): what torch_xla itself checks, without
+    importing it (v4 exposes /dev/accel*, v5e/v6e /dev/vfio/*, so device files are no guide)."""
+    for vendor in glob.glob("/sys/bus/pci/devices/*/vendor"):
+        try:
+            if Path(vendor).read_text().strip() == "0x1ae0":
+                return True
+        except OSError:
+            continue
+    return bool(glob.glob("/dev/accel[0-9]*"))
+
+
 def xla_has_tpu() -> bool:
-    """True when torch_xla is installed and PJRT points at a TPU (what `auto` picks first)."""
-    return xla_available() and os.environ.get("PJRT_DEVICE", "TPU" if os.path.exists("/dev/accel0") else "") == "TPU"
+    """True when torch_xla is installed and PJRT points at a TPU (what `auto` picks first):
+    PJRT_DEVICE=TPU, or PJRT_DEVICE unset on a host with TPU chips."""
+    if not xla_available():
+        return False
+    pjrt = os.environ.get("PJRT_DEVICE")
+    return pjrt == "TPU" if pjrt else tpu_chips_attached()
 
 
 def pick_device(choice: str) -> torch.device:
@@ -89,6 +107,7 @@ class Runtime:
             import torch_xla.runtime as xr
 
             rank, world = xr.global_ordinal(), xr.world_size()
+            keep_padding_masks_on_device()
         elif device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -111,9 +130,13 @@ class Runtime:
         return self.kind == "xla"
 
     def autocast(self):
-        if self.dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=self.kind, dtype=self.dtype)
+        """Mixed precision for a forward pass (a no-op in fp32).
+
+        On XLA it also swaps an enclosing `torch.inference_mode` for `torch.no_grad`: torch_xla does
+        not support inference tensors (views of XLA tensors fail with "Cannot set version_counter
+        for inference tensor"), so predict_proba's inference_mode would break every XLA forward.
+        """
+        return _Forward(self.kind, self.dtype)
 
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
@@ -133,6 +156,32 @@ class Runtime:
             self.scaler.update()
         else:
             optimizer.step()
+
+    def seed(self, seed: int) -> None:
+        """Seed the device's RNG (dropout); torch.manual_seed does not reach torch_xla's."""
+        if self.kind == "xla":
+            import torch_xla.core.xla_model as xm
+
+            xm.set_rng_state(seed, self.device)
+
+    def rng_state(self) -> dict:
+        """The device RNG state, for a checkpoint (the CPU state is saved separately)."""
+        if self.kind == "xla":
+            import torch_xla.core.xla_model as xm
+
+            return {"xla": int(xm.get_rng_state(self.device))}
+        if self.kind == "cuda":
+            return {"cuda": torch.cuda.get_rng_state(self.device)}
+        return {}
+
+    def set_rng_state(self, state: dict | None) -> None:
+        state = state or {}
+        if self.kind == "xla" and "xla" in state:
+            import torch_xla.core.xla_model as xm
+
+            xm.set_rng_state(int(state["xla"]), self.device)
+        elif self.kind == "cuda" and "cuda" in state:
+            torch.cuda.set_rng_state(state["cuda"], self.device)
 
     def sync(self) -> None:
         if self.kind == "xla":
@@ -170,6 +219,52 @@ class Runtime:
             import torch_xla.core.xla_model as xm
 
             xm.rendezvous(tag)
+
+
+def keep_padding_masks_on_device() -> None:
+    """Stop transformers from reading the attention mask on the host in every forward, on XLA.
+
+    transformers drops the mask of a batch without padding, and to find out it asks
+    `padding_mask.all()` on the host (masking_utils `_ignore_*_mask_sdpa`). On an XLA device that is
+    a device-to-host sync in the middle of every step, plus a second graph per bucket for batches
+    that happen to have no padding. For masks on an XLA device the mask is now always kept, which
+    is what transformers already does while tracing or exporting; other devices are unchanged.
+    """
+    try:
+        from transformers import masking_utils
+    except ImportError:  # pragma: no cover
+        return
+    for name in ("_ignore_bidirectional_mask_sdpa", "_ignore_causal_mask_sdpa"):
+        original = getattr(masking_utils, name, None)
+        if original is None or getattr(original, "keeps_xla_masks", False):
+            continue
+
+        def keep_on_xla(padding_mask, *args, _original=original, **kwargs):
+            if padding_mask is not None and padding_mask.device.type == "xla":
+                return False
+            return _original(padding_mask, *args, **kwargs)
+
+        keep_on_xla.keeps_xla_masks = True
+        setattr(masking_utils, name, keep_on_xla)
+
+
+class _Forward:
+    """The context `Runtime.autocast()` returns; decides at entry, so it can see inference mode."""
+
+    def __init__(self, kind: str, dtype: torch.dtype | None) -> None:
+        self.kind, self.dtype = kind, dtype
+        self.stack: ExitStack | None = None
+
+    def __enter__(self) -> None:
+        self.stack = ExitStack()
+        if self.kind == "xla" and torch.is_inference_mode_enabled():
+            self.stack.enter_context(torch.inference_mode(False))
+            self.stack.enter_context(torch.no_grad())
+        if self.dtype is not None:
+            self.stack.enter_context(torch.autocast(device_type=self.kind, dtype=self.dtype))
+
+    def __exit__(self, *exc) -> bool:
+        return self.stack.__exit__(*exc)
 
 
 def xla_compile_stats() -> dict | None:

@@ -24,6 +24,7 @@ import math
 import shutil
 import signal
 import sys
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -38,8 +39,8 @@ from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from stages.batching import TokenizedSplit, collate, make_batches
-from stages.device import Runtime, xla_available, xla_compile_stats
-from stages.errors import UserError, run_stage
+from stages.device import Runtime, xla_available, xla_compile_stats, xla_has_tpu
+from stages.errors import UserError, run_stage, setup_logging
 from stages.inference import merge_shards, predict_proba
 from stages.io import atomic_dir
 from stages.metrics import classification_metrics
@@ -69,6 +70,10 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        if threading.current_thread() is not threading.main_thread():
+            # torch_xla.launch runs each core's loop in a thread, where handlers cannot be set:
+            # with train.cores=all a signal stops the run and it resumes from the last periodic checkpoint
+            return
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._handle)
 
@@ -137,14 +142,26 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(model, optimizer, scheduler, progress: dict, best: dict | None, fp: str) -> None:
+def to_cpu(obj):
+    """A state dict with every tensor on the CPU: a checkpoint written on a TPU or GPU loads anywhere
+    (optimizer.load_state_dict moves the state back to each parameter's device)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
+def save_checkpoint(model, optimizer, scheduler, progress: dict, best: dict | None, fp: str, runtime: Runtime) -> None:
     with atomic_dir(CKPT_DIR) as tmp:
         save_file(trainable_state(model), tmp / "trainable.safetensors")
         if best is not None:
             save_file(best, tmp / "best.safetensors")
         torch.save(
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "torch_rng": torch.get_rng_state(), "progress": progress},
+            {"optimizer": to_cpu(optimizer.state_dict()), "scheduler": scheduler.state_dict(),
+             "torch_rng": torch.get_rng_state(), "device_rng": runtime.rng_state(), "progress": progress},
             tmp / "state.pt",
         )
         if LIVE_DIR.exists():
@@ -152,7 +169,7 @@ def save_checkpoint(model, optimizer, scheduler, progress: dict, best: dict | No
         (tmp / "fingerprint.txt").write_text(fp)
 
 
-def load_checkpoint(model, optimizer, scheduler, fp: str) -> tuple[dict, dict | None] | None:
+def load_checkpoint(model, optimizer, scheduler, fp: str, runtime: Runtime) -> tuple[dict, dict | None] | None:
     """Restore a matching checkpoint: (progress, best weights), or None to start afresh."""
     if not (CKPT_DIR / "fingerprint.txt").exists():
         return None
@@ -168,6 +185,7 @@ def load_checkpoint(model, optimizer, scheduler, fp: str) -> tuple[dict, dict | 
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
+    runtime.set_rng_state(state.get("device_rng"))
     shutil.rmtree(LIVE_DIR, ignore_errors=True)
     if (CKPT_DIR / "live").exists():
         shutil.copytree(CKPT_DIR / "live", LIVE_DIR)
@@ -215,6 +233,15 @@ def make_optimizer(model: torch.nn.Module, params: Params) -> torch.optim.Optimi
     return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tp.lr, weight_decay=tp.weight_decay)
 
 
+def reduced_state(tally: Tally, runtime: Runtime) -> dict:
+    """A tally's state summed over all cores (every process must call it at the same step)."""
+    state = tally.state() if runtime.world_size == 1 else {"steps": tally.steps}
+    if runtime.world_size > 1:
+        state["loss"] = float(runtime.all_reduce_sum(tally.loss).cpu())
+        state["confusion"] = runtime.all_reduce_sum(tally.confusion).cpu().tolist()
+    return state
+
+
 def epoch_batches(split: TokenizedSplit, params: Params, runtime: Runtime, epoch: int) -> list:
     """This process's batches for one epoch: the same count on every process, fixed size on XLA."""
     batches = make_batches(split, params.buckets, params.train.batch_size, shuffle=True,
@@ -241,6 +268,7 @@ def train_transformer(params: Params, runtime: Runtime) -> None:
     train_split = TokenizedSplit.load(DATA_DIR / "train.npz")
     val_split = TokenizedSplit.load(DATA_DIR / "val.npz")
     seed_everything(tp.seed)
+    runtime.seed(tp.seed)
     if runtime.kind == "cpu":
         torch.use_deterministic_algorithms(True)
 
@@ -253,7 +281,7 @@ def train_transformer(params: Params, runtime: Runtime) -> None:
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(tp.warmup_ratio * total_steps), total_steps)
 
     fp = fingerprint(params)
-    restored = load_checkpoint(model, optimizer, scheduler, fp)
+    restored = load_checkpoint(model, optimizer, scheduler, fp, runtime)
     if restored is not None:
         progress, best = restored
         log.info("resuming from %s at step %d (epoch %d, batch %d)", CKPT_DIR, progress["step"], progress["epoch"] + 1, progress["batch"])
@@ -261,14 +289,16 @@ def train_transformer(params: Params, runtime: Runtime) -> None:
         progress = {"step": 0, "epoch": 0, "batch": 0, "seconds": 0.0, "samples": 0, "epoch_tally": None,
                     "window_tally": None, "best_f1": -1.0, "best_epoch": 0, "stale_epochs": 0, "compilations": None}
         best = None
-    epoch_tally = Tally(len(labels), runtime.device, progress["epoch_tally"])
-    window_tally = Tally(len(labels), runtime.device, progress["window_tally"])
+    # a checkpoint holds the epoch tally summed over all cores: rank 0 takes it, the others restart at zero
+    epoch_tally = Tally(len(labels), runtime.device, progress["epoch_tally"] if runtime.is_main else None)
+    window_tally = Tally(len(labels), runtime.device, progress["window_tally"] if runtime.is_main else None)
 
     def checkpoint() -> None:
-        progress.update(seconds=time.perf_counter() - started, epoch_tally=epoch_tally.state(), window_tally=window_tally.state())
+        progress.update(seconds=time.perf_counter() - started, epoch_tally=reduced_state(epoch_tally, runtime),
+                        window_tally=window_tally.state())
         if runtime.is_main:
             live.make_summary()
-            save_checkpoint(model, optimizer, scheduler, progress, best, fp)
+            save_checkpoint(model, optimizer, scheduler, progress, best, fp, runtime)
         runtime.barrier("checkpoint")
 
     stop = StopFlag()
@@ -311,10 +341,7 @@ def train_transformer(params: Params, runtime: Runtime) -> None:
                         raise StopRequested(stop.signal)
 
             # end of epoch: train metrics as seen during the epoch (all cores), val on the held-out split
-            train_state = epoch_tally.state()
-            train_state["loss"] = float(runtime.all_reduce_sum(epoch_tally.loss).cpu())
-            train_state["confusion"] = runtime.all_reduce_sum(epoch_tally.confusion).cpu().tolist()
-            train_metrics = Tally.summary(train_state)
+            train_metrics = Tally.summary(reduced_state(epoch_tally, runtime))
             val = evaluate_val(model, val_split, params, runtime, pad_id, labels)
             live.step = progress["step"]
             for key in ("loss", "accuracy", "macro_f1"):
@@ -386,6 +413,7 @@ def worker(params: Params) -> None:
 
 
 def _xla_worker(index: int, params: Params) -> None:  # torch_xla.launch passes the process index
+    setup_logging()  # a spawned process starts with logging unconfigured
     worker(params)
 
 
@@ -394,9 +422,10 @@ def main() -> None:
     if params.train.method == "tfidf":
         return train_tfidf(params)
     if params.train.cores == "all":
-        if params.train.device not in ("xla", "auto") or not xla_available():
+        # decided before launch: touching the XLA device first would stop torch_xla.launch from starting
+        if not (params.train.device == "xla" and xla_available() or params.train.device == "auto" and xla_has_tpu()):
             raise UserError("train.cores=all runs one process per TPU core: it needs torch_xla and "
-                            f"train.device=xla (now {params.train.device}); see docs/tpu.md")
+                            f"train.device=xla, or auto on a TPU host (now {params.train.device}); see docs/tpu.md")
         import torch_xla
 
         torch_xla.launch(_xla_worker, args=(params,))
