@@ -19,7 +19,6 @@ import logging
 import os
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import torch
@@ -34,15 +33,15 @@ def xla_available() -> bool:
 
 
 def tpu_chips_attached() -> bool:
-    """A Google TPU on this host's PCI bus (vendor 0x1ae0): what torch_xla itself checks, without
-    importing it (v4 exposes /dev/accel*, v5e/v6e /dev/vfio/*, so device files are no guide)."""
-    for vendor in glob.glob("/sys/bus/pci/devices/*/vendor"):
-        try:
-            if Path(vendor).read_text().strip() == "0x1ae0":
-                return True
-        except OSError:
-            continue
-    return bool(glob.glob("/dev/accel[0-9]*"))
+    """TPU chips on this host's PCI bus, as torch_xla counts them (Google's vendor id and the TPU
+    device ids: a GCE VM's gVNIC shares the vendor id). Safe before torch_xla.launch: it reads
+    /sys and does not start the XLA runtime."""
+    try:
+        from torch_xla._internal import tpu
+
+        return tpu.num_available_chips() > 0
+    except Exception:  # torch_xla missing or its internals moved
+        return bool(glob.glob("/dev/accel[0-9]*"))
 
 
 def xla_has_tpu() -> bool:
