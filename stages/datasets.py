@@ -165,7 +165,7 @@ def read_ag_news(path: Path) -> pd.DataFrame:
         frame = read_table(path, header=False)
         if frame.shape[1] != 2:
             raise UserError(f"{path}: expected 2 tab-separated columns (description, class name), found {frame.shape[1]}")
-        text, label = frame[0], map_labels(frame[1], AG_NEWS_LABELS, path)
+        text, label = frame[0], map_labels(frame[1], AG_NEWS_LABELS, path, offset=1)  # ids 1-4 as in the canonical CSV
     else:  # canonical: class index 1-4, title, description
         frame = read_table(path, header=False)
         if frame.shape[1] != 3:

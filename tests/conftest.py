@@ -78,10 +78,8 @@ def write_params(repo: Path, overrides: dict) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@pytest.fixture
-def repo(tmp_path, tiny_model) -> Path:
-    """A fresh git + DVC repository holding the project's tracked files, set up for the tiny model."""
-    dest = tmp_path / "repo"
+def make_repo(dest: Path, model: Path) -> Path:
+    """A fresh git + DVC repository at `dest` holding the project's files, set up for `model`."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\n")
     for name in filter(None, files):
         if name.startswith(("data/prepared", "data/tokenized", "models/", "metrics/", "plots/", "reports/", "dvc.lock")):
@@ -90,10 +88,16 @@ def repo(tmp_path, tiny_model) -> Path:
             continue
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, dest / name)
-    write_params(dest, tiny_params(tiny_model))
+    write_params(dest, tiny_params(model))
     run(["git", "init", "-q", "-b", "main"], dest)
     run(["git", "config", "user.email", "test@example.com"], dest)
     run(["git", "config", "user.name", "test"], dest)
     run(["git", "add", "-A"], dest)
     run(["git", "commit", "-qm", "init"], dest)
     return dest
+
+
+@pytest.fixture
+def repo(tmp_path, tiny_model) -> Path:
+    """A fresh git + DVC repository holding the project's tracked files, set up for the tiny model."""
+    return make_repo(tmp_path / "repo", tiny_model)

@@ -1,0 +1,182 @@
+"""Reliability: bad input gives one clear line and leaves nothing; kill -9 resumes; runs repeat exactly."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import dvc, make_repo, run, write_params
+
+# ---------------------------------------------------------------- bad input, table-driven
+NUMBERED = "text,label\n" + "".join(f"review number {i},{i % 3}\n" for i in range(30))
+
+
+def data_case(files: dict[str, bytes | str], **data):
+    return {"files": files, "data": {"dataset": "banglasenti", "path": "my_data", **data}}
+
+
+BAD_INPUT = [
+    # (case id, setup, stage, expected fragment, exit code)
+    ("missing file", {"data": {"path": "no/such/folder"}}, "prepare",
+     "data.path: 'no/such/folder' does not exist", 2),
+    ("missing column", data_case({"val.csv": "sentence,label\na,0\n"}), "prepare",
+     "no column 'text' (columns: 'sentence', 'label'); set data.text_column", 2),
+    ("renamed column", data_case({"val.csv": "review,label\na,0\n"}, dataset="csv", text_column="text"), "prepare",
+     "no column 'text' (columns: 'review', 'label')", 2),
+    ("label outside set", data_case({"val.csv": NUMBERED + "odd one,7\n"}), "prepare",
+     "1 rows have labels outside the label set (e.g. ['7'], first at data row 31)", 2),
+    ("non-UTF-8 bytes", data_case({"val.csv": b"text,label\ngood,1\ncaf\xe9,0\n"}), "prepare",
+     "not UTF-8 (byte 21, line 3); re-save the file as UTF-8", 2),
+    ("header only", data_case({"val.csv": "text,label\n"}), "prepare", "has a header but no data rows", 2),
+    ("empty file", data_case({"val.csv": ""}), "prepare", "the file is empty", 2),
+    ("class with no examples", data_case({"val.csv": "".join(f"t{i},{i % 2}\n" for i in range(30)).join(["text,label\n", ""])},
+                                          dataset="csv", labels=["0", "1", "2"]), "prepare",
+     "no training examples left for class(es) ['2']", 2),
+    ("too small to split", data_case({"val.csv": "text,label\na,0\nb,1\nc,2\n"}), "prepare",
+     "dataset too small to split off test: 3 rows", 2),
+    ("unknown dataset", {"data": {"dataset": "imdb"}}, "prepare", "'data.dataset' is 'imdb', allowed: ag_news | banglasenti | csv", 2),
+    ("typo in key", {"lora": {"rank": 8}}, "prepare", "unknown key 'lora.rank'. Did you mean 'lora.r'?", 2),
+    ("negative rank", {"lora": {"r": -4}}, "train", "'lora.r' is -4, allowed: an integer in [1, 1024]", 2),
+    ("alpha 0", {"lora": {"alpha": 0}}, "train", "'lora.alpha' is 0, allowed: a number > 0", 2),
+    ("dropout 1", {"lora": {"dropout": 1.0}}, "train", "'lora.dropout' is 1.0, allowed: a number in [0, 1)", 2),
+    ("lr 0", {"train": {"lr": 0}}, "train", "'train.lr' is 0, allowed: a number in (0, 1)", 2),
+    ("batch size 0", {"train": {"batch_size": 0}}, "train", "'train.batch_size' is 0", 2),
+    ("unknown target alias", {"lora": {"targets": "qvk"}}, "train", "lora.targets: unknown alias 'qvk'", 2),
+    ("absent target module", {"lora": {"targets": ["q_proj"]}}, "train", "module(s) ['q_proj'] not in bert model; its linear modules are", 2),
+    ("max_length over positions", {"model": {"max_length": 512, "length_buckets": [64, 512]}}, "train",
+     "model.max_length=512 exceeds the 128 positions", 2),
+]
+
+
+@pytest.fixture(scope="module")
+def tokenized_repo(tmp_path_factory, tiny_model) -> Path:
+    """One repository with prepare and tokenize done, shared by the train cases."""
+    repo = make_repo(tmp_path_factory.mktemp("tokenized") / "repo", tiny_model)
+    run([sys.executable, "-m", "stages.prepare"], repo)
+    run([sys.executable, "-m", "stages.tokenize"], repo)
+    return repo
+
+
+@pytest.mark.parametrize("case, setup, stage, fragment, code", BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
+def test_bad_input_one_line_no_outputs(request, case, setup, stage, fragment, code):
+    # prepare cases get a fresh repository; train cases share one whose earlier stages ran on good params
+    repo = request.getfixturevalue("tokenized_repo" if stage == "train" else "repo")
+    for name, content in setup.get("files", {}).items():
+        path = repo / "my_data" / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    overrides = {k: v for k, v in setup.items() if k != "files"}
+    good_params = (repo / "params.yaml").read_text()
+    write_params(repo, overrides)
+    try:
+        result = run([sys.executable, "-m", f"stages.{stage}"], repo, check=False)
+    finally:
+        (repo / "params.yaml").write_text(good_params)
+    assert result.returncode == code, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and fragment in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    outputs = {"prepare": ["data/prepared", "metrics/prepare.json"], "train": ["models/adapter", "metrics/train"]}[stage]
+    for out in outputs:
+        assert not (repo / out).exists(), f"{out} left behind"
+    assert not list(repo.glob("**/.*.tmp"))
+
+
+FIXED = [
+    ("BOM and CRLF", b"\xef\xbb\xbftext,label\r\n" + b"".join(b"line %d,%d\r\n" % (i, i % 3) for i in range(30))),
+    ("quoted newlines and commas", b"text,label\n" + b"".join(b'"row %d, with comma\nand newline",%d\n' % (i, i % 3) for i in range(30))),
+    ("names for ids", b"text,label\n" + b"".join(b"t%d,%s\n" % (i, [b"negative", b"positive", b"neutral"][i % 3]) for i in range(30))),
+    ("empty and blank texts", b"text,label\n" + b"".join(b"t%d,%d\n" % (i, i % 3) for i in range(30)) + b'"",0\n"   ",1\n'),
+]
+
+
+@pytest.mark.parametrize("case, content", FIXED, ids=[c[0] for c in FIXED])
+def test_fixable_input_is_fixed_and_counted(repo, case, content):
+    (repo / "my_data").mkdir()
+    (repo / "my_data/val.csv").write_bytes(content)
+    write_params(repo, {"data": {"dataset": "banglasenti", "path": "my_data", "val_fraction": 0.2, "test_fraction": 0.2}})
+    run([sys.executable, "-m", "stages.prepare"], repo)
+    stats = json.loads((repo / "metrics/prepare.json").read_text())
+    assert sum(stats["rows"].values()) == 30
+    assert stats["dropped"]["empty_text"] == (2 if case == "empty and blank texts" else 0)
+    train = (repo / "data/prepared/train.csv").read_text(encoding="utf-8")
+    assert "\ufeff" not in train and "\r" not in train
+
+
+def test_ids_for_names_in_ag_news(repo):
+    (repo / "my_data").mkdir()
+    rows = "".join(f"story {i}\t{['World', '2', 'business', 'Sci/Tech'][i % 4]}\n" for i in range(40))
+    (repo / "my_data/dev.tsv").write_text(rows)
+    write_params(repo, {"data": {"dataset": "ag_news", "path": "my_data", "val_fraction": 0.2, "test_fraction": 0.2}})
+    run([sys.executable, "-m", "stages.prepare"], repo)
+    counts = json.loads((repo / "metrics/prepare.json").read_text())["class_counts"]["train"]
+    assert all(n > 0 for n in counts.values())
+
+
+# ---------------------------------------------------------------- interruption and determinism
+RESULT_FILES = ("models/adapter/adapter_model.safetensors", "metrics/train/plots/metrics/train_step/loss.tsv")
+TIMING_KEYS = {"train_seconds", "train_samples_per_second"}
+
+
+def outcome(repo: Path) -> dict:
+    """What must match between runs: adapter bytes, step history, metrics less timings."""
+    metrics = json.loads((repo / "metrics/train/metrics.json").read_text())
+    history = [line.split("\t")[1:] for line in (repo / RESULT_FILES[1]).read_text().splitlines()]  # drop timestamps
+    test = json.loads((repo / "metrics/evaluate/metrics.json").read_text())["test"]
+    test.pop("samples_per_second")
+    return {"adapter": (repo / RESULT_FILES[0]).read_bytes(), "history": history, "test": test,
+            "metrics": {k: v for k, v in metrics.items() if k not in TIMING_KEYS}}
+
+
+def test_determinism_and_kill_resume(repo, tmp_path):
+    write_params(repo, {"train": {"epochs": 2, "checkpoint_every": 3, "log_every": 2}})
+    run(["git", "commit", "-qam", "params"], repo)
+    dvc(["repro"], repo)
+    first = outcome(repo)
+
+    # same params and seed, run again: identical numbers and bytes
+    dvc(["repro", "-f", "train", "evaluate"], repo)
+    assert outcome(repo) == first
+
+    # kill -9 the stage mid-epoch, right after a checkpoint; `dvc repro` then resumes from it
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "-f", "train"], cwd=repo, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    fingerprint = repo / "checkpoints/train/fingerprint.txt"
+    deadline = time.time() + 120
+    while not fingerprint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "training finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (repo / "models/adapter").exists()  # DVC removed it before the run; nothing half-written came back
+
+    resumed = dvc(["repro"], repo)
+    assert "resuming from checkpoints/train at step" in resumed.stderr + resumed.stdout
+    assert outcome(repo) == first
+    assert not (repo / "checkpoints/train").exists()  # cleaned up once the adapter is saved
+
+
+def test_sigterm_saves_checkpoint_and_exits(repo):
+    write_params(repo, {"train": {"epochs": 2, "checkpoint_every": 0}})
+    run([sys.executable, "-m", "stages.prepare"], repo)
+    run([sys.executable, "-m", "stages.tokenize"], repo)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=repo, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    step_log = repo / "metrics/train/plots/metrics/train_step/loss.tsv"
+    deadline = time.time() + 120
+    while not step_log.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "checkpoint saved" in err
+    assert (repo / "checkpoints/train/fingerprint.txt").exists()
+    done = run([sys.executable, "-m", "stages.train"], repo)
+    assert "resuming from" in done.stderr
