@@ -21,6 +21,7 @@ def setup_logging() -> None:
         level=logging.INFO,
         format="%(asctime)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
+        force=True,  # an imported library may have configured the root logger already
     )
     # transformers and peft are chatty about expected things (a fresh classifier head)
     for name in ("transformers", "peft", "huggingface_hub", "dvc", "dvclive"):

@@ -10,13 +10,18 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import torch
-from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 
 from stages.errors import UserError
 from stages.params import LoraParams
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
+
+# peft is imported inside the functions that use it: the tokenize stage needs only the
+# tokenizer, and importing peft costs about a second of its start-up.
 
 # hub name -> (package, function returning the folder holding that model's files)
 BUNDLED = {
@@ -127,7 +132,9 @@ def resolve_targets(model: torch.nn.Module, targets: Union[str, list[str]]) -> U
     return sorted(set(chosen))
 
 
-def lora_config(lora: LoraParams, model: torch.nn.Module) -> LoraConfig:
+def lora_config(lora: LoraParams, model: torch.nn.Module) -> "LoraConfig":
+    from peft import LoraConfig, TaskType
+
     return LoraConfig(
         task_type=TaskType.SEQ_CLS,  # keeps the classifier head trainable and saved with the adapter
         r=lora.r,
@@ -147,6 +154,8 @@ def apply_lora(model: torch.nn.Module, lora: LoraParams) -> torch.nn.Module:
         for param in model.parameters():
             param.requires_grad_(True)
         return model
+    from peft import get_peft_model
+
     return get_peft_model(model, lora_config(lora, model))
 
 
@@ -167,6 +176,8 @@ def load_trained(adapter_dir: str | Path, base_name: str, labels: list[str]) -> 
     """The trained classifier from models/: a peft adapter over the base model, or a full model."""
     adapter_dir = Path(adapter_dir)
     if (adapter_dir / "adapter_config.json").exists():
+        from peft import PeftModel
+
         base = load_base_model(base_name, labels)
         return PeftModel.from_pretrained(base, adapter_dir)
     from transformers import AutoModelForSequenceClassification
