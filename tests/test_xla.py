@@ -15,7 +15,7 @@ Without torch_xla, the sharding and padding logic the XLA path relies on is stil
 
 Several CPU devices (CPU_NUM_DEVICES=2) cannot be tested here: torch_xla 2.9 runs them as threads
 of one process, and its all-reduce on XLA:CPU never completes (the rendezvous times out and aborts
-the process; pytorch/xla#9089). On a TPU VM, `PJRT_DEVICE=TPU pytest tests/test_xla.py` runs the
+the process; pytorch/xla#9089). On a TPU VM, `PJRT_DEVICE=TPU pytest -n 0 tests/test_xla.py` runs the
 all-cores test over every core.
 """
 from __future__ import annotations
