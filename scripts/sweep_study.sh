@@ -189,7 +189,7 @@ done
 echo "sweep done in $(( $(date +%s) - started ))s"
 
 "${DVC[@]}" exp show --no-pager --md --drop '.*' \
-  --keep '^(Experiment|State)$|^lora\.(enabled|r|alpha|targets|rslora|dora)$|^train\.(method|lr|seed)$|^trainable_params$|^(val|test)\.(accuracy|macro_f1)$|^test\.majority_accuracy$' \
+  --keep '^(Experiment|State)$|^lora\.(enabled|r|alpha|targets|dropout|rslora|dora)$|^train\.(method|batch_size|lr|epochs|seed)$|^(steps|trainable_params|lora_weight_mean)$|^(train|val|test)\.(accuracy|macro_f1|loss)$|^test\.majority_accuracy$' \
   --sort-by test.accuracy --sort-order desc || true
 if [[ "$COMPARE" -eq 1 ]]; then
   "$PYTHON" -m stages.compare || echo "warning: python -m stages.compare failed" >&2
