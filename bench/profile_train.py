@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime as dt
-import os
 import shutil
 import subprocess
 import sys

@@ -59,6 +59,18 @@ def dvc(args: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.Comp
     return run([sys.executable, "-m", "dvc", *args], cwd, check=check, **kw)
 
 
+def head_params_after_peft_load(repo: Path, model: Path, adapter: Path) -> int:
+    """Load `adapter` over `model` with plain transformers + peft in a fresh process; count the
+    classifier-head parameters the adapter brought (0 means the head was not saved with it)."""
+    code = (
+        "from transformers import AutoModelForSequenceClassification as M; from peft import PeftModel; "
+        f"b = M.from_pretrained({str(model)!r}, num_labels=4); "
+        f"m = PeftModel.from_pretrained(b, {str(adapter)!r}); "
+        "print(sum('classifier' in n for n, _ in m.named_parameters()))"
+    )
+    return int(run([sys.executable, "-c", code], repo).stdout.split()[-1])
+
+
 def tiny_params(model: Path) -> dict:
     """params.yaml overrides for a run of a few seconds: tiny model, excerpt of AG News."""
     return {

@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-from conftest import dvc, run
+from conftest import dvc, head_params_after_peft_load
 
 STAGES = ("prepare", "tokenize", "train", "evaluate", "report")
 
@@ -26,13 +24,7 @@ def test_dvc_repro_end_to_end(repo, tiny_model):
     assert config["base_model_name_or_path"] == str(tiny_model)
 
     # the adapter loads with plain peft, head included, in a fresh process
-    code = (
-        "from transformers import AutoModelForSequenceClassification as M; from peft import PeftModel; "
-        f"b = M.from_pretrained({str(tiny_model)!r}, num_labels=4); "
-        f"m = PeftModel.from_pretrained(b, {str(adapter)!r}); "
-        "print(sum('classifier' in n for n, _ in m.named_parameters()))"
-    )
-    assert int(run([sys.executable, "-c", code], repo).stdout.split()[-1]) > 0
+    assert head_params_after_peft_load(repo, tiny_model, adapter) > 0
 
     metrics = json.loads(dvc(["metrics", "show", "--json"], repo).stdout)
     flat = json.dumps(metrics)

@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import dvc, make_repo, run, write_params
+from conftest import dvc, head_params_after_peft_load, make_repo, run, write_params
 
 BUCKETS = (16, 32, 64)  # tiny_params' model.length_buckets
 # compile budget: one train graph per bucket plus the first step (it creates the AdamW state), one
@@ -106,13 +106,7 @@ def test_xla_train_one_core_then_evaluate(tokenized, tmp_path, tiny_model):
 
     # the adapter written from the XLA run loads with plain peft, in a fresh process, head included
     adapter = repo / "models/adapter"
-    code = (
-        "from transformers import AutoModelForSequenceClassification as M; from peft import PeftModel; "
-        f"b = M.from_pretrained({str(tiny_model)!r}, num_labels=4); "
-        f"m = PeftModel.from_pretrained(b, {str(adapter)!r}); "
-        "print(sum('classifier' in n for n, _ in m.named_parameters()))"
-    )
-    assert int(run([sys.executable, "-c", code], repo).stdout.split()[-1]) > 0
+    assert head_params_after_peft_load(repo, tiny_model, adapter) > 0
 
     # evaluate on XLA (padded, bucketed batches) agrees with evaluate on the CPU
     stage(repo, "evaluate")
