@@ -593,6 +593,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--input", help="a saved `dvc exp show --json` output (default: run it)")
     parser.add_argument("--all-commits", action="store_true", help="experiments of every commit, not only HEAD's")
     parser.add_argument("--workspace", action="store_true", help="also count the workspace's results as a run")
+    parser.add_argument("--exclude", nargs="+", default=[], metavar="NAME",
+                        help="leave out these runs (experiment names, or the commit's name, e.g. main, "
+                             "when its own results come from other data than the sweep's)")
     parser.add_argument("--baseline", default="auto",
                         help="auto (TF-IDF if present, else full fine-tuning) | tfidf | full | none | an experiment name")
     parser.add_argument("--best-by", default="test.accuracy", choices=METRICS, help="metric that picks the bold row")
@@ -604,6 +607,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parse_args(argv)
     data, source = load_exp_show(args.input, args.all_commits)
     runs, others = parse_exp_show(data, include_workspace=args.workspace)
+    unknown = sorted(set(args.exclude) - {r.name for r in runs} - {o.name for o in others})
+    if unknown:
+        raise UserError(f"--exclude: no run named {', '.join(unknown)}; the runs are "
+                        f"{', '.join(sorted({r.name for r in runs}))}")
+    runs = [r for r in runs if r.name not in args.exclude]
     if not runs:
         pending = f" ({len(others)} failed, queued or running)" if others else ""
         raise UserError(f"no finished experiment with metrics to compare{pending}; run `dvc exp run` "

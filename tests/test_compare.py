@@ -303,3 +303,14 @@ def test_outside_a_dvc_repo_exits_2(tmp_path):
     result = cli("--out", str(tmp_path / "c.md"), cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.startswith("error: `dvc exp show --json` failed")
+
+
+def test_exclude_leaves_runs_out_and_names_unknown_ones(tmp_path):
+    out = tmp_path / "c.md"
+    compare.main(["--input", str(study(tmp_path)), "--out", str(out), "--exclude", "qv32", "all32"])
+    text = out.read_text()
+    assert "qv32" not in text and "all32" not in text
+    assert table_row(text, "**full**")  # the best of what is left
+    result = cli("--input", str(study(tmp_path)), "--out", str(tmp_path / "d.md"), "--exclude", "qv64")
+    assert result.returncode == 2 and "--exclude: no run named qv64; the runs are" in result.stderr
+    assert not (tmp_path / "d.md").exists()
