@@ -8,6 +8,7 @@ per bucket. Token-length statistics per split go to metrics/tokenize.json.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -98,9 +99,9 @@ def main() -> None:
                 raise UserError(f"{path} not found; run the prepare stage first (dvc repro prepare)")
             frame = pd.read_csv(path, dtype={"text": str}, keep_default_na=False)
             ids, truncated = tokenize_texts(tokenizer, frame["text"].tolist(), params.model.max_length, split)
-            lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(ids))
+            lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
             offsets = np.concatenate([[0], np.cumsum(lengths)])
-            flat = np.fromiter((t for row in ids for t in row), dtype=np.int32, count=int(offsets[-1]))
+            flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(offsets[-1]))
             np.savez(tmp / f"{split}.npz", ids=flat, offsets=offsets, labels=frame["label"].to_numpy(np.int64))
             stats[split] = length_stats(lengths, truncated, params.buckets)
         meta = {"tokenizer": params.model.name, "pad_token_id": tokenizer.pad_token_id, "max_length": params.model.max_length}
