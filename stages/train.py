@@ -197,9 +197,17 @@ def save_model(model, params: Params) -> None:
     """Adapter (or full model) in Hugging Face format, written atomically."""
     with atomic_dir(MODEL_DIR) as tmp:
         if params.lora.enabled:
+            config = model.peft_config["default"]
             # record the portable name, not this machine's resolved folder
-            model.peft_config["default"].base_model_name_or_path = params.model.name
+            config.base_model_name_or_path = params.model.name
+            # peft keeps target modules as a set, whose order changes from process to process;
+            # sorted, the same run writes the same bytes (and DVC sees the same md5)
+            if isinstance(config.target_modules, (set, list, tuple)):
+                config.target_modules = sorted(config.target_modules)
         model.save_pretrained(tmp, safe_serialization=True)
+        # peft's README.md is an empty card template naming this machine's model folder; the
+        # export stage writes the real model card
+        (tmp / "README.md").unlink(missing_ok=True)
 
 
 def build_model(params: Params, labels: list[str]) -> torch.nn.Module:

@@ -119,7 +119,7 @@ def test_ids_for_names_in_ag_news(repo):
 
 
 # ---------------------------------------------------------------- interruption and determinism
-RESULT_FILES = ("models/adapter/adapter_model.safetensors", "metrics/train/plots/metrics/train_step/loss.tsv")
+RESULT_FILES = ("models/adapter", "metrics/train/plots/metrics/train_step/loss.tsv")
 TIMING_KEYS = {"train_seconds", "train_samples_per_second"}
 
 
@@ -129,7 +129,8 @@ def outcome(repo: Path) -> dict:
     history = [line.split("\t")[1:] for line in (repo / RESULT_FILES[1]).read_text().splitlines()]  # drop timestamps
     test = json.loads((repo / "metrics/evaluate/metrics.json").read_text())["test"]
     test.pop("samples_per_second")
-    return {"adapter": (repo / RESULT_FILES[0]).read_bytes(), "history": history, "test": test,
+    adapter = {f.name: f.read_bytes() for f in sorted((repo / "models/adapter").iterdir())}  # weights and config
+    return {"adapter": adapter, "history": history, "test": test,
             "metrics": {k: v for k, v in metrics.items() if k not in TIMING_KEYS}}
 
 
