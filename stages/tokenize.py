@@ -54,8 +54,8 @@ def _batch_encoder(tokenizer):
     """encode(texts, max_length) -> lists of ids, with special tokens, truncated, unpadded.
 
     A fast tokenizer's Rust backend is called directly (`encode_batch_fast` skips the character
-    offsets that transformers' wrapper computes and we never use): the same ids, about 15%
-    faster. Other tokenizers go through the usual call.
+    offsets that transformers' wrapper computes and we never use): the same ids, 1.4-1.5x the
+    rows/s (measured on 24k BanglaSenti and 23k AG News rows). Other tokenizers go through the usual call.
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None or not hasattr(backend, "encode_batch_fast"):

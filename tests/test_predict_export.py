@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, dvc, run, tiny_params, write_params
+from conftest import dvc, make_repo, run
 from stages import export as export_stage
 from stages import predict as predict_stage
 from stages.errors import run_stage
@@ -58,19 +57,7 @@ print(json.dumps(out))
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_model) -> Path:
     """One real `dvc repro` (prepare .. report, export) in a temp git + DVC copy of the repository."""
-    dest = tmp_path_factory.mktemp("predict-export") / "repo"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True,
-                           check=True).stdout.split("\n")
-    for name in filter(None, files):
-        if name.startswith(("data/prepared", "data/tokenized", "models/", "metrics/", "plots/", "reports/", "dvc.lock")):
-            continue
-        if (ROOT / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dest / name)
-    write_params(dest, tiny_params(tiny_model))
-    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "config", "user.email", "t@example.com"],
-                ["git", "config", "user.name", "t"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
-        run(cmd, dest)
+    dest = make_repo(tmp_path_factory.mktemp("predict-export") / "repo", tiny_model)
     out = dvc(["repro"], dest)
     assert "Running stage 'export'" in out.stdout
     return dest
