@@ -43,7 +43,7 @@ PHASES = [
     ("DVCLive logging", ("Live.", "log_metric", "make_summary")),
     ("fingerprint", ("fingerprint",)),
     ("model load", ("load_base_model", "from_pretrained")),
-    ("LoRA wrap", ("apply_lora", "get_peft_model")),
+    ("LoRA wrap", ("apply_method", "get_peft_model")),
     ("imports", ("_find_and_load", "_handle_fromlist")),
 ]
 # inside forward: the innermost of these frames names the layer kind
@@ -131,9 +131,9 @@ import json, sys, time
 import numpy as np, torch
 from torch.profiler import profile, ProfilerActivity, record_function
 from transformers import get_linear_schedule_with_warmup
-from stages.batching import TokenizedSplit, collate, make_batches
-from stages.modeling import apply_lora, load_base_model
-from stages.params import load_params
+from lora_dvc.batching import TokenizedSplit, collate, make_batches
+from lora_dvc.modeling import apply_method, load_base_model
+from lora_dvc.params import load_params
 steps = int(sys.argv[1])
 params = load_params(); tp = params.train
 labels = json.load(open("data/prepared/labels.json"))
@@ -141,7 +141,7 @@ meta = json.load(open("data/tokenized/meta.json"))
 split = TokenizedSplit.load("data/tokenized/train.npz")
 torch.manual_seed(tp.seed)
 torch.use_deterministic_algorithms(True)
-model = apply_lora(load_base_model(params.model.name, labels), params.lora)
+model = apply_method(load_base_model(params.model.name, labels), params.train.method, params.lora)
 opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tp.lr, weight_decay=tp.weight_decay)
 sched = get_linear_schedule_with_warmup(opt, 1, 1000)
 batches = make_batches(split, params.buckets, tp.batch_size, shuffle=True, seed=tp.seed)

@@ -207,7 +207,7 @@ TOKENIZE_PROBE = r"""
 import json, sys, time
 t0 = time.perf_counter()
 import stages.tokenize as stage
-from stages.errors import setup_logging
+from lora_dvc.runner import setup_logging
 from transformers import AutoTokenizer  # the import counts as start-up whether the stage imports it early or late
 setup_logging()
 t1 = time.perf_counter()

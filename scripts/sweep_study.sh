@@ -202,7 +202,7 @@ echo "sweep done in $(( $(date +%s) - started ))s"
   --keep '^(Experiment|State)$|^lora\.(enabled|r|alpha|targets|dropout|rslora|dora)$|^train\.(method|batch_size|lr|epochs|seed)$|^(steps|trainable_params|lora_weight_mean)$|^(train|val|test)\.(accuracy|macro_f1|loss)$|^test\.majority_accuracy$' \
   --sort-by test.accuracy --sort-order desc || true
 if [[ "$COMPARE" -eq 1 ]]; then
-  "$PYTHON" -m stages.compare || echo "warning: python -m stages.compare failed" >&2
+  "$PYTHON" -m lora_dvc.compare || echo "warning: python -m lora_dvc.compare failed" >&2
 fi
 if [[ ${#failed[@]} -gt 0 ]]; then
   echo "error: ${#failed[@]} experiment(s) did not succeed: ${failed[*]} (see: dvc queue logs NAME)" >&2

@@ -18,21 +18,18 @@ from pathlib import Path
 import pandas as pd
 from dvclive import Live
 
-from stages.batching import TokenizedSplit
-from stages.device import Runtime
-from stages.errors import UserError, run_stage
-from stages.inference import predict_proba
-from stages.io import atomic_path
-from stages.metrics import classification_metrics, majority_accuracy
-from stages.modeling import load_trained
-from stages.params import load_params
-from stages.tfidf import TfidfClassifier
+from lora_dvc.batching import TokenizedSplit
+from lora_dvc.device import Runtime
+from lora_dvc.errors import UserError
+from lora_dvc.runner import run_stage
+from lora_dvc.inference import predict_proba
+from lora_dvc.atomic import atomic_path
+from lora_dvc.metrics import classification_metrics, majority_accuracy
+from lora_dvc.modeling import load_trained
+from lora_dvc.params import load_params
+from lora_dvc.tfidf import TfidfClassifier
 
-DATA_DIR = Path("data/tokenized")
-PREPARED = Path("data/prepared")
-LABELS = PREPARED / "labels.json"
-MODEL_DIR = Path("models/adapter")
-LIVE_DIR = Path("metrics/evaluate")
+from lora_dvc.artifacts import EVAL_LIVE as LIVE_DIR, LABELS, MODEL as MODEL_DIR, PREPARED, TOKENIZED as DATA_DIR
 log = logging.getLogger("evaluate")
 
 

@@ -1,6 +1,6 @@
 """export: the trained model -> a folder in Hugging Face's layout, ready to share or publish.
 
-    python -m stages.export                       # models/adapter -> models/export (the DVC stage)
+    python -m stages.export                       # models/classifier -> models/export (the DVC stage)
     python -m stages.export --merge --out DIR     # also a merged full model in DIR/merged/
 
 The folder holds
@@ -30,13 +30,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
 
-from stages.errors import UserError, run_stage
+from lora_dvc.errors import UserError
+from lora_dvc.runner import run_stage
 
-MODEL_DIR = Path("models/adapter")
-OUT_DIR = Path("models/export")
-TRAIN_METRICS = Path("metrics/train/metrics.json")
-EVAL_METRICS = Path("metrics/evaluate/metrics.json")
-PREPARE_METRICS = Path("metrics/prepare.json")
+from lora_dvc.artifacts import EVAL_METRICS, EXPORT as OUT_DIR, MODEL as MODEL_DIR, PREPARE_METRICS, TRAIN_METRICS
 CHECK_TEXTS = [
     "Stocks fell sharply on Wall Street after the central bank raised interest rates.",
     "The home side scored twice in the final ten minutes to win the cup.",
@@ -264,8 +261,8 @@ def model_card(
     elif kind == "tfidf":
         out.append("Not a transformers model: `tfidf_model.safetensors` holds the IDF weights and the logistic "
                    "regression's coefficients, `tfidf_vocabulary.json` the n-gram vocabularies, `labels.json` the "
-                   "label names in id order (no pickle). `stages/tfidf.py` of the training repository loads them:\n")
-        out.append("```bash\npython -m stages.predict --model path/to/this/folder \"Stocks fell sharply on Wall Street\"\n```\n")
+                   "label names in id order (no pickle). `lora_dvc/tfidf.py` of the training repository loads them:\n")
+        out.append("```bash\npython -m lora_dvc.predict --model path/to/this/folder \"Stocks fell sharply on Wall Street\"\n```\n")
     else:
         out.append("With transformers alone:\n")
         out.append("```python\nfrom transformers import pipeline\n"
@@ -273,7 +270,7 @@ def model_card(
                    "print(classify(\"Stocks fell sharply on Wall Street\"))\n```\n")
     if kind != "tfidf":
         out.append("The tokenizer truncates at the training length by itself (`model_max_length` is "
-                   f"{max_length}). In the training repository, `python -m stages.predict --model <this folder> \"text\"` "
+                   f"{max_length}). In the training repository, `python -m lora_dvc.predict --model <this folder> \"text\"` "
                    "gives the same probabilities.\n")
 
     worst = None
@@ -319,7 +316,7 @@ def verify_export(folder: Path, clf, kind: str, texts: list[str], expected) -> f
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    from stages.modeling import resolve_model_path
+    from lora_dvc.modeling import resolve_model_path
 
     config = AutoConfig.from_pretrained(folder)
     if kind == "lora":
@@ -356,8 +353,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[list[str]] = None) -> None:
     args = parse_args(argv)
-    from stages.params import load_params
-    from stages.predict import KIND_NAMES, load_classifier, model_kind
+    from lora_dvc.params import load_params
+    from lora_dvc.predict import KIND_NAMES, load_classifier, model_kind
 
     params = load_params()
     if not args.model.is_dir():
@@ -375,7 +372,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     name = args.name or f"{stem}-{params.data.dataset}"
     expected = clf.predict_proba(CHECK_TEXTS)  # the trained model, as predict and evaluate see it
 
-    from stages.io import atomic_dir
+    from lora_dvc.atomic import atomic_dir
 
     with atomic_dir(args.out) as tmp:
         if kind == "tfidf":
@@ -408,7 +405,7 @@ def main(argv: Optional[list[str]] = None) -> None:
             diff = verify_export(tmp, clf, kind, CHECK_TEXTS, expected)
         if diff > TOLERANCE:
             raise UserError(f"export check failed: the exported model's probabilities differ by {diff:.2e} from the trained model's")
-        how = {"lora": "transformers + peft", "full": "transformers", "tfidf": "stages/tfidf.py"}[kind]
+        how = {"lora": "transformers + peft", "full": "transformers", "tfidf": "lora_dvc/tfidf.py"}[kind]
         log.info("checked: the export reloads with %s and matches the trained model (max |dp| %.1e)", how, diff)
 
         if args.merge and kind == "lora":

@@ -16,15 +16,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from stages.errors import UserError, run_stage
-from stages.io import atomic_path, read_json, write_text
-from stages.params import Params, load_params
+from lora_dvc.errors import UserError
+from lora_dvc.runner import run_stage
+from lora_dvc.atomic import atomic_path, read_json, write_text
+from lora_dvc.params import Params, load_params
 
-METRICS = Path("metrics")
-TRAIN_TSV = METRICS / "train/plots/metrics"
-CONFUSION = METRICS / "evaluate/plots/sklearn/confusion_matrix.json"
-REPORT = Path("reports/report.md")
-PLOTS = Path("plots")
+from lora_dvc import artifacts
+from lora_dvc.artifacts import CONFUSION, REPORT, REPORT_PLOTS as PLOTS, TRAIN_PLOTS as TRAIN_TSV
 log = logging.getLogger("report")
 
 
@@ -99,9 +97,9 @@ def params_table(params: Params) -> str:
         ("dataset", f"{params.data.dataset} ({params.data.path})"),
         ("model", params.model.name),
         ("max_length / buckets", f"{params.model.max_length} / {params.buckets}"),
-        ("method", "LoRA" if params.lora.enabled else "full fine-tuning"),
+        ("method", {"lora": "LoRA", "full": "full fine-tuning", "tfidf": "TF-IDF + logistic regression"}[params.train.method]),
     ]
-    if params.lora.enabled:
+    if params.train.method == "lora":
         lora = params.lora
         rows += [("LoRA r / alpha / dropout", f"{lora.r} / {lora.alpha:g} / {lora.dropout:g}"),
                  ("LoRA targets / bias", f"{lora.targets} / {lora.bias}")]
@@ -113,10 +111,10 @@ def params_table(params: Params) -> str:
 
 
 def build_report(params: Params) -> str:
-    prepare = read_metrics(METRICS / "prepare.json")
-    tokens = read_metrics(METRICS / "tokenize.json")
-    train = read_metrics(METRICS / "train/metrics.json")
-    test = read_metrics(METRICS / "evaluate/metrics.json")["test"]
+    prepare = read_metrics(artifacts.PREPARE_METRICS)
+    tokens = read_metrics(artifacts.TOKENIZE_METRICS)
+    train = read_metrics(artifacts.TRAIN_METRICS)
+    test = read_metrics(artifacts.EVAL_METRICS)["test"]
     labels = list(test["per_class"])
 
     curves = save_figure(training_curves_figure(), "training_curves.png")

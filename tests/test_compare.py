@@ -1,4 +1,4 @@
-"""stages.compare on known numbers: % change, seed aggregation, method, grouping, baseline, flags."""
+"""lora_dvc.compare on known numbers: % change, seed aggregation, method, grouping, baseline, flags."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from conftest import ROOT
-from stages import compare
-from stages.errors import UserError
+from lora_dvc import compare
+from lora_dvc.errors import UserError
 
 BASE_PARAMS = {
     "data": {"dataset": "ag_news", "path": "data/raw/ag_news", "max_train_rows": None, "seed": 42},
@@ -273,7 +273,7 @@ def test_report_with_full_baseline_flag(tmp_path):
 
 def cli(*args, cwd=ROOT):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "stages.compare", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "lora_dvc.compare", *args], cwd=cwd, env=env, capture_output=True, text=True)
 
 
 @pytest.mark.parametrize("make_input, message", [

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 from conftest import FIXTURES
 
-from stages.datasets import AG_NEWS_LABELS, BANGLASENTI_LABELS, clean_ag_news, read_source
-from stages.errors import UserError
-from stages.params import DataParams
+from lora_dvc.datasets import AG_NEWS_LABELS, BANGLASENTI_LABELS, clean_ag_news, read_source
+from lora_dvc.errors import UserError
+from lora_dvc.params import DataParams
 
 
 def test_ag_news_alps_tsv():

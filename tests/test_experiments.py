@@ -101,7 +101,7 @@ def test_exp_run_rank_sets_trainable_params_and_plots_diff_is_offline(repo, tiny
     assert page.count('"rank2"') and page.count('"rank6"')  # both revisions' data are embedded
 
     # the comparison on the real `dvc exp show`
-    run([sys.executable, "-m", "stages.compare", "--baseline", "none"], repo)
+    run([sys.executable, "-m", "lora_dvc.compare", "--baseline", "none"], repo)
     report = (repo / "reports/comparison.md").read_text()
     for name in ("rank2", "rank6"):
         row = next(line for line in report.splitlines() if line.startswith(("| " + name, "| **" + name)))
@@ -152,7 +152,7 @@ def test_sweep_script_grid_and_single_accelerator_guard(tmp_path):
     assert len(queued) == 7, dry
     wanted = [("lora.targets=qv", "lora.r=4", "lora.alpha=8"), ("lora.targets=qv", "lora.r=16", "lora.alpha=32"),
               ("lora.targets=qv", "lora.r=32", "lora.alpha=64"), ("lora.targets=qkv", "lora.r=32", "lora.alpha=64"),
-              ("lora.targets=all", "lora.r=32", "lora.alpha=64"), ("lora.enabled=false",), ("train.method=tfidf",)]
+              ("lora.targets=all", "lora.r=32", "lora.alpha=64"), ("train.method=full",), ("train.method=tfidf",)]
     for line, parts in zip(queued, wanted):
         assert all(f"-S {p}" in line for p in parts), (line, parts)
     assert dry[-1].endswith("queue start -j 1")

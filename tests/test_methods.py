@@ -25,8 +25,8 @@ def train_metrics(repo):
 def test_tfidf_baseline_runs_through_prepare_and_evaluate(repo):
     write_params(repo, {"train": {"method": "tfidf"}})
     dvc(["repro"], repo)
-    assert (repo / "models/adapter/tfidf_model.safetensors").exists()
-    assert not list((repo / "models/adapter").glob("*.pkl"))
+    assert (repo / "models/classifier/tfidf_model.safetensors").exists()
+    assert not list((repo / "models/classifier").glob("*.pkl"))
     test = json.loads((repo / "metrics/evaluate/metrics.json").read_text())["test"]
     # on 340 training rows TF-IDF is well above chance (0.25) on 4 balanced classes
     assert test["accuracy"] > 0.4
@@ -36,7 +36,7 @@ def test_tfidf_baseline_runs_through_prepare_and_evaluate(repo):
 def test_dora_rslora_loraplus_train(repo):
     prepared(repo, lora={"dora": True, "rslora": True, "plus_ratio": 16.0}, train={"epochs": 1})
     stage(repo, "train")
-    config = json.loads((repo / "models/adapter/adapter_config.json").read_text())
+    config = json.loads((repo / "models/classifier/adapter_config.json").read_text())
     assert config["use_dora"] is True and config["use_rslora"] is True
     assert train_metrics(repo)["val"]["accuracy"] >= 0
 
@@ -47,7 +47,7 @@ def test_trainable_budget_refused_before_training(repo):
     assert result.returncode == 2
     assert "lora.max_trainable: this config trains" in result.stderr and "over the budget of 1,000" in result.stderr
     assert "Traceback" not in result.stderr
-    assert not (repo / "models/adapter").exists() and not (repo / "metrics/train").exists()
+    assert not (repo / "models/classifier").exists() and not (repo / "metrics/train").exists()
 
 
 def test_early_stopping_keeps_best_epoch(repo):
@@ -61,9 +61,9 @@ def test_early_stopping_keeps_best_epoch(repo):
 
 
 def test_full_fine_tuning_saves_full_model(repo):
-    prepared(repo, lora={"enabled": False}, train={"epochs": 1, "lr": 1e-4})
+    prepared(repo, train={"method": "full", "epochs": 1, "lr": 1e-4})
     stage(repo, "train")
-    assert (repo / "models/adapter/model.safetensors").exists()
+    assert (repo / "models/classifier/model.safetensors").exists()
     metrics = train_metrics(repo)
     assert metrics["trainable_params"] == metrics["total_params"]
     stage(repo, "evaluate")

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from stages.metrics import classification_metrics, majority_accuracy
+from lora_dvc.metrics import classification_metrics, majority_accuracy
 
 
 def test_metrics_on_known_predictions():

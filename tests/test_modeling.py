@@ -6,9 +6,9 @@ import torch
 from peft import get_peft_model
 from transformers import AutoModelForSequenceClassification, BertConfig, RobertaConfig, XLMRobertaConfig
 
-from stages.errors import UserError
-from stages.modeling import apply_lora, count_params, lora_config, resolve_model_path, resolve_targets
-from stages.params import LoraParams
+from lora_dvc.errors import UserError
+from lora_dvc.modeling import apply_method, count_params, lora_config, resolve_model_path, resolve_targets
+from lora_dvc.params import LoraParams
 
 CONFIGS = {"bert": BertConfig, "roberta": RobertaConfig, "xlm-roberta": XLMRobertaConfig}
 H, I, LAYERS, LABELS = 32, 64, 2, 3
@@ -56,7 +56,7 @@ def test_trainable_params_match_formula_and_peft(kind, targets, r):
     base = tiny(kind)
     names = resolve_targets(base, targets)
     expected = lora_params_by_hand(base, names, r) + head_params(kind)
-    model = apply_lora(base, LoraParams(r=r, alpha=2 * r, targets=targets))
+    model = apply_method(base, "lora", LoraParams(r=r, alpha=2 * r, targets=targets))
     trainable, total = count_params(model)
     assert trainable == expected
     assert trainable == model.get_nb_trainable_parameters()[0]
@@ -82,7 +82,7 @@ def test_absent_module_lists_existing_ones():
 
 
 def test_full_fine_tuning_trains_everything():
-    model = apply_lora(tiny("bert"), LoraParams(enabled=False))
+    model = apply_method(tiny("bert"), "full", LoraParams())
     trainable, total = count_params(model)
     assert trainable == total
 

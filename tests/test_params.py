@@ -5,8 +5,8 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from stages.errors import UserError
-from stages.params import load_params, parse_params
+from lora_dvc.errors import UserError
+from lora_dvc.params import load_params, parse_params
 
 
 def shipped() -> dict:
@@ -39,7 +39,7 @@ def test_shipped_params_are_valid():
         ("train.device", "tpu", "allowed: auto | cpu | cuda | xla"),
         ("data.dataset", "imdb", "allowed: ag_news | banglasenti | csv"),
         ("train.epochs", 1.5, "expected an integer"),
-        ("lora.enabled", "yes", "expected true/false"),
+        ("lora.rslora", "yes", "expected true/false"),
     ],
 )
 def test_bad_values_name_the_key_and_range(key, value, fragment):

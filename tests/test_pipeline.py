@@ -16,7 +16,7 @@ def test_dvc_repro_end_to_end(repo, tiny_model):
     for split in ("train", "val", "test"):
         assert (repo / f"data/prepared/{split}.csv").stat().st_size > 0
         assert (repo / f"data/tokenized/{split}.npz").stat().st_size > 0
-    adapter = repo / "models/adapter"
+    adapter = repo / "models/classifier"
     assert (adapter / "adapter_model.safetensors").exists()
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert config["r"] == 4 and sorted(config["target_modules"]) == sorted(

@@ -13,8 +13,8 @@ import pytest
 
 from conftest import dvc, make_repo, run
 from stages import export as export_stage
-from stages import predict as predict_stage
-from stages.errors import run_stage
+from lora_dvc import predict as predict_stage
+from lora_dvc.runner import run_stage
 
 LABELS = ["World", "Sports", "Business", "Sci/Tech"]
 PROBS = [f"prob_{label}" for label in LABELS]
@@ -95,7 +95,7 @@ def test_export_stage_is_a_dvc_output_in_hugging_face_layout(trained):
     names = {p.name for p in folder.iterdir()}
     assert {"adapter_model.safetensors", "adapter_config.json", "config.json", "tokenizer.json",
             "tokenizer_config.json", "README.md"} <= names
-    assert (folder / "adapter_model.safetensors").read_bytes() == (trained / "models/adapter/adapter_model.safetensors").read_bytes()
+    assert (folder / "adapter_model.safetensors").read_bytes() == (trained / "models/classifier/adapter_model.safetensors").read_bytes()
     config = json.loads((folder / "config.json").read_text())
     assert config["id2label"] == {str(i): x for i, x in enumerate(LABELS)}
     assert config["label2id"] == {x: i for i, x in enumerate(LABELS)}
@@ -177,10 +177,10 @@ def test_predict_texts_and_an_experiment_by_name(trained, sample, monkeypatch, c
     # the workspace as an experiment; then the workspace loses its model, the experiment keeps it
     dvc(["exp", "save", "-n", "tiny-exp"], trained)
     moved = tmp_path / "adapter"
-    shutil.move(trained / "models/adapter", moved)
+    shutil.move(trained / "models/classifier", moved)
     try:
         err = one_line_error(predict_stage.main, texts, capsys)
-        assert "models/adapter" in err and "dvc repro train" in err
+        assert "models/classifier" in err and "dvc repro train" in err
         call(predict_stage.main, ["--rev", "tiny-exp", "--json", *texts])
         from_exp = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert [r["predicted"] for r in from_exp] == [r["predicted"] for r in records]
@@ -188,7 +188,7 @@ def test_predict_texts_and_an_experiment_by_name(trained, sample, monkeypatch, c
                                    [list(r["probabilities"].values()) for r in records], atol=1e-6)
         assert "no-such-exp" in one_line_error(predict_stage.main, ["--rev", "no-such-exp", "x"], capsys)
     finally:
-        shutil.move(moved, trained / "models/adapter")
+        shutil.move(moved, trained / "models/classifier")
 
 
 def test_bad_input_is_one_line_and_exit_2(trained, sample, monkeypatch, capsys, tmp_path):
@@ -206,12 +206,12 @@ def test_bad_input_is_one_line_and_exit_2(trained, sample, monkeypatch, capsys, 
     assert "no trained model" in one_line_error(export_stage.main, ["--model", "models/nothing", "--out", str(tmp_path / "e")], capsys)
     assert not (tmp_path / "e").exists()
     # the real entry point: exit status 2 and one line, no traceback
-    result = run([sys.executable, "-m", "stages.predict", "--file", "missing.csv"], trained, check=False)
+    result = run([sys.executable, "-m", "lora_dvc.predict", "--file", "missing.csv"], trained, check=False)
     assert result.returncode == 2 and result.stderr.strip() == "error: --file missing.csv: not found"
 
 
 def test_tfidf_baseline_predicts_and_exports(trained, monkeypatch, capsys, tmp_path):
-    tfidf = pytest.importorskip("stages.tfidf")
+    tfidf = pytest.importorskip("lora_dvc.tfidf")
     monkeypatch.chdir(trained)
     train = pd.read_csv("data/prepared/train.csv", dtype={"text": str}, keep_default_na=False)
     model_dir = tmp_path / "tfidf"

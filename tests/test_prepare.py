@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from conftest import FIXTURES
 
-from stages.errors import UserError
-from stages.params import DataParams
+from lora_dvc.errors import UserError
+from lora_dvc.params import DataParams
 from stages.prepare import make_splits
 
 

@@ -81,7 +81,7 @@ def test_bad_input_one_line_no_outputs(request, case, setup, stage, fragment, co
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and fragment in lines[0], result.stderr
     assert "Traceback" not in result.stderr
-    outputs = {"prepare": ["data/prepared", "metrics/prepare.json"], "train": ["models/adapter", "metrics/train"]}[stage]
+    outputs = {"prepare": ["data/prepared", "metrics/prepare.json"], "train": ["models/classifier", "metrics/train"]}[stage]
     for out in outputs:
         assert not (repo / out).exists(), f"{out} left behind"
     assert not list(repo.glob("**/.*.tmp"))
@@ -119,7 +119,7 @@ def test_ids_for_names_in_ag_news(repo):
 
 
 # ---------------------------------------------------------------- interruption and determinism
-RESULT_FILES = ("models/adapter", "metrics/train/plots/metrics/train_step/loss.tsv")
+RESULT_FILES = ("models/classifier", "metrics/train/plots/metrics/train_step/loss.tsv")
 TIMING_KEYS = {"train_seconds", "train_samples_per_second"}
 
 
@@ -129,7 +129,7 @@ def outcome(repo: Path) -> dict:
     history = [line.split("\t")[1:] for line in (repo / RESULT_FILES[1]).read_text().splitlines()]  # drop timestamps
     test = json.loads((repo / "metrics/evaluate/metrics.json").read_text())["test"]
     test.pop("samples_per_second")
-    adapter = {f.name: f.read_bytes() for f in sorted((repo / "models/adapter").iterdir())}  # weights and config
+    adapter = {f.name: f.read_bytes() for f in sorted((repo / "models/classifier").iterdir())}  # weights and config
     return {"adapter": adapter, "history": history, "test": test,
             "metrics": {k: v for k, v in metrics.items() if k not in TIMING_KEYS}}
 
@@ -155,7 +155,7 @@ def test_determinism_and_kill_resume(repo, tmp_path):
     assert proc.poll() is None, "training finished before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (repo / "models/adapter").exists()  # DVC removed it before the run; nothing half-written came back
+    assert not (repo / "models/classifier").exists()  # DVC removed it before the run; nothing half-written came back
 
     resumed = dvc(["repro"], repo)
     assert "resuming from checkpoints/train at step" in resumed.stderr + resumed.stdout

@@ -35,7 +35,7 @@ from configobj import ConfigObj
 
 from conftest import ROOT, make_repo, run, write_params
 
-OUTS = ("data/prepared", "data/tokenized", "models/adapter")
+OUTS = ("data/prepared", "data/tokenized", "models/classifier")
 PREFIX = "store"  # folder inside the bucket: gs://BUCKET/store
 # the test pipeline stops at train: that makes the datasets and the adapter, and the later stages
 # (evaluate, report, export...) would add minutes of CPU, not coverage of the remote
@@ -368,13 +368,13 @@ def test_push_sends_every_cached_object_byte_for_byte(published, gcs):
 
     # every output of dvc.lock, the trained adapter included, is there file by file
     lock = yaml.safe_load((published.work / "dvc.lock").read_text())["stages"]
-    for stage, out in (("prepare", "data/prepared"), ("tokenize", "data/tokenized"), ("train", "models/adapter")):
+    for stage, out in (("prepare", "data/prepared"), ("tokenize", "data/tokenized"), ("train", "models/classifier")):
         md5 = next(o["md5"] for o in lock[stage]["outs"] if o["path"] == out)
         entries = json.loads(gcs.read(remote_key(md5)))
         assert {e["relpath"] for e in entries} == {p[len(out) + 1:] for p in published.files if p.startswith(out + "/")}
         assert all(remote_key(e["md5"]) in in_bucket for e in entries)
     assert any(e["relpath"] == "adapter_model.safetensors" for e in json.loads(gcs.read(remote_key(
-        next(o["md5"] for o in lock["train"]["outs"] if o["path"] == "models/adapter")))))
+        next(o["md5"] for o in lock["train"]["outs"] if o["path"] == "models/classifier")))))
 
 
 def test_second_push_uploads_nothing(published, sandbox, gcs):
@@ -409,7 +409,7 @@ def test_experiments_travel_with_exp_push_and_pull(published, sandbox, gcs, tmp_
     ran = sandbox.dvc(["exp", "run", "-n", "lora-r2", "-S", "lora.r=2"], alice)
     assert "Running stage 'train'" in ran.stdout and "Running stage 'tokenize'" not in ran.stdout
     trained = snapshot(alice)
-    assert json.loads((alice / "models/adapter/adapter_config.json").read_text())["r"] == 2
+    assert json.loads((alice / "models/classifier/adapter_config.json").read_text())["r"] == 2
     assert trained != published.files
 
     uploads = gcs.uploads()
@@ -420,7 +420,7 @@ def test_experiments_travel_with_exp_push_and_pull(published, sandbox, gcs, tmp_
     sandbox.dvc(["exp", "pull", "origin", "lora-r2"], bob)
     sandbox.dvc(["exp", "apply", "lora-r2"], bob)
     assert snapshot(bob) == trained
-    assert json.loads((bob / "models/adapter/adapter_config.json").read_text())["r"] == 2
+    assert json.loads((bob / "models/classifier/adapter_config.json").read_text())["r"] == 2
     assert yaml.safe_load((bob / "params.yaml").read_text())["lora"]["r"] == 2
 
 

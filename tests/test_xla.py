@@ -105,7 +105,7 @@ def test_xla_train_one_core_then_evaluate(tokenized, tmp_path, tiny_model):
     check_train_outputs(repo, stderr)
 
     # the adapter written from the XLA run loads with plain peft, in a fresh process, head included
-    adapter = repo / "models/adapter"
+    adapter = repo / "models/classifier"
     assert head_params_after_peft_load(repo, tiny_model, adapter) > 0
 
     # evaluate on XLA (padded, bucketed batches) agrees with evaluate on the CPU
@@ -134,7 +134,7 @@ def test_xla_train_all_cores(tokenized, tmp_path):
     repo = copy_repo(tokenized, tmp_path / "repo", cores="all", precision="fp32")
     stderr = stage(repo, "train")
     metrics = check_train_outputs(repo, stderr)
-    assert (repo / "models/adapter/adapter_model.safetensors").exists()
+    assert (repo / "models/classifier/adapter_model.safetensors").exists()
     assert not (repo / "checkpoints/train").exists()
     assert metrics["train_samples_per_second"] > 0
 
@@ -145,9 +145,9 @@ def test_xla_forward_matches_cpu(tiny_model):
     code = f"""
 import numpy as np, torch
 from transformers import AutoModelForSequenceClassification as M
-from stages.batching import TokenizedSplit, collate
-from stages.device import Runtime
-from stages.inference import predict_proba
+from lora_dvc.batching import TokenizedSplit, collate
+from lora_dvc.device import Runtime
+from lora_dvc.inference import predict_proba
 torch.manual_seed(0)
 model = M.from_pretrained({str(tiny_model)!r}, num_labels=4).eval()
 rng = np.random.default_rng(0)
@@ -165,9 +165,9 @@ print("maxdiff", float(np.abs(cpu - xla).max()))
 # --- what the XLA path relies on, tested on the CPU everywhere (no torch_xla needed) ---
 
 def test_cores_share_out_batches_evenly():
-    from stages.batching import TokenizedSplit
-    from stages.device import Runtime
-    from stages.params import Params
+    from lora_dvc.batching import TokenizedSplit
+    from lora_dvc.device import Runtime
+    from lora_dvc.params import Params
     from stages.train import epoch_batches
 
     rng = np.random.default_rng(0)
@@ -187,8 +187,8 @@ def test_padded_and_sharded_eval_equals_plain(tiny_model):
     cores and merging gives back every row once."""
     from transformers import AutoModelForSequenceClassification
 
-    from stages.batching import TokenizedSplit
-    from stages.inference import merge_shards, predict_proba
+    from lora_dvc.batching import TokenizedSplit
+    from lora_dvc.inference import merge_shards, predict_proba
 
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=4).eval()
@@ -208,8 +208,8 @@ def test_cores_all_needs_xla(tmp_path, monkeypatch):
     """train.cores=all on a device other than XLA is a user error, raised before anything loads."""
     import yaml
 
-    from stages import train
-    from stages.errors import UserError
+    from lora_dvc import training as train
+    from lora_dvc.errors import UserError
 
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     params["train"].update(cores="all", device="cpu")

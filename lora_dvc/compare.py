@@ -2,10 +2,10 @@
 
 Run after experiments (not a pipeline stage):
 
-    python -m stages.compare                      # reads `dvc exp show --json` of HEAD's experiments
-    python -m stages.compare --all-commits        # experiments of every commit
-    python -m stages.compare --input exps.json    # a saved `dvc exp show --json`
-    python -m stages.compare --baseline full      # baseline: auto (TF-IDF, else full fine-tuning) | tfidf | full | none | NAME
+    python -m lora_dvc.compare                      # reads `dvc exp show --json` of HEAD's experiments
+    python -m lora_dvc.compare --all-commits        # experiments of every commit
+    python -m lora_dvc.compare --input exps.json    # a saved `dvc exp show --json`
+    python -m lora_dvc.compare --baseline full      # baseline: auto (TF-IDF, else full fine-tuning) | tfidf | full | none | NAME
 
 Each finished experiment is one run. Runs whose config is the same except for `train.seed` (and
 knobs that do not change the result: device, logging, checkpointing, eval batch size) form one
@@ -31,11 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from stages.errors import UserError, run_stage
+from lora_dvc.errors import UserError
+from lora_dvc.runner import run_stage
 
 TRAIN_METRICS = "metrics/train/metrics.json"
 EVAL_METRICS = "metrics/evaluate/metrics.json"
-DEFAULT_OUT = Path("reports/comparison.md")
+from lora_dvc.artifacts import COMPARISON as DEFAULT_OUT
 
 SPLITS = ("train", "val", "test")
 SCORES = ("accuracy", "macro_f1", "loss")
@@ -156,7 +157,7 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 def derive_method(params: dict[str, Any]) -> str:
     if params.get("train.method") == "tfidf":
         return "tfidf"
-    if params.get("lora.enabled") is False:
+    if params.get("train.method") == "full" or params.get("lora.enabled") is False:  # lora.enabled: older runs
         return "full"
     dora, rslora = bool(params.get("lora.dora")), bool(params.get("lora.rslora"))
     if dora and rslora:
@@ -589,7 +590,7 @@ def load_exp_show(input_path: Optional[str], all_commits: bool) -> tuple[Any, st
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m stages.compare", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lora_dvc.compare", description=__doc__.splitlines()[0])
     parser.add_argument("--input", help="a saved `dvc exp show --json` output (default: run it)")
     parser.add_argument("--all-commits", action="store_true", help="experiments of every commit, not only HEAD's")
     parser.add_argument("--workspace", action="store_true", help="also count the workspace's results as a run")

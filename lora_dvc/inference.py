@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from stages.batching import TokenizedSplit, collate, make_batches
+from lora_dvc.batching import TokenizedSplit, collate, make_batches
 
 
 @torch.inference_mode()

@@ -1,15 +1,15 @@
 """predict: label new texts with the trained classifier.
 
-    python -m stages.predict "Stocks fell sharply on Wall Street" "The Yankees won again"
-    python -m stages.predict --file input.csv --out predictions.csv
-    python -m stages.predict --rev my-experiment "some text"        # an experiment's model
-    python -m stages.predict --model models/export "some text"      # an exported folder
+    python -m lora_dvc.predict "Stocks fell sharply on Wall Street" "The Yankees won again"
+    python -m lora_dvc.predict --file input.csv --out predictions.csv
+    python -m lora_dvc.predict --rev my-experiment "some text"        # an experiment's model
+    python -m lora_dvc.predict --model models/export "some text"      # an exported folder
 
 For each text: the predicted label name, its probability (`confidence`) and the probability of
 every class. Texts are tokenized like the pipeline does (truncated to `model.max_length`), batched
 by length bucket and run on the device the train stage would pick (`train.device`, or --device).
 
-The model is the workspace's DVC-tracked `models/adapter` by default (after `dvc exp apply NAME`,
+The model is the workspace's DVC-tracked `models/classifier` by default (after `dvc exp apply NAME`,
 that experiment's); --rev reads the model, labels and params of any git revision or experiment
 (`dvc exp show` names) straight from the DVC cache without touching the workspace; --model
 points at any folder: a peft adapter, a fully fine-tuned model (lora.enabled false) or an export
@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from stages.errors import UserError, run_stage
+from lora_dvc.errors import UserError
+from lora_dvc.runner import run_stage
 
-MODEL_DIR = Path("models/adapter")
-LABELS = Path("data/prepared/labels.json")
+from lora_dvc.artifacts import LABELS, MODEL as MODEL_DIR
 PARAMS = Path("params.yaml")
 DEVICES = ("auto", "cpu", "cuda", "xla")
 OUT_SUFFIXES = (".csv", ".tsv", ".jsonl")
@@ -90,8 +90,8 @@ class Classifier:
         """(len(texts), classes) probabilities, in input order."""
         import numpy as np
 
-        from stages.batching import TokenizedSplit
-        from stages.inference import predict_proba
+        from lora_dvc.batching import TokenizedSplit
+        from lora_dvc.inference import predict_proba
 
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
@@ -149,7 +149,7 @@ def config_labels(model_dir: Path) -> Optional[list[str]]:
 def tfidf_class():
     """The TF-IDF baseline's class (train.method: tfidf), where this checkout has it."""
     try:
-        from stages.tfidf import TfidfClassifier
+        from lora_dvc.tfidf import TfidfClassifier
     except ImportError:
         return None
     return TfidfClassifier
@@ -190,7 +190,7 @@ def load_classifier(
     kind = model_kind(model_dir)
     quiet_transformers()
 
-    from stages.params import load_params
+    from lora_dvc.params import load_params
 
     params = load_params(root / PARAMS) if (root / PARAMS).exists() else None
 
@@ -223,7 +223,7 @@ def load_classifier(
     else:
         base = base or (params.model.name if params else None)
 
-    from stages.modeling import load_tokenizer, load_trained
+    from lora_dvc.modeling import load_tokenizer, load_trained
 
     own_tokenizer = (model_dir / "tokenizer_config.json").exists()
     if own_tokenizer:
@@ -244,7 +244,7 @@ def load_classifier(
         max_length = tokenizer_limit or FALLBACK_MAX_LENGTH
     buckets = clip_buckets(params.model.length_buckets if params else [32, 64, 96, 128], max_length)
 
-    from stages.device import pick_device
+    from lora_dvc.device import pick_device
 
     torch_device = pick_device(device or (params.train.device if params else "auto"))
     try:
@@ -284,7 +284,7 @@ def fetch_rev(rev: str, model_rel: Path) -> Iterator[Path]:
     """A temporary folder holding `model_rel`, labels.json and params.yaml as of a git revision or
     experiment, read through DVC (git for tracked files, the DVC cache for outputs)."""
     if model_rel.is_absolute():
-        raise UserError("--rev takes --model as a path inside the repository (such as models/adapter), not an absolute path")
+        raise UserError("--rev takes --model as a path inside the repository (such as models/classifier), not an absolute path")
     from dvc.api import DVCFileSystem
     from dvc.exceptions import DvcException
 
@@ -368,7 +368,7 @@ def result_table(frame, probs, labels: list[str]):
 
 
 def write_table(table, path: Path) -> None:
-    from stages.io import atomic_path
+    from lora_dvc.atomic import atomic_path
 
     suffix = path.suffix.lower()
     with atomic_path(path) as tmp:
@@ -407,11 +407,11 @@ def format_table(texts: list[str], probs, labels: list[str], truth: Optional[lis
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line and exit 2, like every other user error
-        raise UserError(f"{message} (see python -m stages.predict --help)")
+        raise UserError(f"{message} (see python -m lora_dvc.predict --help)")
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    p = _Parser(prog="python -m stages.predict", description="Label texts with the trained classifier.")
+    p = _Parser(prog="python -m lora_dvc.predict", description="Label texts with the trained classifier.")
     p.add_argument("texts", nargs="*", help="texts to classify (or use --file)")
     p.add_argument("--file", type=Path, help="a .csv or .tsv with a header row; one text per row")
     p.add_argument("--text-column", default="text", help="the column of --file holding the texts (default: text)")

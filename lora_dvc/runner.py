@@ -1,7 +1,8 @@
-"""One clear line and a non-zero exit for anything the user can fix.
+"""The command runner shared by every stage and command: logging set-up, one clear line and a
+non-zero exit for anything the user can fix.
 
-Stages raise `UserError` with a message that says what is wrong, where, and how to fix it;
-`run_stage` turns it into `error: ...` on stderr and exit code 2 instead of a traceback.
+Stages raise `UserError` (lora_dvc.errors) with a message that says what is wrong, where, and how
+to fix it; `run_stage` turns it into `error: ...` on stderr and exit code 2 instead of a traceback.
 """
 from __future__ import annotations
 
@@ -9,11 +10,7 @@ import logging
 import sys
 from typing import Callable
 
-EXIT_USER_ERROR = 2
-
-
-class UserError(Exception):
-    """A problem with the user's params or data; the message is shown as is."""
+from lora_dvc.errors import EXIT_USER_ERROR, UserError
 
 
 def setup_logging() -> None:

@@ -21,8 +21,8 @@ from typing import Optional
 
 import pandas as pd
 
-from stages.errors import UserError
-from stages.params import DataParams
+from lora_dvc.errors import UserError
+from lora_dvc.params import DataParams
 
 BANGLASENTI_LABELS = ["negative", "positive", "neutral"]
 AG_NEWS_LABELS = ["World", "Sports", "Business", "Sci/Tech"]

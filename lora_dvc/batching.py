@@ -13,36 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stages.errors import UserError
-
-
-@dataclass
-class TokenizedSplit:
-    ids: np.ndarray  # int32, all rows concatenated
-    offsets: np.ndarray  # int64, len = rows + 1
-    labels: np.ndarray  # int64
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "TokenizedSplit":
-        path = Path(path)
-        if not path.exists():
-            raise UserError(f"{path} not found; run the tokenize stage first (dvc repro tokenize)")
-        with np.load(path) as npz:
-            return cls(npz["ids"], npz["offsets"], npz["labels"])
-
-    @classmethod
-    def from_ids(cls, rows: list[list[int]], labels: list[int] | None = None) -> "TokenizedSplit":
-        lengths = np.array([len(r) for r in rows], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        flat = np.array([t for r in rows for t in r], dtype=np.int32)
-        return cls(flat, offsets, np.asarray(labels if labels is not None else [-1] * len(rows), dtype=np.int64))
+from lora_dvc.artifacts import TokenizedSplit  # noqa: F401 (the format's reader lives with its writer)
+from lora_dvc.errors import UserError
 
 
 def bucket_rows(lengths: np.ndarray, buckets: list[int]) -> dict[int, np.ndarray]:

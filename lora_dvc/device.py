@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator
 
 import torch
 
-from stages.errors import UserError
+from lora_dvc.errors import UserError
 
 log = logging.getLogger("device")
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Union
 
 import torch
 
-from stages.errors import UserError
-from stages.params import LoraParams
+from lora_dvc.errors import UserError
+from lora_dvc.params import LoraParams
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -148,9 +148,9 @@ def lora_config(lora: LoraParams, model: torch.nn.Module) -> "LoraConfig":
     )
 
 
-def apply_lora(model: torch.nn.Module, lora: LoraParams) -> torch.nn.Module:
-    """Wrap `model` with LoRA adapters, or, with lora.enabled false, train every weight."""
-    if not lora.enabled:
+def apply_method(model: torch.nn.Module, method: str, lora: LoraParams) -> torch.nn.Module:
+    """Wrap `model` with LoRA adapters (train.method lora), or train every weight (full)."""
+    if method == "full":
         for param in model.parameters():
             param.requires_grad_(True)
         return model

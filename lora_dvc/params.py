@@ -15,13 +15,13 @@ from typing import Any, Callable, Optional, Union, get_args, get_origin, get_typ
 
 import yaml
 
-from stages.errors import UserError
+from lora_dvc.errors import UserError
 
 PARAMS_FILE = "params.yaml"
 DATASETS = ("ag_news", "banglasenti", "csv")
 DEVICES = ("auto", "cpu", "cuda", "xla")
 LORA_BIAS = ("none", "all", "lora_only")
-METHODS = ("transformer", "tfidf")
+METHODS = ("lora", "full", "tfidf")  # a peft adapter | every weight | TF-IDF + logistic regression
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -64,7 +64,6 @@ class ModelParams:
 
 @dataclass
 class LoraParams:
-    enabled: bool = True
     r: int = field(default=8, metadata=check(lambda v: 1 <= v <= 1024, "an integer in [1, 1024]"))
     alpha: float = field(default=16, metadata=check(positive, "a number > 0"))
     dropout: float = field(default=0.1, metadata=check(lambda v: 0 <= v < 1, "a number in [0, 1)"))
@@ -79,7 +78,7 @@ class LoraParams:
 
 @dataclass
 class TrainParams:
-    method: str = field(default="transformer", metadata=check(lambda v: v in METHODS, " | ".join(METHODS)))
+    method: str = field(default="lora", metadata=check(lambda v: v in METHODS, " | ".join(METHODS)))
     epochs: int = field(default=1, metadata=check(lambda v: 1 <= v <= 1000, "an integer in [1, 1000]"))
     batch_size: int = field(default=32, metadata=check(lambda v: 1 <= v <= 65536, "an integer in [1, 65536]"))
     lr: float = field(default=1e-3, metadata=check(lambda v: 0 < v < 1, "a number in (0, 1)"))
@@ -183,7 +182,21 @@ def _build(cls, raw: Any, prefix: str, source: str):
     return cls(**values)
 
 
+def _check_renamed(raw: Any, source: str) -> None:
+    """Keys of older params files that moved: one line saying what to write instead."""
+    lora = raw.get("lora") if isinstance(raw, dict) else None
+    if isinstance(lora, dict) and "enabled" in lora:
+        instead = "train.method: lora" if lora["enabled"] else "train.method: full"
+        raise UserError(f"{source}: 'lora.enabled' was replaced by train.method (lora | full | tfidf); "
+                        f"delete lora.enabled and write {instead}")
+    train = raw.get("train") if isinstance(raw, dict) else None
+    if isinstance(train, dict) and train.get("method") == "transformer":
+        raise UserError(f"{source}: 'train.method: transformer' is now 'lora' (or 'full' for every weight); "
+                        "write train.method: lora")
+
+
 def parse_params(raw: Any, source: str = PARAMS_FILE) -> Params:
+    _check_renamed(raw, source)
     params = _build(Params, raw if raw is not None else {}, "", source)
     if not params.lora.targets:
         raise UserError(f"{source}: 'lora.targets' is empty; use qv, qkv, all, all-linear or a list of module names")

@@ -1,0 +1,146 @@
+"""Every file that passes between stages: its path, and the one function that writes or reads it.
+
+`dvc.yaml` names the same paths (it cannot import Python); tests/test_artifacts.py checks that
+each path here appears there, so the two cannot drift. A stage never builds a path by itself.
+
+    data/prepared/{train,val,test}.csv, labels.json     prepare  -> tokenize, train (tfidf), evaluate (tfidf)
+    data/tokenized/{train,val,test}.npz, meta.json      tokenize -> train, evaluate
+    models/classifier/                                  train    -> evaluate, export, predict
+    metrics/{prepare,tokenize}.json                     prepare, tokenize -> report, export
+    metrics/train/, metrics/evaluate/                   train, evaluate (DVCLive) -> report, export
+    reports/report.md, plots/                           report
+    models/export/                                      export
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lora_dvc.atomic import atomic_dir, atomic_path, write_json
+from lora_dvc.errors import UserError
+
+SPLITS = ("train", "val", "test")
+
+PREPARED = Path("data/prepared")
+LABELS = PREPARED / "labels.json"
+TOKENIZED = Path("data/tokenized")
+TOKENIZED_META = TOKENIZED / "meta.json"
+MODEL = Path("models/classifier")
+EXPORT = Path("models/export")
+PREPARE_METRICS = Path("metrics/prepare.json")
+TOKENIZE_METRICS = Path("metrics/tokenize.json")
+TRAIN_LIVE = Path("metrics/train")
+TRAIN_METRICS = TRAIN_LIVE / "metrics.json"
+TRAIN_PLOTS = TRAIN_LIVE / "plots/metrics"
+EVAL_LIVE = Path("metrics/evaluate")
+EVAL_METRICS = EVAL_LIVE / "metrics.json"
+EVAL_PREDICTIONS = EVAL_LIVE / "predictions.csv"
+CONFUSION = EVAL_LIVE / "plots/sklearn/confusion_matrix.json"
+REPORT = Path("reports/report.md")
+REPORT_PLOTS = Path("plots")
+COMPARISON = Path("reports/comparison.md")
+
+STAGE_HINT = {PREPARED: "prepare", TOKENIZED: "tokenize", MODEL: "train"}
+
+
+def _require(path: Path, stage: str) -> Path:
+    if not path.exists():
+        raise UserError(f"{path} not found; run the {stage} stage first (dvc repro {stage})")
+    return path
+
+
+# -- prepared splits -------------------------------------------------------------------------
+
+
+def write_prepared(splits: dict[str, pd.DataFrame], labels: list[str]) -> None:
+    """The `text,label` splits and the label names in id order, swapped in as one folder."""
+    with atomic_dir(PREPARED) as tmp:
+        for name, frame in splits.items():
+            frame.to_csv(tmp / f"{name}.csv", index=False)
+        (tmp / LABELS.name).write_text(json.dumps(labels, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def read_prepared(split: str, root: Path = Path(".")) -> pd.DataFrame:
+    path = _require(root / PREPARED / f"{split}.csv", "prepare")
+    return pd.read_csv(path, dtype={"text": str}, keep_default_na=False)
+
+
+def read_labels(root: Path = Path(".")) -> list[str]:
+    return json.loads(_require(root / LABELS, "prepare").read_text(encoding="utf-8"))
+
+
+# -- tokenized splits: one .npz per split, ids concatenated, no padding -----------------------
+
+
+def write_tokenized(splits: dict[str, tuple[list[list[int]], np.ndarray]], meta: dict) -> None:
+    """Each split as `ids` (int32, rows concatenated), `offsets` (row i is ids[offsets[i]:offsets[i+1]])
+    and `labels`; `meta` (tokenizer, pad id, max_length) beside them."""
+    import itertools
+
+    with atomic_dir(TOKENIZED) as tmp:
+        for split, (ids, labels) in splits.items():
+            lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+            offsets = np.concatenate([[0], np.cumsum(lengths)])
+            flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(offsets[-1]))
+            np.savez(tmp / f"{split}.npz", ids=flat, offsets=offsets, labels=np.asarray(labels, dtype=np.int64))
+        (tmp / TOKENIZED_META.name).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+@dataclass
+class TokenizedSplit:
+    ids: np.ndarray  # int32, all rows concatenated
+    offsets: np.ndarray  # int64, len = rows + 1
+    labels: np.ndarray  # int64
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TokenizedSplit":
+        path = _require(Path(path), "tokenize")
+        with np.load(path) as npz:
+            return cls(npz["ids"], npz["offsets"], npz["labels"])
+
+    @classmethod
+    def from_ids(cls, rows: list[list[int]], labels: list[int] | None = None) -> "TokenizedSplit":
+        lengths = np.array([len(r) for r in rows], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        flat = np.array([t for r in rows for t in r], dtype=np.int32)
+        return cls(flat, offsets, np.asarray(labels if labels is not None else [-1] * len(rows), dtype=np.int64))
+
+
+
+def read_tokenized(split: str, root: Path = Path(".")) -> TokenizedSplit:
+    return TokenizedSplit.load(root / TOKENIZED / f"{split}.npz")
+
+
+def read_tokenized_meta(root: Path = Path(".")) -> dict:
+    return json.loads(_require(root / TOKENIZED_META, "tokenize").read_text())
+
+
+# -- metrics files ---------------------------------------------------------------------------
+
+
+def write_metrics(path: Path, data: Any) -> None:
+    write_json(path, data)
+
+
+def read_metrics(path: Path, root: Path = Path(".")) -> dict:
+    full = root / path
+    if not full.exists():
+        raise UserError(f"{full} not found; run the earlier stages first (dvc repro)")
+    return json.loads(full.read_text(encoding="utf-8"))
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)

@@ -1,0 +1,103 @@
+"""Clean, leak-free, stratified train/val/test splits from a raw source (the prepare stage's logic).
+
+Every dropped row is counted by reason: empty text, conflicting labels, duplicate text, test text
+also in the training pool, rows over data.max_train_rows.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from lora_dvc.datasets import read_source
+from lora_dvc.errors import UserError
+from lora_dvc.params import DataParams
+
+
+
+def drop_empty(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    frame = frame.assign(text=frame["text"].str.strip())
+    keep = frame["text"] != ""
+    return frame[keep], int((~keep).sum())
+
+
+def drop_conflicting(frames: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], int]:
+    """Drop every copy of a text that appears with more than one label, in any split."""
+    both = pd.concat(frames.values(), ignore_index=True)
+    n_labels = both.groupby("text")["label"].nunique()
+    conflicting = set(n_labels[n_labels > 1].index)
+    kept = {name: f[~f["text"].isin(conflicting)] for name, f in frames.items()}
+    return kept, sum(len(frames[n]) - len(kept[n]) for n in frames)
+
+
+def stratified_split(frame: pd.DataFrame, fraction: float, seed: int, what: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split off `fraction` of `frame`, stratified by label; refuse when a class is too small."""
+    counts = frame["label"].value_counts()
+    n_holdout = round(len(frame) * fraction)
+    if counts.min() < 2 or n_holdout < len(counts) or len(frame) - n_holdout < len(counts):
+        raise UserError(
+            f"dataset too small to split off {what}: {len(frame)} rows, smallest class "
+            f"'{counts.idxmin()}' has {counts.min()}; each class needs at least 2 rows "
+            f"and {what} at least one row per class (add data or change data.{what}_fraction)"
+        )
+    rest, held = train_test_split(frame, test_size=n_holdout, random_state=seed, stratify=frame["label"])
+    return rest, held
+
+
+def subsample(frame: pd.DataFrame, rows: int | None, seed: int) -> pd.DataFrame:
+    if rows is None or rows >= len(frame):
+        return frame
+    if rows < frame["label"].nunique():
+        raise UserError(f"data.max_train_rows={rows} is below the number of classes; raise it")
+    kept, _ = train_test_split(frame, train_size=rows, random_state=seed, stratify=frame["label"])
+    return kept
+
+
+def make_splits(data: DataParams) -> tuple[dict[str, pd.DataFrame], list[str], dict]:
+    source = read_source(data)
+    raw = {"pool": source.pool} | ({"test": source.test} if source.test is not None else {})
+    dropped: Counter = Counter()
+    cleaned = {}
+    for name, frame in raw.items():
+        cleaned[name], n_empty = drop_empty(frame)
+        dropped["empty_text"] += n_empty
+    cleaned, dropped["conflicting_label"] = drop_conflicting(cleaned)
+    for name, frame in cleaned.items():
+        deduped = frame.drop_duplicates("text", keep="first")
+        dropped["duplicate_text"] += len(frame) - len(deduped)
+        cleaned[name] = deduped
+
+    pool = cleaned["pool"]
+    if "test" in cleaned:
+        test = cleaned["test"]
+        leaked = test["text"].isin(set(pool["text"]))
+        dropped["test_text_in_train"] = int(leaked.sum())
+        test = test[~leaked]
+    else:
+        pool, test = stratified_split(pool, data.test_fraction, data.seed, "test")
+    train, val = stratified_split(pool, data.val_fraction, data.seed, "val")
+    before = len(train)
+    train = subsample(train, data.max_train_rows, data.seed)
+    dropped["over_max_train_rows"] = before - len(train)
+
+    missing = [label for label in source.labels if label not in set(train["label"])]
+    if missing:
+        raise UserError(
+            f"{source.files[0]}: no training examples left for class(es) {missing}; "
+            "add examples or drop the class from data.labels"
+        )
+    splits = {"train": train, "val": val, "test": test}
+    ids = {name: i for i, name in enumerate(source.labels)}
+    splits = {k: pd.DataFrame({"text": v["text"].to_numpy(), "label": v["label"].map(ids).to_numpy()}) for k, v in splits.items()}
+    stats = {
+        "dataset": data.dataset,
+        "source_rows": {name: len(frame) for name, frame in raw.items()},
+        "dropped": dict(dropped),
+        "rows": {name: len(frame) for name, frame in splits.items()},
+        "class_counts": {
+            name: {label: int((frame["label"] == i).sum()) for i, label in enumerate(source.labels)}
+            for name, frame in splits.items()
+        },
+    }
+    return splits, source.labels, stats

@@ -1,0 +1,69 @@
+"""Tokenization shared by the tokenize stage and the classifier loader: fast-path batch encoding,
+truncation to max_length (and which rows it shortened), length statistics per bucket."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+from tqdm import tqdm
+
+
+CHUNK = 2048
+
+
+def tokenize_texts(tokenizer, texts: list[str], max_length: int, desc: str) -> tuple[list[list[int]], np.ndarray]:
+    """Token ids truncated to max_length, and which rows were longer than that."""
+    encode = _batch_encoder(tokenizer)
+    ids: list[list[int]] = []
+    truncated = np.zeros(len(texts), dtype=bool)
+    with tqdm(total=len(texts), desc=desc, unit="rows", mininterval=1.0) as bar:
+        for start in range(0, len(texts), CHUNK):
+            chunk = texts[start : start + CHUNK]
+            # one token over the limit tells which rows truncation shortens
+            out = encode(chunk, max_length + 1)
+            long_rows = [i for i, row in enumerate(out) if len(row) > max_length]
+            if long_rows:
+                for i, row in zip(long_rows, encode([chunk[i] for i in long_rows], max_length)):
+                    out[i] = row
+                    truncated[start + i] = True
+            ids.extend(out)
+            bar.update(len(chunk))
+    return ids, truncated
+
+
+def _batch_encoder(tokenizer):
+    """encode(texts, max_length) -> lists of ids, with special tokens, truncated, unpadded.
+
+    A fast tokenizer's Rust backend is called directly (`encode_batch_fast` skips the character
+    offsets that transformers' wrapper computes and we never use): the same ids, 1.4-1.5x the
+    rows/s (measured on 24k BanglaSenti and 23k AG News rows). Other tokenizers go through the usual call.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not hasattr(backend, "encode_batch_fast"):
+        return lambda texts, max_length: tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    backend = copy.deepcopy(backend)  # leave the caller's tokenizer settings alone
+    backend.no_padding()
+
+    def encode(texts: list[str], max_length: int) -> list[list[int]]:
+        backend.enable_truncation(max_length=max_length)
+        return [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=True)]
+
+    return encode
+
+
+def bucket_of(lengths: np.ndarray, buckets: list[int]) -> np.ndarray:
+    """Index of the smallest bucket that holds each length."""
+    return np.searchsorted(np.asarray(buckets), lengths, side="left")
+
+
+def length_stats(lengths: np.ndarray, truncated: np.ndarray, buckets: list[int]) -> dict:
+    counts = np.bincount(bucket_of(lengths, buckets), minlength=len(buckets))
+    return {
+        "rows": int(len(lengths)),
+        "tokens_mean": round(float(lengths.mean()), 2),
+        "tokens_p50": int(np.percentile(lengths, 50)),
+        "tokens_p95": int(np.percentile(lengths, 95)),
+        "tokens_max": int(lengths.max()),
+        "truncated_fraction": round(float(truncated.mean()), 4),
+        "bucket_rows": {str(b): int(c) for b, c in zip(buckets, counts)},
+    }
