@@ -1,19 +1,21 @@
-"""The peer: the seeds' own training stack (Hugging Face `Trainer` + peft), as the AG News study ran it.
+"""The peers: the Hugging Face `Trainer` + peft recipes a user of the seeds would run.
 
 Reads the pipeline's own prepared splits (data/prepared/{train,val,test}.csv, labels.json) and
 params.yaml from the repository it runs in, so it sees exactly the rows, base model, batch size,
 lr, warmup, weight decay, gradient clipping, seed and LoRA config that the `train` stage sees.
-What differs is the recipe: the tokenizer pads every row to `max_length` (128), the HF `Trainer`
-runs the loop (AdamW, linear warmup then decay), and evaluation runs through `Trainer.predict`
-with the adapter unmerged.
 
-    python bench/peer_trainer.py --repo /tmp/copy --max-steps 47 --out peer.json [--test]
+- `--recipe stock` (the headline peer): what an informed user runs. `DataCollatorWithPadding` pads
+  each batch to its own longest row, `train_sampling_strategy="group_by_length"` (transformers 5's
+  `LengthGroupedSampler`) batches rows of similar length together.
+- `--recipe padded`: the seeds' recipe, every row padded to `max_length` (128).
 
-`--max-steps` makes the peer take exactly as many optimizer steps as the train stage did (its
-length buckets end some batches short, so it takes a step or two more than ceil(rows / batch)).
-Like the train stage, the timed run includes one pass over val at the end (the study's
-eval-per-epoch); `train_runtime` is the Trainer's own clock, model loading excluded on both sides.
+Both run one pass over val at the end of training (as the train stage does) and, with `--test`,
+merge the adapter (`merge_and_unload`, as the evaluate stage does) before predicting test; the test
+pass is timed separately (`test_seconds`) so that the bench can subtract it from the process time.
+
+    python bench/peer_trainer.py --repo /tmp/copy --recipe stock --max-steps 47 --out peer.json [--test] [--bf16]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,22 +51,17 @@ def model_path(name: str) -> str:
 
 
 class Rows(torch.utils.data.Dataset):
-    """Pre-tokenized rows, every one padded to max_length (the study's `padding="max_length"`)."""
+    """Tokenized rows as lists of ids (the stock recipe's collator pads them; the padded recipe's are 128 long)."""
 
     def __init__(self, enc: dict, labels: np.ndarray) -> None:
-        self.ids = torch.tensor(enc["input_ids"], dtype=torch.long)
-        self.mask = torch.tensor(enc["attention_mask"], dtype=torch.long)
-        self.token_type = torch.tensor(enc["token_type_ids"], dtype=torch.long) if "token_type_ids" in enc else None
-        self.labels = torch.tensor(labels, dtype=torch.long)
+        self.enc = enc
+        self.labels = labels.tolist()
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> dict:
-        item = {"input_ids": self.ids[i], "attention_mask": self.mask[i], "labels": self.labels[i]}
-        if self.token_type is not None:
-            item["token_type_ids"] = self.token_type[i]
-        return item
+        return {**{key: values[i] for key, values in self.enc.items()}, "labels": self.labels[i]}
 
 
 def samples_seen(rows: int, batch: int, steps: int) -> int:
@@ -79,23 +76,41 @@ def main() -> None:
     ap.add_argument("--repo", type=Path, default=Path("."), help="repository with params.yaml and data/prepared")
     ap.add_argument("--max-steps", type=int, default=None, help="optimizer steps (default: train.epochs epochs)")
     ap.add_argument("--test", action="store_true", help="also predict the test split (accuracy, samples/s)")
-    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (Trainer's bf16=True), for ours with train.precision=bf16")
+    ap.add_argument(
+        "--recipe",
+        choices=("stock", "padded"),
+        default="stock",
+        help="stock: dynamic padding + length-grouped batches; padded: every row padded to max_length",
+    )
+    ap.add_argument(
+        "--bf16", action="store_true", help="bf16 autocast (Trainer's bf16=True), for ours with train.precision=bf16"
+    )
     ap.add_argument("--out", type=Path, required=True, help="JSON results")
     args = ap.parse_args()
 
     from peft import LoraConfig, TaskType, get_peft_model
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments, set_seed
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
 
     params = yaml.safe_load((args.repo / "params.yaml").read_text())
     mp, lp, tp, ep = params["model"], params["lora"], params["train"], params["evaluate"]
     labels = json.loads((args.repo / "data/prepared/labels.json").read_text(encoding="utf-8"))
-    frames = {s: pd.read_csv(args.repo / f"data/prepared/{s}.csv", dtype={"text": str}, keep_default_na=False)
-              for s in ("train", "val", "test")}
+    frames = {
+        s: pd.read_csv(args.repo / f"data/prepared/{s}.csv", dtype={"text": str}, keep_default_na=False)
+        for s in ("train", "val", "test")
+    }
     path = model_path(mp["name"])
     tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
 
     def encode(frame: pd.DataFrame) -> Rows:
-        enc = tokenizer(frame["text"].tolist(), padding="max_length", truncation=True, max_length=mp["max_length"])
+        padding = "max_length" if args.recipe == "padded" else False
+        enc = tokenizer(frame["text"].tolist(), padding=padding, truncation=True, max_length=mp["max_length"])
         return Rows(enc, frame["label"].to_numpy(np.int64))
 
     t0 = time.perf_counter()
@@ -104,11 +119,24 @@ def main() -> None:
 
     set_seed(tp["seed"])
     model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)}, use_safetensors=True)
+        path,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        use_safetensors=True,
+    )
     targets = ALIASES.get(lp["targets"], lp["targets"])
-    model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=lp["r"], lora_alpha=lp["alpha"],
-                                             lora_dropout=lp["dropout"], target_modules=targets, bias=lp["bias"]))
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            task_type=TaskType.SEQ_CLS,
+            r=lp["r"],
+            lora_alpha=lp["alpha"],
+            lora_dropout=lp["dropout"],
+            target_modules=targets,
+            bias=lp["bias"],
+        ),
+    )
     steps_per_epoch = math.ceil(len(data["train"]) / tp["batch_size"])
     max_steps = args.max_steps or steps_per_epoch * tp["epochs"]
     targs = TrainingArguments(
@@ -133,13 +161,22 @@ def main() -> None:
         dataloader_num_workers=0,
         disable_tqdm=True,
         bf16=args.bf16,
+        # the informed user's lever: batches of similar length, each padded to its own longest row
+        train_sampling_strategy="group_by_length" if args.recipe == "stock" else "random",
     )
 
     def accuracy(pred) -> dict:
         return {"accuracy": float((pred.predictions.argmax(-1) == pred.label_ids).mean())}
 
-    trainer = Trainer(model=model, args=targs, train_dataset=data["train"], eval_dataset=data["val"],
-                      compute_metrics=accuracy)
+    collator = DataCollatorWithPadding(tokenizer)  # a no-op on rows already padded to max_length
+    trainer = Trainer(
+        model=model,
+        args=targs,
+        train_dataset=data["train"],
+        eval_dataset=data["val"],
+        data_collator=collator,
+        compute_metrics=accuracy,
+    )
     out = trainer.train()
     history = [h for h in trainer.state.log_history if "eval_accuracy" in h]
     samples = samples_seen(len(data["train"]), tp["batch_size"], max_steps)
@@ -157,13 +194,22 @@ def main() -> None:
         "tokenize_rows_per_second": round(sum(len(d) for d in data.values()) / tokenize_seconds, 1),
         "threads": torch.get_num_threads(),
         "bf16": args.bf16,
+        "recipe": args.recipe,
     }
     if args.test:
         t0 = time.perf_counter()
-        pred = trainer.predict(data["test"])
+        # merged before the test pass, as the evaluate stage does
+        merged = Trainer(
+            model=trainer.model.merge_and_unload(), args=targs, data_collator=collator, eval_dataset=data["val"]
+        )  # unused; the args ask for one
+        pred = merged.predict(data["test"])
         seconds = time.perf_counter() - t0
-        result.update(test_rows=len(data["test"]), test_accuracy=accuracy(pred)["accuracy"],
-                      test_samples_per_second=round(len(data["test"]) / seconds, 1))
+        result.update(
+            test_rows=len(data["test"]),
+            test_accuracy=accuracy(pred)["accuracy"],
+            test_seconds=round(seconds, 3),
+            test_samples_per_second=round(len(data["test"]) / seconds, 1),
+        )
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

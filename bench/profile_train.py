@@ -12,6 +12,7 @@ Builds the same temporary git + DVC copy as bench/run.py, runs prepare and token
    LoRA wrapping, batching and collate under torch.profiler and prints the top operators.
 Writes the text report to bench/results/profile-<time>.txt as well as stdout.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,18 @@ PHASES = [
     ("adapter save", ("save_model",)),
     ("backward", ("Tensor.backward", "_engine_run_backward")),
     ("grad clipping", ("clip_grad_norm_",)),
-    ("optimizer step", ("AdamW.step", "Optimizer.step", "adamw ", "_single_tensor_adamw", "_multi_tensor_adamw",
-                        "LambdaLR.step", "LRScheduler.step")),
+    (
+        "optimizer step",
+        (
+            "AdamW.step",
+            "Optimizer.step",
+            "adamw ",
+            "_single_tensor_adamw",
+            "_multi_tensor_adamw",
+            "LambdaLR.step",
+            "LRScheduler.step",
+        ),
+    ),
     ("zero_grad", ("zero_grad",)),
     ("forward (train)", ("PeftModelForSequenceClassification.forward", "BertForSequenceClassification.forward")),
     ("collate", ("collate ",)),
@@ -189,23 +200,51 @@ def main() -> None:
     raw = work / "train.raw"
     load = bench.load1()
     t0 = time.perf_counter()
-    bench.timed([pyspy, "record", "-r", str(args.rate), "-f", "raw", "-o", str(raw), "--",
-                 sys.executable, "-m", "stages.train"], copy, "profile")
+    bench.timed(
+        [
+            pyspy,
+            "record",
+            "-r",
+            str(args.rate),
+            "-f",
+            "raw",
+            "-o",
+            str(raw),
+            "--",
+            sys.executable,
+            "-m",
+            "stages.train",
+        ],
+        copy,
+        "profile",
+    )
     wall = time.perf_counter() - t0
     metrics = bench.read_json(copy / "metrics/train/metrics.json")
-    report = [f"# train stage profile, {dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
-              f"`python bench/profile_train.py {' '.join(sys.argv[1:])}`",
-              f"{args.dataset}, {args.rows} train rows, params as bench/run.py sets them; "
-              f"stage wall {wall:.1f} s under py-spy at {args.rate} Hz, "
-              f"train_samples_per_second {metrics.get('train_samples_per_second')}, "
-              f"steps {metrics.get('steps')}, 1-min load {load} -> {bench.load1()}", "",
-              aggregate(raw)]
+    report = [
+        f"# train stage profile, {dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"`python bench/profile_train.py {' '.join(sys.argv[1:])}`",
+        f"{args.dataset}, {args.rows} train rows, params as bench/run.py sets them; "
+        f"stage wall {wall:.1f} s under py-spy at {args.rate} Hz, "
+        f"train_samples_per_second {metrics.get('train_samples_per_second')}, "
+        f"steps {metrics.get('steps')}, 1-min load {load} -> {bench.load1()}",
+        "",
+        aggregate(raw),
+    ]
     if args.torch_steps:
         e = bench.env()
-        out = subprocess.run([sys.executable, "-c", TORCH_PROFILE, str(args.torch_steps)], cwd=copy, env=e,
-                             capture_output=True, text=True)
-        report += ["", f"## torch.profiler, {args.torch_steps} training steps (stage code, in-process)", "",
-                   out.stdout if out.returncode == 0 else out.stderr[-3000:]]
+        out = subprocess.run(
+            [sys.executable, "-c", TORCH_PROFILE, str(args.torch_steps)],
+            cwd=copy,
+            env=e,
+            capture_output=True,
+            text=True,
+        )
+        report += [
+            "",
+            f"## torch.profiler, {args.torch_steps} training steps (stage code, in-process)",
+            "",
+            out.stdout if out.returncode == 0 else out.stderr[-3000:],
+        ]
     text = "\n".join(report) + "\n"
     print(text)
     results = bench.BENCH / "results"

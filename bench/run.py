@@ -1,28 +1,25 @@
-"""Benchmark: the pipeline's train stage ("ours") against the seeds' HF Trainer recipe ("peer").
+"""The honest bench: the pipeline's train stage against the stock Hugging Face Trainer recipe, one run, one table.
 
-One command, from the repository root:
+    python bench/run.py --quick          # 256 rows, 1 repeat: checks the harness (minutes), figures meaningless
+    python bench/run.py                  # the published table (see bench/README.md for its wall time)
 
-    python bench/run.py --rows 1500 --repeats 3
+It builds a temporary git + DVC copy of this working tree (generated outputs left out) with AG News,
+the packaged all-MiniLM-L6-v2, `data.max_train_rows=--rows`, one epoch and the rest of params.yaml as
+is, and measures, in the same run, alternating the sides (A B C, B C A, ...) to cancel drift:
 
-It builds a temporary git + DVC copy of this working tree (generated outputs left out), sets the
-BanglaSenti study's params there (packaged all-MiniLM-L6-v2, `data.max_train_rows=--rows`, one
-epoch, the rest of params.yaml as is) and measures, on this machine, in this run:
+- ours: `dvc repro -f -s train` (whole process, wall clock) with `train.precision` fp32 and bf16;
+- stock peer (bench/peer_trainer.py --recipe stock): Trainer + peft, DataCollatorWithPadding,
+  `train_sampling_strategy="group_by_length"`, same rows, LoRA config, steps and val pass, fp32 and bf16;
+- padded peer (--recipe padded): the seeds' recipe, every row padded to 128, fp32;
+- val and test accuracy of each config (test: ours' evaluate stage; peers: merged adapter);
+- model FLOPs per trained token, achieved FLOP/s and its share of this machine's matmul peak (same run,
+  same precision); tokenize rows/s; no-op `dvc repro`; peak RSS of the train stage;
+- 2 processes x 1 thread against 1 process x 2 threads (`train.processes`), when the param exists.
 
-- ours: `dvc repro -f -s train` exactly as the pipeline runs it; samples/s is the stage's own
-  `train_samples_per_second` (metrics/train/metrics.json), peak RSS is that of the process tree
-  (`os.wait4`), accuracy is the stage's val accuracy and the evaluate stage's test accuracy;
-- peer: `bench/peer_trainer.py`, HF `Trainer` + peft, padding to max_length=128, same rows, base
-  model, batch size, lr, warmup, weight decay, clipping, seed and LoRA config, and exactly as many
-  optimizer steps as ours took;
-- tokenize rows/s (the tokenize stage in-process on the whole BanglaSenti corpus, and the stage's
-  wall time inside `dvc repro`), evaluation samples/s (the evaluate stage's own figure, and the
-  peer's `Trainer.predict`), and the wall time of a no-op `dvc repro` with every stage cached.
-
-Ours and peer runs alternate (ours first in odd repeats, peer first in even ones) so that load
-from other processes falls on both alike; the table reports medians, and the 1-minute load
-average around every timed run. Results go to bench/results/<time>.json; the table is printed
-and written into bench/README.md between the results markers (--no-readme to skip).
+Raw results go to bench/results/<time>.json (committed); the table is printed and written into
+bench/README.md between the results markers (--no-readme to skip).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,6 +28,7 @@ import json
 import os
 import platform
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -40,14 +38,30 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import Encoder, alternate, fmt, matmul_flops, ratio, run_flops, schema_errors  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
-GENERATED = ("data/prepared", "data/tokenized", "models/", "metrics/", "plots/", "reports/", "dvc.lock",
-             "checkpoints/", "bench/results")
+GENERATED = (
+    "data/prepared",
+    "data/tokenized",
+    "models/",
+    "metrics/",
+    "plots/",
+    "reports/",
+    "dvc.lock",
+    "checkpoints/",
+    "bench/results",
+)
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-DATASETS = {"banglasenti": (ROOT / "data/raw/banglasenti", "val.csv", "test.csv"),
-            "ag_news": (ROOT / "data/raw/ag_news", "dev.tsv", "test.tsv")}
+DATASETS = {
+    "banglasenti": (ROOT / "data/raw/banglasenti", "val.csv", "test.csv"),
+    "ag_news": (ROOT / "data/raw/ag_news", "dev.tsv", "test.tsv"),
+}
 MARK_START, MARK_END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
+SIDES = ("ours", "stock", "padded")
+ACCURACY_BAR = 0.80  # both sides must clear the majority class (0.25 on AG News) by this much
 
 
 def log(msg: str) -> None:
@@ -88,7 +102,7 @@ def wait_for_quiet(max_cores: float, max_wait: float, window: float = 3.0) -> fl
             return round(busy, 2)
 
 
-def timed(cmd: list[str], cwd: Path, what: str) -> dict:
+def timed(cmd: list[str], cwd: Path, what: str, extra_env: dict | None = None) -> dict:
     """Run cmd; wall and CPU seconds and peak RSS of its process tree, and what else ran meanwhile."""
     before = load1()
     busy0 = cpu_busy_s()
@@ -96,7 +110,7 @@ def timed(cmd: list[str], cwd: Path, what: str) -> dict:
     with open(cwd.parent / f"{what}.log", "a") as out:
         out.write(f"\n$ {' '.join(cmd)}\n")
         out.flush()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env(), stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=cwd, env={**env(), **(extra_env or {})}, stdout=out, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     busy = cpu_busy_s() - busy0
@@ -108,9 +122,14 @@ def timed(cmd: list[str], cwd: Path, what: str) -> dict:
     cpu = usage.ru_utime + usage.ru_stime
     # other processes' CPU use during the run, in cores (machine busy time minus this tree's own)
     others = max(0.0, busy - cpu) / wall if busy else None
-    return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-            "other_cores": round(others, 2) if others is not None else None,
-            "load1_before": before, "load1_after": load1()}
+    return {
+        "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 2),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "other_cores": round(others, 2) if others is not None else None,
+        "load1_before": before,
+        "load1_after": load1(),
+    }
 
 
 def dvc(args: list[str], repo: Path, what: str = "dvc") -> dict:
@@ -146,11 +165,13 @@ def set_param(params: dict, assignment: str) -> None:
     node[leaf] = yaml.safe_load(value)
 
 
-def make_copy(dest: Path, dataset: str, rows: int, val_rows: int, test_rows: int, seed: int,
-              overrides: list[str] = ()) -> Path:
+def make_copy(
+    dest: Path, dataset: str, rows: int, val_rows: int, test_rows: int, seed: int, overrides: list[str] = ()
+) -> Path:
     """A fresh git + DVC repository with this working tree's files and the bench's params."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split("\n")
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split("\n")
     for name in filter(None, files):
         if name.startswith(GENERATED) or not (ROOT / name).is_file():
             continue
@@ -167,7 +188,8 @@ def make_copy(dest: Path, dataset: str, rows: int, val_rows: int, test_rows: int
     label = test.columns[-1] if dataset == "ag_news" else "label"
     if test_rows and test_rows < len(test):
         frac = test_rows / len(test)
-        test = test.groupby(label, group_keys=False).sample(frac=frac, random_state=seed).sample(frac=1, random_state=seed)
+        test = test.groupby(label, group_keys=False).sample(frac=frac, random_state=seed)
+        test = test.sample(frac=1, random_state=seed)
     write_raw(test, data / test_name)
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["data"].update(dataset=dataset, path=f"data/bench_{dataset}", max_train_rows=rows)
@@ -230,7 +252,8 @@ def tokenize_throughput(copy: Path, scratch: Path, repeats: int = 3, quiet: tupl
     split = int(len(pool) * 0.9)
     for name, frame in {"train": pool[:split], "val": pool[split:], "test": test}.items():
         frame.assign(label=pd.to_numeric(frame["label"], errors="coerce").fillna(0).astype(int).clip(0, 2)).to_csv(
-            scratch / f"data/prepared/{name}.csv", index=False)
+            scratch / f"data/prepared/{name}.csv", index=False
+        )
     rows = len(pool) + len(test)
     e = env()
     e["PYTHONPATH"] = str(copy)
@@ -240,7 +263,9 @@ def tokenize_throughput(copy: Path, scratch: Path, repeats: int = 3, quiet: tupl
             wait_for_quiet(*quiet)
         before = load1()
         t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", TOKENIZE_PROBE], cwd=scratch, env=e, capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-c", TOKENIZE_PROBE], cwd=scratch, env=e, capture_output=True, text=True
+        )
         wall = time.perf_counter() - t0
         if out.returncode != 0:
             raise SystemExit(f"bench: tokenize probe failed\n{out.stderr[-3000:]}")
@@ -248,274 +273,448 @@ def tokenize_throughput(copy: Path, scratch: Path, repeats: int = 3, quiet: tupl
         runs.append({"main_s": round(probe["main_s"], 3), "process_wall_s": round(wall, 3), "load1_before": before})
     main_s = statistics.median(r["main_s"] for r in runs)
     wall_s = statistics.median(r["process_wall_s"] for r in runs)
-    return {"rows": rows, "runs": runs, "rows_per_second": round(rows / main_s, 1),
-            "rows_per_second_process": round(rows / wall_s, 1)}
+    return {
+        "rows": rows,
+        "runs": runs,
+        "rows_per_second": round(rows / main_s, 1),
+        "rows_per_second_process": round(rows / wall_s, 1),
+    }
 
 
-def machine() -> dict:
+def host_info() -> dict:
+    """Host, CPU model and the flags that decide bf16 speed, torch version and threads."""
     import torch
 
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gb = None
-    try:
-        mem_gb = round(int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024, 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    flags = set()
-    try:
-        flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                         if line.startswith("flags")).split(":", 1)[1].split())
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cpu_features": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni"}),
-            "logical_cores": os.cpu_count(), "affinity_cores": len(os.sched_getaffinity(0)),
-            "memory_gb": mem_gb, "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "cuda": torch.cuda.is_available(), "python": platform.python_version(), "platform": platform.platform()}
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    lines = info.splitlines()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), platform.processor())
+    flags = set(next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), []))
+    return {
+        "hostname": socket.gethostname(),
+        "cpu": cpu,
+        "avx512f": "avx512f" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "amx": "amx_bf16" in flags,
+        "torch": torch.__version__,
+        "transformers": _version("transformers"),
+        "peft": _version("peft"),
+        "threads": torch.get_num_threads(),
+        "cores": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "tree": tree_version(),
+    }
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
 
 
 def tree_version() -> str:
     """The commit this working tree is on, and whether it had uncommitted changes (they are measured too)."""
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                           text=True).stdout.strip()
-    return f"{head or 'unknown'}{' + uncommitted changes' if dirty else ''}"
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    return f"{head.strip() or 'unknown'}{' + uncommitted changes' if dirty else ''}"
 
 
-def med(values: list[float]) -> float | None:
-    values = [v for v in values if v is not None]
+def matmul_peak(n: int = 2048, seconds: float = 3.0) -> dict:
+    """Best achieved FLOP/s of an n x n matmul on all threads, fp32 and bf16: the machine's practical peak."""
+    import torch
+
+    peak = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        torch.matmul(a, b)  # warm-up: oneDNN picks and caches its kernel
+        best, deadline = float("inf"), time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            torch.matmul(a, b)
+            best = min(best, time.perf_counter() - t0)
+        peak[name] = matmul_flops(n) / best
+    return {"n": n, "threads": torch.get_num_threads(), "flops_per_s": peak}
+
+
+def best_peak(*peaks: dict) -> dict:
+    """The best of several peak measurements: another process on a core only ever lowers the figure."""
+    best = dict(peaks[0])
+    best["flops_per_s"] = {k: max(p["flops_per_s"][k] for p in peaks) for k in peaks[0]["flops_per_s"]}
+    best["measurements"] = [p["flops_per_s"] for p in peaks]
+    return best
+
+
+def token_lengths(copy: Path) -> dict[str, list[int]]:
+    """Real (non-pad) token count of each train and val row, as the model sees them (truncated at max_length)."""
+    import pandas as pd
+    from transformers import AutoConfig, AutoTokenizer
+
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    path = model_path(params["model"]["name"])
+    tok = AutoTokenizer.from_pretrained(path)
+    lengths = {}
+    for split in ("train", "val"):
+        texts = pd.read_csv(copy / f"data/prepared/{split}.csv", dtype={"text": str}, keep_default_na=False)["text"]
+        enc = tok(texts.tolist(), truncation=True, max_length=params["model"]["max_length"])
+        lengths[split] = [len(ids) for ids in enc["input_ids"]]
+    lengths["encoder"] = Encoder.from_config(
+        AutoConfig.from_pretrained(path), params["lora"]["r"], params["lora"]["targets"]
+    )
+    return lengths
+
+
+def model_path(name: str) -> str:
+    sys.path.insert(0, str(BENCH))
+    from peer_trainer import model_path as resolve
+
+    return resolve(name)
+
+
+def write_params(copy: Path, overrides: list[str]) -> None:
+    """Apply `key=value` overrides to the copy's params.yaml, as `dvc exp run -S` would."""
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    for assignment in overrides:
+        set_param(params, assignment)
+    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def run_ours(copy: Path, precision: str, with_test: bool, extra_env: dict | None = None) -> dict:
+    """`dvc repro -f -s train` at this precision: whole-process wall, the stage's own figures, accuracy."""
+    write_params(copy, [f"train.precision={precision}"])
+    t = timed([sys.executable, "-m", "dvc", "repro", "-f", "-s", "train"], copy, "ours", extra_env)
+    m = read_json(copy / "metrics/train/metrics.json")
+    run = {
+        **t,
+        "side": "ours",
+        "precision": precision,
+        "steps": m.get("steps"),
+        "loop_s": m.get("train_seconds"),
+        "samples_per_second": m.get("train_samples_per_second"),
+        "val_accuracy": dig(m, "val", "accuracy"),
+    }
+    if with_test:
+        timed([sys.executable, "-m", "dvc", "repro", "-f", "-s", "evaluate"], copy, "ours")
+        ev = read_json(copy / "metrics/evaluate/metrics.json")
+        run.update(test_accuracy=dig(ev, "test", "accuracy"), majority_accuracy=dig(ev, "test", "majority_accuracy"))
+    return run
+
+
+def run_peer(copy: Path, recipe: str, precision: str, steps: int, with_test: bool) -> dict:
+    """bench/peer_trainer.py: whole-process wall less its test pass, so it covers what `-s train` covers."""
+    out = copy.parent / f"peer-{recipe}-{precision}-{time.time_ns()}.json"
+    cmd = [
+        sys.executable,
+        str(BENCH / "peer_trainer.py"),
+        "--repo",
+        str(copy),
+        "--recipe",
+        recipe,
+        "--max-steps",
+        str(steps),
+        "--out",
+        str(out),
+    ]
+    cmd += (["--test"] if with_test else []) + (["--bf16"] if precision == "bf16" else [])
+    t = timed(cmd, copy, "peer")
+    res = read_json(out)
+    t["wall_s"] = round(t["wall_s"] - res.get("test_seconds", 0.0), 3)
+    return {
+        **t,
+        "side": recipe,
+        "precision": precision,
+        "steps": res["steps"],
+        "loop_s": res["train_runtime"],
+        "samples_per_second": res["train_samples_per_second"],
+        "val_accuracy": res["val_accuracy"],
+        "test_accuracy": res.get("test_accuracy"),
+    }
+
+
+def speed_runs(copy: Path, args) -> list[dict]:
+    """Every config, alternating sides within each precision; accuracy (test pass) on each config's first run."""
+    runs, steps = [], {}
+    for precision in ("fp32", "bf16"):
+        sides = ["ours", "stock"] + (["padded"] if precision in args.padded_precisions else [])
+        for side in alternate(sides, args.repeats):
+            first = not any(r["side"] == side and r["precision"] == precision for r in runs)
+            if args.quiet_wait:
+                wait_for_quiet(args.quiet_cores, args.quiet_wait)
+            if side == "ours":  # each repeat's order starts with ours once, so steps is known for the peers
+                runs.append(run_ours(copy, precision, with_test=first))
+                steps.setdefault(precision, runs[-1]["steps"])
+            else:
+                runs.append(run_peer(copy, side, precision, steps[precision], with_test=first))
+            log(f"{side} {precision}: {runs[-1]['wall_s']} s wall, {runs[-1]['other_cores']} other cores")
+    return runs
+
+
+def median_of(runs: list[dict], side: str, precision: str, key: str = "wall_s") -> float | None:
+    values = [r[key] for r in runs if r["side"] == side and r["precision"] == precision and r.get(key) is not None]
     return round(statistics.median(values), 3) if values else None
 
 
-def fmt(v, digits: int = 1) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:,.{digits}f}"
-    return f"{v:,}" if isinstance(v, int) else str(v)
+def first_of(runs: list[dict], side: str, precision: str, key: str):
+    return next(
+        (r[key] for r in runs if r["side"] == side and r["precision"] == precision and r.get(key) is not None), None
+    )
+
+
+def default_precision(copy: Path) -> str:
+    """What `train.precision: auto` resolves to on this host, asked of the pipeline's own code."""
+    code = "from lora_dvc.device import resolve_precision; print(resolve_precision('cpu', 'auto'))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=copy, env=env(), capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "fp32"
+
+
+def speed_summary(runs: list[dict], default: str) -> dict:
+    """Median whole-process seconds per side and precision, and ours-vs-peer ratios (peer time / our time)."""
+    rows = {"default": (default, "fp32"), "fp32": ("fp32", "fp32"), "bf16": ("bf16", "bf16")}
+    summary = {}
+    for row, (ours_p, peer_p) in rows.items():
+        ours, stock, padded = (
+            median_of(runs, "ours", ours_p),
+            median_of(runs, "stock", peer_p),
+            median_of(runs, "padded", peer_p),
+        )
+        summary[row] = {
+            "ours_precision": ours_p,
+            "peer_precision": peer_p,
+            "ours_s": ours,
+            "stock_s": stock,
+            "padded_s": padded,
+            "vs_stock": ratio(ours, stock),
+            "vs_padded": ratio(ours, padded),
+        }
+    return summary
+
+
+def accuracy_summary(runs: list[dict]) -> dict:
+    acc = {}
+    for precision in ("fp32", "bf16"):
+        ours, stock = (
+            first_of(runs, "ours", precision, "test_accuracy"),
+            first_of(runs, "stock", precision, "test_accuracy"),
+        )
+        acc[precision] = {
+            "steps": [first_of(runs, s, precision, "steps") for s in ("ours", "stock")],
+            "ours_val": first_of(runs, "ours", precision, "val_accuracy"),
+            "stock_val": first_of(runs, "stock", precision, "val_accuracy"),
+            "ours_test": ours,
+            "stock_test": stock,
+            "delta_points": round(100 * (ours - stock), 2) if ours is not None and stock is not None else None,
+            "majority": first_of(runs, "ours", precision, "majority_accuracy"),
+        }
+    return acc
+
+
+def flops_summary(runs: list[dict], lengths: dict, peak: dict, epochs: float) -> dict:
+    """Model FLOPs of one run, per trained token, and each side's achieved FLOP/s over its own loop clock."""
+    enc = lengths["encoder"]
+    total = run_flops(enc, lengths["train"], lengths["val"], epochs)
+    per_token = run_flops(enc, lengths["train"], [], 1.0) / sum(lengths["train"])
+    achieved = {}
+    for side in SIDES:
+        for precision in ("fp32", "bf16"):
+            loop = median_of(runs, side, precision, "loop_s")
+            if loop:
+                rate = total / loop
+                achieved[f"{side}/{precision}"] = {
+                    "flops_per_s": rate,
+                    "share_of_peak": rate / peak["flops_per_s"][precision],
+                }
+    return {
+        "encoder": enc.__dict__,
+        "train_tokens": sum(lengths["train"]),
+        "val_tokens": sum(lengths["val"]),
+        "per_train_token": per_token,
+        "run_total": total,
+        "achieved": achieved,
+    }
+
+
+def processes_vs_threads(copy: Path, args) -> dict:
+    """2 processes x 1 thread against 1 process x 2 threads, samples/s (issue 15); n/a without the param."""
+    code = (
+        "import dataclasses as d; from lora_dvc.params import TrainParams as T; print('processes' in "
+        "{f.name for f in d.fields(T)})"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=copy, env=env(), capture_output=True, text=True)
+    if out.stdout.strip() != "True":
+        return {"available": False, "note": "n/a (train.processes not available)"}
+    precision, result = default_precision(copy), {"available": True, "runs": []}
+    for layout in alternate(["2x1", "1x2"], args.repeats):
+        processes, threads = (2, 1) if layout == "2x1" else (1, 2)
+        write_params(copy, [f"train.processes={processes}"])
+        run = run_ours(copy, precision, False, {"OMP_NUM_THREADS": str(threads)})
+        result["runs"].append({"layout": layout, **run})
+    write_params(copy, ["train.processes=1"])
+    for layout in ("2x1", "1x2"):
+        sps = [r["samples_per_second"] for r in result["runs"] if r["layout"] == layout]
+        result[layout] = round(statistics.median(sps), 2) if sps and None not in sps else None
+    return result
+
+
+def noop_repro(copy: Path, repeats: int = 3) -> float:
+    """Median wall of `dvc repro` with every stage cached (after one run that brings it up to date)."""
+    dvc(["repro"], copy, "pipeline")
+    return round(statistics.median(dvc(["repro"], copy, "noop")["wall_s"] for _ in range(repeats)), 3)
 
 
 def table(r: dict) -> str:
-    o, p, s = r["ours"], r["peer"], r["summary"]
+    """The one published table: speed ratios, accuracy, FLOPs, the stage figures, processes vs threads."""
+    s, a, f, pk = r["speed"], r["accuracy"], r["flops"], r["peak"]["flops_per_s"]
     rows = [
-        ("train samples/s (median)", fmt(s["ours_train_sps"]), fmt(s["peer_train_sps"]),
-         f"**{fmt(s['train_sps_ratio'], 2)}x**", ">= 2.0x"),
-        (f"train samples/s (median of runs with other processes < {r['args']['clean_cores']} cores: "
-         f"{s['clean_runs'][0]} ours, {s['clean_runs'][1]} peer)", fmt(s["ours_train_sps_clean"]),
-         fmt(s["peer_train_sps_clean"]), f"{fmt(s['train_sps_ratio_clean'], 2)}x", ""),
-        ("train samples/s (best run)", fmt(s["ours_train_sps_best"]), fmt(s["peer_train_sps_best"]),
-         f"{fmt(s['train_sps_ratio_best'], 2)}x", ""),
-        ("train samples/s (each run)", ", ".join(fmt(x["train_samples_per_second"]) for x in o["runs"]),
-         ", ".join(fmt(x["train_samples_per_second"]) for x in p["runs"]), "", ""),
-        ("other processes' CPU during the runs, cores (mean)", fmt(s["ours_other_cores"], 2),
-         fmt(s["peer_other_cores"], 2), "", "0"),
-        ("optimizer steps", fmt(o["steps"]), fmt(p["steps"]), "", "equal"),
-        ("val accuracy after those steps", fmt(o["val_accuracy"], 4), fmt(p["val_accuracy"], 4),
-         fmt(s["val_accuracy_delta"], 4) + " (ours - peer)", "equal"),
-        ("test accuracy", fmt(o["test_accuracy"], 4), fmt(p.get("test_accuracy"), 4),
-         fmt(s["test_accuracy_delta"], 4) + " (ours - peer)", "equal"),
-        ("majority-class test accuracy", fmt(o["majority_accuracy"], 4), "", "", ""),
-        ("peak RSS of training, MB (max)", fmt(s["ours_peak_rss_mb"], 0), fmt(s["peer_peak_rss_mb"], 0), "",
-         "< 3,000"),
-        ("evaluation samples/s (test, median)", fmt(s["ours_eval_sps"]), fmt(s["peer_eval_sps"]),
-         f"{fmt(s['eval_sps_ratio'], 2)}x", ""),
-        ("tokenize rows/s (stage main(), 24k rows)", fmt(r["tokenize"]["rows_per_second"]), "", "", ">= 20,000"),
-        ("tokenize rows/s (whole stage process)", fmt(r["tokenize"]["rows_per_second_process"]), "", "", ""),
-        ("tokenize stage in `dvc repro -s tokenize`, s (wall)", fmt(r["pipeline"]["stage_wall_s"].get("tokenize"), 2), "", "", ""),
-        ("no-op `dvc repro`, s (median; first)", f"{fmt(s['noop_repro_s'], 2)}; {fmt(r['pipeline']['noop_repro'][0]['wall_s'], 2)}",
-         "", "", "< 3"),
-        ("1-min load average during timed runs", f"{fmt(s['load_min'], 2)} - {fmt(s['load_max'], 2)}", "", "", ""),
+        (
+            "| measure | ours | stock Trainer (dynamic padding, length-grouped) | ours vs stock | "
+            "padded-to-128 Trainer (seeds') | ours vs padded | goal |"
+        ),
+        "|---|---|---|---|---|---|---|",
     ]
-    head = "| measure | ours | peer (HF Trainer) | ratio / delta | target |\n|---|---|---|---|---|\n"
-    return head + "\n".join("| " + " | ".join(row) + " |" for row in rows)
+    goals = {"default": ">= 2.0x vs stock", "fp32": "", "bf16": ">= 1.3x vs stock"}
+    for row, v in s.items():
+        label = {
+            "default": f"train, pipeline default ({v['ours_precision']}) vs stock default (fp32), s",
+            "fp32": "train, fp32 both, s",
+            "bf16": "train, bf16 both, s",
+        }[row]
+        rows.append(
+            f"| {label} | {fmt(v['ours_s'])} | {fmt(v['stock_s'])} | **{fmt(v['vs_stock'], 2, 'x')}** | "
+            f"{fmt(v['padded_s'])} | {fmt(v['vs_padded'], 2, 'x')} | {goals[row]} |"
+        )
+    for precision, v in a.items():
+        rows.append(
+            f"| {precision}: optimizer steps; val accuracy | {fmt(v['steps'][0])}; {fmt(v['ours_val'], 4)} | "
+            f"{fmt(v['steps'][1])}; {fmt(v['stock_val'], 4)} | | | | equal steps |"
+        )
+        rows.append(
+            f"| {precision}: test accuracy (majority class {fmt(v['majority'], 4)}) | "
+            f"{fmt(v['ours_test'], 4)} | {fmt(v['stock_test'], 4)} | {fmt(v['delta_points'], 2)} points | "
+            f"| | >= {ACCURACY_BAR:.2f} both, within 0.5 points |"
+        )
+    rows.append(
+        f"| model FLOPs per trained token (fwd + bwd to inputs and adapters) | "
+        f"{f['per_train_token'] / 1e6:,.1f} M | same | | same | | |"
+    )
+    goal = {"fp32": "", "bf16": ">= 50% of peak"}
+    for precision in ("fp32", "bf16"):
+        cells = [_achieved(f, f"{side}/{precision}", pk[precision]) for side in SIDES]
+        rows.append(
+            f"| achieved GFLOP/s in the loop, {precision} (share of {pk[precision] / 1e9:,.0f} GFLOP/s "
+            f"matmul peak) | {cells[0]} | {cells[1]} | | {cells[2]} | | {goal[precision]} |"
+        )
+    t = r["tokenize"]
+    rows += [
+        f"| tokenize stage, rows/s ({t['rows']:,} rows, stage main()) | {fmt(t['rows_per_second'], 0)} "
+        f"| | | | | >= 20,000 |",
+        f"| no-op `dvc repro`, s (median of 3) | {fmt(r['noop_repro_s'], 2)} | | | | | < 1 |",
+        f"| peak RSS of the train stage, MB (max over runs) | {fmt(r['peak_rss_mb'], 0)} | | | | | < 3,000 |",
+        _processes_row(r["processes_vs_threads"]),
+    ]
+    return "\n".join(rows)
+
+
+def _achieved(flops: dict, key: str, peak: float) -> str:
+    got = flops["achieved"].get(key)
+    return f"{got['flops_per_s'] / 1e9:,.1f} ({100 * got['share_of_peak']:.0f}%)" if got else "n/a"
+
+
+def _processes_row(p: dict) -> str:
+    label = "train samples/s, 2 processes x 1 thread vs 1 process x 2 threads"
+    if not p.get("available"):
+        return f"| {label} | {p['note']} | | | | | |"
+    speedup = round(p["2x1"] / p["1x2"], 3) if p["2x1"] and p["1x2"] else None
+    return f"| {label} | {fmt(p['2x1'])} vs {fmt(p['1x2'])} | | {fmt(speedup, 2, 'x')} (2x1 / 1x2) | | | |"
 
 
 def describe(r: dict) -> str:
-    m, a = r["machine"], r["args"]
-    return (f"{m['cpu']} ({', '.join(m.get('cpu_features', []))}), {m['affinity_cores']} cores usable ({m['logical_cores']} logical), "
-            f"{m['memory_gb']} GB RAM, torch {m['torch']} with {m['torch_threads']} threads, "
-            f"Python {m['python']}; CUDA {'yes' if m['cuda'] else 'no'}. "
-            f"Tree {r.get('tree', '?')}. {a['dataset']}, {r['ours']['train_rows']} train rows, {r['pipeline']['val_rows']} val rows, "
-            f"{r['ours']['test_rows']} test rows, {a['repeats']} repeats, taken {r['finished']}.")
+    h, a = r["host"], r["args"]
+    flags = ", ".join(k for k in ("avx512f", "avx512_bf16", "amx") if h[k]) or "no AVX-512"
+    return (
+        f"{h['cpu']} ({flags}) on {h['hostname']}, {h['cores']} cores, torch {h['torch']} with {h['threads']} "
+        f"threads, transformers {h['transformers']}, peft {h['peft']}; tree {h['tree']}. AG News, "
+        f"{r['rows']['train']} train / {r['rows']['val']} val / {r['rows']['test']} test rows, one epoch, "
+        f"{a['repeats']} alternating repeats (medians), taken {r['date']}."
+    )
 
 
 def write_readme(r: dict, md: str) -> None:
     path = BENCH / "README.md"
-    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{MARK_START}\n{MARK_END}\n"
-    if MARK_START not in text:
-        text += f"\n{MARK_START}\n{MARK_END}\n"
+    text = path.read_text()
     head, rest = text.split(MARK_START, 1)
     _, tail = rest.split(MARK_END, 1)
-    block = (f"{MARK_START}\n`{r['command']}`\n\n{describe(r)}\n\n{md}\n{MARK_END}")
-    path.write_text(head + block + tail)
+    path.write_text(f"{head}{MARK_START}\n`{r['command']}`\n\n{describe(r)}\n\n{md}\n{MARK_END}{tail}")
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description="ours (dvc repro) vs the stock Trainer recipe, one run, one table")
+    ap.add_argument("--rows", type=int, default=4096, help="training rows (data.max_train_rows)")
+    ap.add_argument("--repeats", type=int, default=2, help="timed runs per side and precision")
+    ap.add_argument("--val-rows", type=int, default=500, help="about this many val rows (sets data.val_fraction)")
+    ap.add_argument("--test-rows", type=int, default=1000, help="stratified sample of the official test split")
+    ap.add_argument("--padded-precisions", nargs="*", default=["fp32"], help="precisions the padded peer runs in")
+    ap.add_argument("--quiet-cores", type=float, default=0.3, help="wait until other processes use fewer cores")
+    ap.add_argument("--quiet-wait", type=float, default=120, help="... for at most this many s (0: never wait)")
+    ap.add_argument("--quick", action="store_true", help="256 rows, 1 repeat, small val/test: checks the harness")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary repository")
+    ap.add_argument("--no-readme", action="store_true", help="do not write the table into bench/README.md")
+    args = ap.parse_args()
+    if args.quick:
+        args.rows, args.repeats, args.val_rows, args.test_rows, args.quiet_wait = 256, 1, 128, 256, 0
+    return args
+
+
+def save(result: dict, folder: Path) -> Path:
+    problems = schema_errors(result)
+    if problems:
+        raise SystemExit(f"bench: result JSON incomplete: {'; '.join(problems)}")
+    out = folder / f"{result['date'][:19].replace(':', '').replace('-', '')}.json"
+    out.parent.mkdir(exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    tmp.replace(out)  # atomic: a half-written result never lands under bench/results
+    return out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="ours (dvc repro) vs peer (HF Trainer), one run, one table")
-    ap.add_argument("--dataset", choices=sorted(DATASETS), default="banglasenti")
-    ap.add_argument("--rows", type=int, default=600, help="training rows (data.max_train_rows)")
-    ap.add_argument("--repeats", type=int, default=3, help="timed training runs per side")
-    ap.add_argument("--val-rows", type=int, default=200, help="about this many val rows (sets data.val_fraction)")
-    ap.add_argument("--test-rows", type=int, default=500, help="stratified sample of the official test split")
-    ap.add_argument("--noop-repeats", type=int, default=3)
-    ap.add_argument("--quiet-cores", type=float, default=0.3,
-                    help="before each timed run wait until other processes use fewer cores than this ...")
-    ap.add_argument("--clean-cores", type=float, default=0.25,
-                    help="a run is 'clean' if other processes used fewer cores than this during it")
-    ap.add_argument("--quiet-wait", type=float, default=120, help="... for at most this many seconds (0: never wait)")
-    ap.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra params.yaml override for the copy, as `dvc exp run -S` (the peer reads them too)")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary repository")
-    ap.add_argument("--no-readme", action="store_true", help="do not write the table into bench/README.md")
-    ap.add_argument("--peer-bf16", action="store_true",
-                    help="peer with bf16 autocast (compare with ours under -S train.precision=bf16)")
-    ap.add_argument("--skip-peer", action="store_true", help="measure ours only (no ratio)")
-    args = ap.parse_args()
-
-    started = dt.datetime.now().astimezone()
+    args = parse_args()
+    date = dt.datetime.now().astimezone().isoformat(timespec="seconds")
     work = Path(tempfile.mkdtemp(prefix="lora-bench-"))
-    copy = make_copy(work / "repo", args.dataset, args.rows, args.val_rows, args.test_rows, seed=0, overrides=args.set)
-    log(f"temporary repository {copy} (load {load1()})")
-
-    # the whole pipeline once, stage by stage, so each stage's wall time is known
-    stage_wall = {}
-    for stage in ("prepare", "tokenize", "train", "evaluate"):
-        res = dvc(["repro", "-s", stage], copy, what="pipeline")
-        stage_wall[stage] = res["wall_s"]
-        log(f"dvc repro -s {stage}: {res['wall_s']:.1f} s")
-    res = dvc(["repro"], copy, what="pipeline")  # the rest of the pipeline (report, export, ...)
-    stage_wall["rest (dvc repro)"] = res["wall_s"]
-    log(f"dvc repro (remaining stages): {res['wall_s']:.1f} s")
-    prep = read_json(copy / "metrics/prepare.json")
-    noop = []
-    for _ in range(args.noop_repeats):
-        if args.quiet_wait:
-            wait_for_quiet(args.quiet_cores, args.quiet_wait / 4)
-        noop.append(dvc(["repro"], copy, what="noop"))
-    log(f"no-op dvc repro: {[n['wall_s'] for n in noop]}")
-    status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=copy, env=env(), capture_output=True, text=True).stdout
-    tok = tokenize_throughput(copy, work / "tokenize-probe",
-                              quiet=(args.quiet_cores, args.quiet_wait / 4) if args.quiet_wait else None)
-    log(f"tokenize: {tok['rows_per_second']:.0f} rows/s in-process, {tok['rows_per_second_process']:.0f} with startup")
-
-    ours_runs, peer_runs, peer_first = [], [], None
-
-    def run_ours(i: int) -> None:
-        quiet = wait_for_quiet(args.quiet_cores, args.quiet_wait) if args.quiet_wait else None
-        t = dvc(["repro", "-f", "-s", "train"], copy, what="ours")
-        m = read_json(copy / "metrics/train/metrics.json")
-        e = dvc(["repro", "-f", "-s", "evaluate"], copy, what="ours")
-        ev = read_json(copy / "metrics/evaluate/metrics.json")
-        ours_runs.append({**t, "busy_cores_before": quiet, "train_samples_per_second": m["train_samples_per_second"],
-                          "train_seconds": m.get("train_seconds"), "steps": m.get("steps"),
-                          "val_accuracy": dig(m, "val", "accuracy"),
-                          "test_accuracy": dig(ev, "test", "accuracy"),
-                          "eval_samples_per_second": dig(ev, "test", "samples_per_second"),
-                          "evaluate_wall_s": e["wall_s"], "evaluate_other_cores": e["other_cores"]})
-        log(f"ours #{i}: {m['train_samples_per_second']} samples/s, rss {t['peak_rss_mb']} MB, "
-            f"other processes {t['other_cores']} cores, load {t['load1_before']}")
-
-    def run_peer(i: int, steps: int) -> None:
-        nonlocal peer_first
-        quiet = wait_for_quiet(args.quiet_cores, args.quiet_wait) if args.quiet_wait else None
-        out = work / f"peer-{i}.json"
-        cmd = [sys.executable, str(copy / "bench/peer_trainer.py"), "--repo", str(copy), "--max-steps", str(steps),
-               "--out", str(out), "--test"] + (["--bf16"] if args.peer_bf16 else [])
-        t = timed(cmd, copy, "peer")
-        res = read_json(out)
-        if peer_first is None:
-            peer_first = res
-        peer_runs.append({**t, "busy_cores_before": quiet, **res})
-        log(f"peer #{i}: {res['train_samples_per_second']} samples/s, rss {t['peak_rss_mb']} MB, "
-            f"other processes {t['other_cores']} cores, load {t['load1_before']}")
-
-    for i in range(1, args.repeats + 1):
-        if i % 2 == 1 or args.skip_peer:
-            run_ours(i)
-            if not args.skip_peer:
-                run_peer(i, ours_runs[0]["steps"])
-        else:
-            run_peer(i, ours_runs[0]["steps"])
-            run_ours(i)
-
-    val_rows = prep["rows"]["val"]
-    test_rows = prep["rows"]["test"]
-    ev0 = read_json(copy / "metrics/evaluate/metrics.json")
-    ours = {"runs": ours_runs, "train_rows": prep["rows"]["train"], "test_rows": test_rows,
-            "steps": ours_runs[0]["steps"], "val_accuracy": ours_runs[0]["val_accuracy"],
-            "test_accuracy": ours_runs[0]["test_accuracy"], "majority_accuracy": dig(ev0, "test", "majority_accuracy")}
-    peer = {"runs": peer_runs, **({k: peer_first.get(k) for k in ("steps", "val_accuracy", "test_accuracy",
-                                  "test_samples_per_second", "tokenize_rows_per_second")} if peer_first else
-                                  {"steps": None, "val_accuracy": None, "test_accuracy": None})}
-    o_sps = med([r["train_samples_per_second"] for r in ours_runs])
-    p_sps = med([r["train_samples_per_second"] for r in peer_runs])
-
-    def clean(runs):  # runs during which other processes used less than --clean-cores
-        return [r for r in runs if r.get("other_cores") is not None and r["other_cores"] < args.clean_cores]
-
-    o_clean, p_clean = clean(ours_runs), clean(peer_runs)
-    o_sps_clean = med([r["train_samples_per_second"] for r in o_clean])
-    p_sps_clean = med([r["train_samples_per_second"] for r in p_clean])
-    o_eval = med([r["eval_samples_per_second"] for r in ours_runs])
-    p_eval = med([r.get("test_samples_per_second") for r in peer_runs])
-    loads = [x for r in ours_runs + peer_runs for x in (r["load1_before"], r["load1_after"])]
-    o_best = max(r["train_samples_per_second"] for r in ours_runs)
-    p_best = max((r["train_samples_per_second"] for r in peer_runs), default=None)
-
-    def others(runs):
-        vals = [r["other_cores"] for r in runs if r.get("other_cores") is not None]
-        return round(statistics.mean(vals), 2) if vals else None
-
-    def delta(a, b):
-        return round(a - b, 4) if a is not None and b is not None else None
-
-    summary = {
-        "ours_train_sps": o_sps, "peer_train_sps": p_sps,
-        "train_sps_ratio": round(o_sps / p_sps, 3) if p_sps else None,
-        "ours_train_sps_clean": o_sps_clean, "peer_train_sps_clean": p_sps_clean,
-        "clean_runs": [len(o_clean), len(p_clean)],
-        "train_sps_ratio_clean": round(o_sps_clean / p_sps_clean, 3) if o_sps_clean and p_sps_clean else None,
-        "ours_train_sps_best": o_best, "peer_train_sps_best": p_best,
-        "train_sps_ratio_best": round(o_best / p_best, 3) if p_best else None,
-        "ours_other_cores": others(ours_runs), "peer_other_cores": others(peer_runs),
-        "val_accuracy_delta": delta(ours["val_accuracy"], peer.get("val_accuracy")),
-        "test_accuracy_delta": delta(ours["test_accuracy"], peer.get("test_accuracy")),
-        "ours_peak_rss_mb": max(r["peak_rss_mb"] for r in ours_runs),
-        "peer_peak_rss_mb": max((r["peak_rss_mb"] for r in peer_runs), default=None),
-        "ours_eval_sps": o_eval,
-        "peer_eval_sps": p_eval,
-        "eval_sps_ratio": round(o_eval / p_eval, 3) if p_eval else None,
-        "noop_repro_s": med([n["wall_s"] for n in noop]),
-        "load_min": min(loads), "load_max": max(loads),
-    }
+    copy = make_copy(work / "repo", "ag_news", args.rows, args.val_rows, args.test_rows, seed=0)
+    log(f"temporary repository {copy}")
+    dvc(["repro", "-s", "prepare"], copy, "pipeline")
+    dvc(["repro", "-s", "tokenize"], copy, "pipeline")
+    peak = matmul_peak()
+    log(f"matmul peak: { ({k: round(v / 1e9, 1) for k, v in peak['flops_per_s'].items()}) } GFLOP/s")
+    runs = speed_runs(copy, args)
+    peak = best_peak(peak, matmul_peak())  # again after the runs: the quieter of the two is the peak
+    lengths = token_lengths(copy)
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    rows = read_json(copy / "metrics/prepare.json")["rows"]
     result = {
         "command": " ".join(["python bench/run.py", *sys.argv[1:]]),
-        "tree": tree_version(),
-        "started": started.isoformat(timespec="seconds"),
-        "finished": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "args": vars(args), "machine": machine(),
-        "params": yaml.safe_load((copy / "params.yaml").read_text()),
-        "pipeline": {"stage_wall_s": stage_wall, "prepare_rows": prep["rows"], "val_rows": val_rows,
-                     "noop_repro": noop, "dvc_status_after": status.strip()},
-        "tokenize": tok, "ours": ours, "peer": peer, "summary": summary,
+        "date": date,
+        "host": host_info(),
+        "args": vars(args),
+        "params": params,
+        "rows": rows,
+        "runs": runs,
+        "speed": speed_summary(runs, default_precision(copy)),
+        "accuracy": accuracy_summary(runs),
+        "flops": flops_summary(runs, lengths, peak, params["train"]["epochs"]),
+        "peak": peak,
+        "peak_rss_mb": max((r["peak_rss_mb"] for r in runs if r["side"] == "ours"), default=None),
+        "noop_repro_s": noop_repro(copy),
+        "tokenize": tokenize_throughput(copy, work / "tokenize-probe", repeats=1 if args.quick else 3),
+        "processes_vs_threads": processes_vs_threads(copy, args),
     }
-    results_dir = BENCH / "results"
-    results_dir.mkdir(exist_ok=True)
-    out = results_dir / f"{started.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    # --quick figures are a harness check, not a published table: they stay out of bench/results
+    out = save(result, work if args.quick else BENCH / "results")
     md = table(result)
     print(f"\n{describe(result)}\n\n{md}\n\nresults: {out}")
-    if not args.no_readme:
+    if not args.no_readme and not args.quick:
         write_readme(result, md)
-    if args.keep:
-        log(f"kept {work}")
-    else:
+    if not args.keep and not args.quick:
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -11,6 +11,7 @@ each path here appears there, so the two cannot drift. A stage never builds a pa
     reports/report.md, plots/                           report
     models/export/                                      export
 """
+
 from __future__ import annotations
 
 import json
@@ -105,18 +106,17 @@ class TokenizedSplit:
         return len(self.labels)
 
     @classmethod
-    def load(cls, path: str | Path) -> "TokenizedSplit":
+    def load(cls, path: str | Path) -> TokenizedSplit:
         path = _require(Path(path), "tokenize")
         with np.load(path) as npz:
             return cls(npz["ids"], npz["offsets"], npz["labels"])
 
     @classmethod
-    def from_ids(cls, rows: list[list[int]], labels: list[int] | None = None) -> "TokenizedSplit":
+    def from_ids(cls, rows: list[list[int]], labels: list[int] | None = None) -> TokenizedSplit:
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         flat = np.array([t for r in rows for t in r], dtype=np.int32)
         return cls(flat, offsets, np.asarray(labels if labels is not None else [-1] * len(rows), dtype=np.int64))
-
 
 
 def read_tokenized(split: str, root: Path = Path(".")) -> TokenizedSplit:

@@ -3,15 +3,17 @@
 DVC caches whatever a stage leaves behind, so every output goes to a temporary name in the same
 folder first and is renamed into place (an atomic operation on POSIX) once complete.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 @contextmanager

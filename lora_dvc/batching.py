@@ -1,20 +1,20 @@
-"""Length-bucketed batches over the tokenized splits, shared by train, evaluate and predict.
+"""Length-bucketed batches over the tokenized splits, for inference (evaluate, predict, export).
+
+(Training reads the splits through lora_dvc.collators: Trainer's length-grouped batches padded to
+their longest row, or to the bucket on XLA.)
 
 Each row goes to the smallest length bucket that holds it; batches are drawn within a bucket and
 padded to the bucket's length, never to the longest row or to max_length. That keeps padding low
 on CPU (short texts stay short) and the set of shapes bounded on XLA (one graph per bucket).
 The batch order depends only on (seed, epoch), so a resumed run replays the same batches.
 """
-from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from __future__ import annotations
 
 import numpy as np
 import torch
 
 from lora_dvc.artifacts import TokenizedSplit  # noqa: F401 (the format's reader lives with its writer)
-from lora_dvc.errors import UserError
 
 
 def bucket_rows(lengths: np.ndarray, buckets: list[int]) -> dict[int, np.ndarray]:

@@ -10,6 +10,7 @@
 `val.*`) and, where the source has one, an official `test.*`, which is kept as test. A single file
 is split by `prepare` (stratified, seeded).
 """
+
 from __future__ import annotations
 
 import csv
@@ -17,7 +18,6 @@ import html
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import pandas as pd
 
@@ -35,12 +35,12 @@ class Source:
     """What a reader returns: the training pool, the official test split if any, the label order."""
 
     pool: pd.DataFrame  # columns text, label (label names)
-    test: Optional[pd.DataFrame]
+    test: pd.DataFrame | None
     labels: list[str]
     files: list[str]
 
 
-def _find(folder: Path, stems: tuple[str, ...]) -> Optional[Path]:
+def _find(folder: Path, stems: tuple[str, ...]) -> Path | None:
     for stem in stems:
         for suffix in SUFFIXES:
             candidate = folder / f"{stem}{suffix}"
@@ -49,7 +49,7 @@ def _find(folder: Path, stems: tuple[str, ...]) -> Optional[Path]:
     return None
 
 
-def source_files(data: DataParams) -> tuple[Path, Optional[Path]]:
+def source_files(data: DataParams) -> tuple[Path, Path | None]:
     """The training-pool file and the official test file (None when the source has none)."""
     path = Path(data.path)
     if path.is_file():
@@ -75,12 +75,10 @@ def _check_utf8(path: Path) -> None:
         raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
-        raise UserError(
-            f"{path}: not UTF-8 (byte {err.start}, line {line}); re-save the file as UTF-8"
-        ) from None
+        raise UserError(f"{path}: not UTF-8 (byte {err.start}, line {line}); re-save the file as UTF-8") from None
 
 
-def read_table(path: Path, header: bool, sep: Optional[str] = None) -> pd.DataFrame:
+def read_table(path: Path, header: bool, sep: str | None = None) -> pd.DataFrame:
     """Read a CSV/TSV as strings: BOM stripped, CRLF and quoted newlines handled."""
     _check_utf8(path)
     try:
@@ -116,7 +114,7 @@ def map_labels(raw: pd.Series, labels: list[str], path: Path, offset: int = 0) -
     """Map raw label values to names: a name as is, or an integer id (minus `offset`)."""
     by_name = {name.lower(): name for name in labels}
 
-    def to_name(value: str) -> Optional[str]:
+    def to_name(value: str) -> str | None:
         value = value.strip()
         if value.lower() in by_name:
             return by_name[value.lower()]
@@ -164,7 +162,9 @@ def read_ag_news(path: Path) -> pd.DataFrame:
     if path.suffix == ".tsv":  # alps: description<TAB>class name
         frame = read_table(path, header=False)
         if frame.shape[1] != 2:
-            raise UserError(f"{path}: expected 2 tab-separated columns (description, class name), found {frame.shape[1]}")
+            raise UserError(
+                f"{path}: expected 2 tab-separated columns (description, class name), found {frame.shape[1]}"
+            )
         text, label = frame[0], map_labels(frame[1], AG_NEWS_LABELS, path, offset=1)  # ids 1-4 as in the canonical CSV
     else:  # canonical: class index 1-4, title, description
         frame = read_table(path, header=False)

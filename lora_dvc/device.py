@@ -1,16 +1,14 @@
-"""Device choice and the per-device details of the train loop, in one place.
+"""Device and precision choice, in one place.
 
 `train.device`: auto (TPU through torch_xla if it finds one, else CUDA, else CPU) | cpu | cuda | xla.
-`train.precision`: auto (bf16 on TPU and on GPUs that support it, fp16 with a grad scaler on older
-GPUs, fp32 on CPU) | fp32 | bf16.
+`train.precision` for training (`resolve_precision`): auto = bf16 autocast where the hardware has
+native bf16 (CPUs with AVX512-BF16 or AMX, bf16-capable GPUs, TPUs), fp32 elsewhere | fp32 | bf16.
 
-The train loop talks to a `Runtime`, so the loop reads the same on every device:
-  - `autocast()` for mixed precision,
-  - `step(optimizer, params, max_grad_norm)`: all-reduce gradients across TPU cores, clip, step,
-  - `sync()`: cut the XLA graph once per step (`torch_xla.sync()`), a no-op elsewhere,
-  - `to_device(batches)`: MpDeviceLoader on XLA (overlaps host-to-device copies), pinned memory on CUDA,
-  - `all_reduce_sum` / `gather` for metrics across cores, `is_main` for logging and saving once.
+Training runs on transformers' Trainer, which does its own device placement, mixed precision,
+gradient all-reduce and checkpointing: `train_device` and `resolve_precision` are what it is told.
+`Runtime` is what the evaluate stage uses for inference (device, autocast, static shapes on XLA).
 """
+
 from __future__ import annotations
 
 import glob
@@ -18,8 +16,7 @@ import importlib.util
 import logging
 import os
 from contextlib import ExitStack
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from dataclasses import dataclass
 
 import torch
 
@@ -71,6 +68,41 @@ def pick_device(choice: str) -> torch.device:
     return torch.device("cpu")
 
 
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """AVX512-BF16 or AMX-BF16 in the CPU flags: bf16 matmuls run natively, about 2x fp32."""
+    try:
+        flags = set(open(cpuinfo, encoding="utf-8").read().split())
+    except OSError:  # not Linux: stay on the safe side
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def train_device(choice: str) -> str:
+    """The device kind Trainer runs on: cpu | cuda | xla (checked as pick_device checks it)."""
+    if choice == "xla" or (choice == "auto" and xla_has_tpu()):
+        if not xla_available():
+            raise UserError("train.device=xla but torch_xla is not installed; see docs/tpu.md")
+        return "xla"
+    return pick_device(choice).type
+
+
+def resolve_precision(device: str, choice: str) -> str:
+    """fp32 | bf16 | fp16 for training on `device` (see the module docstring)."""
+    if choice == "fp32":
+        return "fp32"
+    if device == "xla":
+        return "bf16"
+    if device == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bf16"
+        if choice == "bf16":
+            raise UserError("train.precision=bf16 but this GPU has no bf16; use auto or fp32")
+        return "fp32"
+    if choice == "bf16" or cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
 def pick_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """The autocast dtype, or None for plain fp32."""
     if precision == "fp32":
@@ -83,8 +115,9 @@ def pick_dtype(device: torch.device, precision: str) -> torch.dtype | None:
         if precision == "bf16":
             raise UserError("train.precision=bf16 but this GPU has no bf16; use auto (fp16) or fp32")
         return torch.float16
-    if precision == "bf16":
-        return torch.bfloat16  # CPU autocast supports bf16; slower than fp32 on most CPUs
+    if precision == "bf16" or cpu_has_native_bf16():
+        # the same rule as training (resolve_precision): bf16 only where the CPU computes it natively
+        return torch.bfloat16
     return None
 
 
@@ -94,14 +127,12 @@ class Runtime:
     dtype: torch.dtype | None = None
     rank: int = 0
     world_size: int = 1
-    scaler: Any = field(default=None, repr=False)
 
     @classmethod
-    def create(cls, device_choice: str, precision: str) -> "Runtime":
+    def create(cls, device_choice: str, precision: str) -> Runtime:
         device = pick_device(device_choice)
         dtype = pick_dtype(device, precision)
         rank, world = 0, 1
-        scaler = None
         if device.type == "xla":
             import torch_xla.runtime as xr
 
@@ -110,10 +141,8 @@ class Runtime:
         elif device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-            if dtype == torch.float16:
-                scaler = torch.amp.GradScaler("cuda")
         log.info("device %s, precision %s, %d process(es)", device, dtype or "fp32", world)
-        return cls(device, dtype, rank, world, scaler)
+        return cls(device, dtype, rank, world)
 
     @property
     def kind(self) -> str:
@@ -136,88 +165,6 @@ class Runtime:
         for inference tensor"), so predict_proba's inference_mode would break every XLA forward.
         """
         return _Forward(self.kind, self.dtype)
-
-    def backward(self, loss: torch.Tensor) -> None:
-        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-
-    def step(self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor], max_grad_norm: float) -> None:
-        """All-reduce gradients across cores (XLA), unscale (fp16), clip, then step."""
-        if self.kind == "xla" and self.world_size > 1:
-            import torch_xla.core.xla_model as xm
-
-            xm.reduce_gradients(optimizer)
-        if self.scaler is not None:
-            self.scaler.unscale_(optimizer)
-        if max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        if self.scaler is not None:
-            self.scaler.step(optimizer)
-            self.scaler.update()
-        else:
-            optimizer.step()
-
-    def seed(self, seed: int) -> None:
-        """Seed the device's RNG (dropout); torch.manual_seed does not reach torch_xla's."""
-        if self.kind == "xla":
-            import torch_xla.core.xla_model as xm
-
-            xm.set_rng_state(seed, self.device)
-
-    def rng_state(self) -> dict:
-        """The device RNG state, for a checkpoint (the CPU state is saved separately)."""
-        if self.kind == "xla":
-            import torch_xla.core.xla_model as xm
-
-            return {"xla": int(xm.get_rng_state(self.device))}
-        if self.kind == "cuda":
-            return {"cuda": torch.cuda.get_rng_state(self.device)}
-        return {}
-
-    def set_rng_state(self, state: dict | None) -> None:
-        state = state or {}
-        if self.kind == "xla" and "xla" in state:
-            import torch_xla.core.xla_model as xm
-
-            xm.set_rng_state(int(state["xla"]), self.device)
-        elif self.kind == "cuda" and "cuda" in state:
-            torch.cuda.set_rng_state(state["cuda"], self.device)
-
-    def sync(self) -> None:
-        if self.kind == "xla":
-            import torch_xla
-
-            torch_xla.sync()
-
-    def to_device(self, batches: Iterable[dict]) -> Iterator[dict]:
-        if self.kind == "xla":
-            import torch_xla.distributed.parallel_loader as pl
-
-            yield from pl.MpDeviceLoader(batches, self.device)
-            return
-        pin = self.kind == "cuda"
-        for batch in batches:
-            yield {k: (v.pin_memory() if pin else v).to(self.device, non_blocking=pin) for k, v in batch.items()}
-
-    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.kind == "xla" and self.world_size > 1:
-            import torch_xla.core.xla_model as xm
-
-            return xm.all_reduce(xm.REDUCE_SUM, tensor)
-        return tensor
-
-    def gather(self, tag: str, value: Any) -> list[Any]:
-        """Every process's `value`, in rank order (host objects, e.g. numpy arrays)."""
-        if self.kind == "xla" and self.world_size > 1:
-            import torch_xla.core.xla_model as xm
-
-            return xm.mesh_reduce(tag, value, lambda values: list(values))
-        return [value]
-
-    def barrier(self, tag: str) -> None:
-        if self.kind == "xla" and self.world_size > 1:
-            import torch_xla.core.xla_model as xm
-
-            xm.rendezvous(tag)
 
 
 def keep_padding_masks_on_device() -> None:

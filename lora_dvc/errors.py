@@ -2,6 +2,7 @@
 
 Its message is shown as is, as one line: what is wrong, where, and how to fix it.
 """
+
 from __future__ import annotations
 
 EXIT_USER_ERROR = 2

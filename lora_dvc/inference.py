@@ -1,4 +1,5 @@
 """Batched, bucketed inference: class probabilities for every row of a tokenized split."""
+
 from __future__ import annotations
 
 from contextlib import nullcontext
@@ -11,7 +12,7 @@ from lora_dvc.batching import TokenizedSplit, collate, make_batches
 
 
 @torch.inference_mode()
-def predict_proba(
+def batched_probabilities(
     model: torch.nn.Module,
     split: TokenizedSplit,
     buckets: list[int],
@@ -46,9 +47,13 @@ def predict_proba(
 
 
 def merge_shards(shards: list[np.ndarray]) -> np.ndarray:
-    """Combine the per-process outputs of a sharded predict_proba."""
+    """Combine the per-process outputs of a sharded batched_probabilities."""
     merged = shards[0].copy()
     for shard in shards[1:]:
         filled = ~np.isnan(shard[:, 0])
         merged[filled] = shard[filled]
     return merged
+
+
+# the old name, until tests/test_xla.py (another owner) calls batched_probabilities
+predict_proba = batched_probabilities

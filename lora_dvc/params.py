@@ -4,14 +4,17 @@
 the nearest valid one), wrong types and out-of-range values with one line each, and returns
 typed dataclasses. Every stage calls it first, so nothing runs on a bad config.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import math
+import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -23,7 +26,6 @@ DEVICES = ("auto", "cpu", "cuda", "xla")
 LORA_BIAS = ("none", "all", "lora_only")
 METHODS = ("lora", "full", "tfidf")  # a peft adapter | every weight | TF-IDF + logistic regression
 PRECISIONS = ("auto", "fp32", "bf16")
-
 
 
 def check(rule: Callable[[Any], bool], allowed: str):
@@ -45,10 +47,10 @@ class DataParams:
     path: str = "data/raw/ag_news"
     text_column: str = "text"
     label_column: str = "label"
-    labels: Optional[list[str]] = None
+    labels: list[str] | None = None
     val_fraction: float = field(default=0.1, metadata=check(fraction_open, "a number in (0, 1)"))
     test_fraction: float = field(default=0.1, metadata=check(fraction_open, "a number in (0, 1)"))
-    max_train_rows: Optional[int] = field(default=None, metadata=check(positive, "a positive integer or null"))
+    max_train_rows: int | None = field(default=None, metadata=check(positive, "a positive integer or null"))
     seed: int = 42
 
 
@@ -64,16 +66,16 @@ class ModelParams:
 
 @dataclass
 class LoraParams:
-    r: int = field(default=8, metadata=check(lambda v: 1 <= v <= 1024, "an integer in [1, 1024]"))
-    alpha: float = field(default=16, metadata=check(positive, "a number > 0"))
+    r: int = field(default=16, metadata=check(lambda v: 1 <= v <= 1024, "an integer in [1, 1024]"))
+    alpha: float = field(default=32, metadata=check(positive, "a number > 0"))
     dropout: float = field(default=0.1, metadata=check(lambda v: 0 <= v < 1, "a number in [0, 1)"))
-    targets: Union[str, list[str]] = "qv"
+    targets: str | list[str] = "all"
     bias: str = field(default="none", metadata=check(lambda v: v in LORA_BIAS, " | ".join(LORA_BIAS)))
     rslora: bool = False  # scale by alpha/sqrt(r) instead of alpha/r (rank-stabilised LoRA)
     dora: bool = False  # weight-decomposed LoRA
-    plus_ratio: Optional[float] = field(default=None, metadata=check(lambda v: v >= 1, "a number >= 1 or null"))
-    modules_to_save: Optional[list[str]] = None  # trained in full besides the head, e.g. [pooler]
-    max_trainable: Optional[int] = field(default=None, metadata=check(positive, "a positive integer or null"))
+    plus_ratio: float | None = field(default=None, metadata=check(lambda v: v >= 1, "a number >= 1 or null"))
+    modules_to_save: list[str] | None = None  # trained in full besides the head, e.g. [pooler]
+    max_trainable: int | None = field(default=None, metadata=check(positive, "a positive integer or null"))
 
 
 @dataclass
@@ -86,12 +88,19 @@ class TrainParams:
     warmup_ratio: float = field(default=0.06, metadata=check(lambda v: 0 <= v < 1, "a number in [0, 1)"))
     max_grad_norm: float = field(default=1.0, metadata=check(lambda v: v >= 0, "a number >= 0 (0 = no clipping)"))
     seed: int = 42
-    patience: Optional[int] = field(default=None, metadata=check(positive, "a positive integer or null"))
+    patience: int | None = field(default=None, metadata=check(positive, "a positive integer or null"))
     device: str = field(default="auto", metadata=check(lambda v: v in DEVICES, " | ".join(DEVICES)))
     precision: str = field(default="auto", metadata=check(lambda v: v in PRECISIONS, " | ".join(PRECISIONS)))
-    cores: Union[int, str] = field(default=1, metadata=check(lambda v: v in (1, "all"), "1 or all (TPU cores of this host)"))
+    cores: int | str = field(default=1, metadata=check(lambda v: v in (1, "all"), "1 or all (TPU cores of this host)"))
     log_every: int = field(default=20, metadata=check(positive, "a positive integer"))
     checkpoint_every: int = field(default=100, metadata=check(lambda v: v >= 0, "an integer >= 0"))
+    # data-parallel processes on this host (DDP under torchrun); batch_size is the global batch,
+    # each process takes batch_size / processes rows a step
+    # at least this many optimizer steps: more epochs than train.epochs on a small data file (None = off)
+    min_steps: int | None = field(
+        default=250, metadata=check(lambda v: v is None or v >= 1, "null or a positive integer")
+    )
+    processes: int = field(default=1, metadata=check(lambda v: 1 <= v <= 1024, "an integer in [1, 1024]"))
 
 
 @dataclass
@@ -127,7 +136,7 @@ def all_keys(cls=Params, prefix: str = "") -> list[str]:
 
 def _type_ok(value: Any, hint: Any) -> bool:
     origin = get_origin(hint)
-    if origin is Union:
+    if origin in (Union, types.UnionType):  # Optional[X] and X | None
         return any(_type_ok(value, h) for h in get_args(hint))
     if hint is type(None):
         return value is None
@@ -143,7 +152,7 @@ def _type_ok(value: Any, hint: Any) -> bool:
 
 def _type_name(hint: Any) -> str:
     origin = get_origin(hint)
-    if origin is Union:
+    if origin in (Union, types.UnionType):
         return " or ".join(_type_name(h) for h in get_args(hint))
     if hint is type(None):
         return "null"
@@ -161,7 +170,11 @@ def _build(cls, raw: Any, prefix: str, source: str):
         if key not in names:
             full = f"{prefix}{key}"
             near = difflib.get_close_matches(full, all_keys(), n=1, cutoff=0.5)
-            hint = f" Did you mean '{near[0]}'?" if near else f" Valid keys under '{prefix.rstrip('.') or 'top level'}': {', '.join(sorted(names))}."
+            hint = (
+                f" Did you mean '{near[0]}'?"
+                if near
+                else f" Valid keys under '{prefix.rstrip('.') or 'top level'}': {', '.join(sorted(names))}."
+            )
             raise UserError(f"{source}: unknown key '{full}'.{hint}")
     values = {}
     for f in dataclasses.fields(cls):
@@ -187,12 +200,16 @@ def _check_renamed(raw: Any, source: str) -> None:
     lora = raw.get("lora") if isinstance(raw, dict) else None
     if isinstance(lora, dict) and "enabled" in lora:
         instead = "train.method: lora" if lora["enabled"] else "train.method: full"
-        raise UserError(f"{source}: 'lora.enabled' was replaced by train.method (lora | full | tfidf); "
-                        f"delete lora.enabled and write {instead}")
+        raise UserError(
+            f"{source}: 'lora.enabled' was replaced by train.method (lora | full | tfidf); "
+            f"delete lora.enabled and write {instead}"
+        )
     train = raw.get("train") if isinstance(raw, dict) else None
     if isinstance(train, dict) and train.get("method") == "transformer":
-        raise UserError(f"{source}: 'train.method: transformer' is now 'lora' (or 'full' for every weight); "
-                        "write train.method: lora")
+        raise UserError(
+            f"{source}: 'train.method: transformer' is now 'lora' (or 'full' for every weight); "
+            "write train.method: lora"
+        )
 
 
 def parse_params(raw: Any, source: str = PARAMS_FILE) -> Params:

@@ -4,11 +4,13 @@ non-zero exit for anything the user can fix.
 Stages raise `UserError` (lora_dvc.errors) with a message that says what is wrong, where, and how
 to fix it; `run_stage` turns it into `error: ...` on stderr and exit code 2 instead of a traceback.
 """
+
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from lora_dvc.errors import EXIT_USER_ERROR, UserError
 
@@ -36,3 +38,10 @@ def run_stage(main: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for the commands: a bad option is a user error (one line, exit 2), like any other."""
+
+    def error(self, message: str) -> None:
+        raise UserError(f"{message} (see {self.prog} --help)")

@@ -3,6 +3,7 @@
 Every dropped row is counted by reason: empty text, conflicting labels, duplicate text, test text
 also in the training pool, rows over data.max_train_rows.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -13,7 +14,6 @@ from sklearn.model_selection import train_test_split
 from lora_dvc.datasets import read_source
 from lora_dvc.errors import UserError
 from lora_dvc.params import DataParams
-
 
 
 def drop_empty(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -89,7 +89,10 @@ def make_splits(data: DataParams) -> tuple[dict[str, pd.DataFrame], list[str], d
         )
     splits = {"train": train, "val": val, "test": test}
     ids = {name: i for i, name in enumerate(source.labels)}
-    splits = {k: pd.DataFrame({"text": v["text"].to_numpy(), "label": v["label"].map(ids).to_numpy()}) for k, v in splits.items()}
+    splits = {
+        k: pd.DataFrame({"text": v["text"].to_numpy(), "label": v["label"].map(ids).to_numpy()})
+        for k, v in splits.items()
+    }
     stats = {
         "dataset": data.dataset,
         "source_rows": {name: len(frame) for name, frame in raw.items()},

@@ -4,6 +4,7 @@ Chosen with `train.method: tfidf`; it runs through the same prepare/evaluate sta
 the same metrics, so every transformer row can be read against it. The fitted model is stored
 without pickle: vocabularies and IDF weights as JSON/safetensors, coefficients as safetensors.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,7 @@ class TfidfClassifier:
         parts = [v.fit_transform(texts) if fit else v.transform(texts) for v in self.vectorizers.values()]
         return hstack(parts).tocsr()
 
-    def fit(self, texts: list[str], labels: np.ndarray) -> "TfidfClassifier":
+    def fit(self, texts: list[str], labels: np.ndarray) -> TfidfClassifier:
         self.classifier.fit(self.features(texts, fit=True), labels)
         return self
 
@@ -55,7 +56,7 @@ class TfidfClassifier:
         (folder / "tfidf_vocabulary.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
 
     @classmethod
-    def load(cls, folder: Path) -> "TfidfClassifier":
+    def load(cls, folder: Path) -> TfidfClassifier:
         model = cls()
         tensors = load_file(folder / "tfidf_model.safetensors")
         vocab = json.loads((folder / "tfidf_vocabulary.json").read_text(encoding="utf-8"))

@@ -1,5 +1,6 @@
 """Tokenization shared by the tokenize stage and the classifier loader: fast-path batch encoding,
 truncation to max_length (and which rows it shortened), length statistics per bucket."""
+
 from __future__ import annotations
 
 import copy
@@ -7,16 +8,17 @@ import copy
 import numpy as np
 from tqdm import tqdm
 
-
 CHUNK = 2048
 
 
-def tokenize_texts(tokenizer, texts: list[str], max_length: int, desc: str) -> tuple[list[list[int]], np.ndarray]:
+def tokenize_texts(
+    tokenizer, texts: list[str], max_length: int, desc: str, progress: bool = True
+) -> tuple[list[list[int]], np.ndarray]:
     """Token ids truncated to max_length, and which rows were longer than that."""
     encode = _batch_encoder(tokenizer)
     ids: list[list[int]] = []
     truncated = np.zeros(len(texts), dtype=bool)
-    with tqdm(total=len(texts), desc=desc, unit="rows", mininterval=1.0) as bar:
+    with tqdm(total=len(texts), desc=desc, unit="rows", mininterval=1.0, disable=not progress) as bar:
         for start in range(0, len(texts), CHUNK):
             chunk = texts[start : start + CHUNK]
             # one token over the limit tells which rows truncation shortens

@@ -7,6 +7,7 @@ Fails (exit 1) if the page has a <script>/<link>/<img> with a remote src/href, o
 views render than the page embeds. Chromium runs with every host name resolving to nothing, so
 a page that needs a CDN renders no view. Needs Chromium (Debian: apt-get install chromium).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,9 +19,16 @@ import tempfile
 from pathlib import Path
 
 REMOTE = re.compile(r"""<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)\s*=\s*["']?(?:https?:)?//[^"'\s>]*""", re.I)
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run", "--host-resolver-rules=MAP * ~NOTFOUND",
-         "--virtual-time-budget=15000"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+    "--virtual-time-budget=15000",
+]
 
 
 def chromium() -> str:
@@ -48,11 +56,21 @@ def main() -> int:
     browser = chromium()
     with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
         flags = [*FLAGS, f"--user-data-dir={profile}"]
-        dom = subprocess.run([browser, *flags, "--dump-dom", args.html.resolve().as_uri()],
-                             capture_output=True, text=True, timeout=300).stdout
+        dom = subprocess.run(
+            [browser, *flags, "--dump-dom", args.html.resolve().as_uri()], capture_output=True, text=True, timeout=300
+        ).stdout
         if args.screenshot:
-            subprocess.run([browser, *flags, "--window-size=1300,2400", f"--screenshot={args.screenshot.resolve()}",
-                            args.html.resolve().as_uri()], capture_output=True, timeout=300)
+            subprocess.run(
+                [
+                    browser,
+                    *flags,
+                    "--window-size=1300,2400",
+                    f"--screenshot={args.screenshot.resolve()}",
+                    args.html.resolve().as_uri(),
+                ],
+                capture_output=True,
+                timeout=300,
+            )
     rendered = len(re.findall(r'<(?:canvas|svg)[^>]*class="marks"', dom))
     print(f"{args.html}: {rendered} of {expected} vega views rendered offline, no remote script/link/img")
     if args.screenshot:

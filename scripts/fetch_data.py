@@ -10,15 +10,16 @@ Then commit the .dvc files and `dvc push` (the script prints the commands), and 
 `dvc exp run -S data.dataset=... -S data.path=...` (printed too). `dvc repro` never re-downloads:
 import stages are frozen, only `--update` fetches again. See docs/remote.md.
 """
+
 from __future__ import annotations
 
 import argparse
 import csv
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
@@ -44,15 +45,19 @@ def _first_record(path: Path) -> list[str]:
 def check_banglasenti(path: Path) -> None:
     header = _first_record(path)
     if [h.strip().lower() for h in header] != ["text", "label"]:
-        raise FetchError(f"{path}: expected a CSV with header 'text,label', found {','.join(header)[:80]!r}; "
-                         "the URL served something else (an error page, an LFS pointer?)")
+        raise FetchError(
+            f"{path}: expected a CSV with header 'text,label', found {','.join(header)[:80]!r}; "
+            "the URL served something else (an error page, an LFS pointer?)"
+        )
 
 
 def check_ag_news(path: Path) -> None:
     first = _first_record(path)
     if len(first) != 3 or first[0].strip() not in {"1", "2", "3", "4"}:
-        raise FetchError(f"{path}: expected headerless AG News rows \"class\",\"title\",\"description\" with "
-                         f"class 1-4, found {','.join(first)[:80]!r}")
+        raise FetchError(
+            f'{path}: expected headerless AG News rows "class","title","description" with '
+            f"class 1-4, found {','.join(first)[:80]!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -64,19 +69,26 @@ class Dataset:
 
 
 DATASETS = {
-    "banglasenti": Dataset("data/external/banglasenti", {"banglasenti.csv": BANGLASENTI_URL},
-                           "data/external/banglasenti/banglasenti.csv", check_banglasenti),
-    "ag_news": Dataset("data/external/ag_news",
-                       {"train.csv": f"{AG_NEWS_BASE}/train.csv", "test.csv": f"{AG_NEWS_BASE}/test.csv"},
-                       "data/external/ag_news", check_ag_news),
+    "banglasenti": Dataset(
+        "data/external/banglasenti",
+        {"banglasenti.csv": BANGLASENTI_URL},
+        "data/external/banglasenti/banglasenti.csv",
+        check_banglasenti,
+    ),
+    "ag_news": Dataset(
+        "data/external/ag_news",
+        {"train.csv": f"{AG_NEWS_BASE}/train.csv", "test.csv": f"{AG_NEWS_BASE}/test.csv"},
+        "data/external/ag_news",
+        check_ag_news,
+    ),
 }
 
 
 def _dvc(args: list[str]) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True)
     if result.returncode != 0:
-        lines = [l for l in (result.stderr + result.stdout).splitlines() if l.strip()]
-        errors = [l for l in lines if l.startswith("ERROR")] or lines[-1:] or ["(no output)"]
+        lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("ERROR")] or lines[-1:] or ["(no output)"]
         raise FetchError(f"dvc {' '.join(args)} failed: {errors[0]}")
     return result
 
@@ -116,8 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("dataset", choices=sorted(DATASETS))
     parser.add_argument("--update", action="store_true", help="fetch again files already tracked (dvc update)")
-    parser.add_argument("--url", action="append", default=[], metavar="FILE=URL",
-                        help="take FILE from URL instead (a mirror); repeatable")
+    parser.add_argument(
+        "--url",
+        action="append",
+        default=[],
+        metavar="FILE=URL",
+        help="take FILE from URL instead (a mirror); repeatable",
+    )
     args = parser.parse_args(argv)
     try:
         overrides = dict(item.split("=", 1) for item in args.url)
@@ -130,8 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     spec = DATASETS[args.dataset]
-    print(f"next: git add {' '.join(tracked)} {spec.folder}/.gitignore && "
-          f"git commit -m 'Track full {args.dataset}' && dvc push")
+    print(
+        f"next: git add {' '.join(tracked)} {spec.folder}/.gitignore && "
+        f"git commit -m 'Track full {args.dataset}' && dvc push"
+    )
     print(f"train: dvc exp run -S data.dataset={args.dataset} -S data.path={spec.data_path}")
     return 0
 

@@ -14,6 +14,7 @@ all inline. `.dvc/config` points DVC at it (`dvc config plots.html_template plot
 The majors match the ones DVC's own page loads (vega 5, vega-lite 5, vega-embed 6): DVC writes
 Vega-Lite v5 specs. To upgrade, change VERSIONS and INTEGRITY (`npm view vega@X dist.integrity`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -116,8 +117,11 @@ def build_page(scripts: dict[str, str], licenses: dict[str, str]) -> str:
     elements = [inline_script(pkg, js) for pkg, js in scripts.items()]
     elements.append(inline_script("vega-embed offline defaults", EMBED_DEFAULTS.strip()))
     # the scripts go in last, so no later replacement can touch them
-    page = (PAGE.replace("@@PACKAGES@@", packages).replace("@@LICENSES@@", licence_text)
-            .replace("@@SCRIPTS@@", "\n".join(elements)))
+    page = (
+        PAGE.replace("@@PACKAGES@@", packages)
+        .replace("@@LICENSES@@", licence_text)
+        .replace("@@SCRIPTS@@", "\n".join(elements))
+    )
     check_page(page)
     return page
 
@@ -161,8 +165,9 @@ def fetch_packages() -> tuple[dict[str, str], dict[str, str]]:
     with tempfile.TemporaryDirectory(prefix="plots-template-") as tmp:
         for package, version in VERSIONS.items():
             spec = f"{package}@{version}"
-            result = subprocess.run([npm, "pack", spec, "--silent", "--pack-destination", tmp],
-                                    capture_output=True, text=True)
+            result = subprocess.run(
+                [npm, "pack", spec, "--silent", "--pack-destination", tmp], capture_output=True, text=True
+            )
             if result.returncode != 0:
                 last = (result.stderr.strip().splitlines() or ["no output"])[-1]
                 raise TemplateError(f"npm pack {spec} failed: {last}")
@@ -176,7 +181,9 @@ def fetch_packages() -> tuple[dict[str, str], dict[str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, default=OUTPUT, help=f"where to write (default {OUTPUT.relative_to(ROOT)})")
+    parser.add_argument(
+        "--output", type=Path, default=OUTPUT, help=f"where to write (default {OUTPUT.relative_to(ROOT)})"
+    )
     parser.add_argument("--check", action="store_true", help="compare with the file at --output instead of writing it")
     args = parser.parse_args(argv)
     try:
@@ -186,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.check:
         if not args.output.exists() or args.output.read_text(encoding="utf-8") != page:
-            print(f"error: {args.output} is not what scripts/make_plots_template.py builds; re-run it", file=sys.stderr)
+            print(
+                f"error: {args.output} is not what scripts/make_plots_template.py builds; re-run it", file=sys.stderr
+            )
             return 1
         print(f"{args.output} is up to date")
         return 0

@@ -10,6 +10,7 @@ gcsfs's gRPC probing on, an endpoint nobody listens on, a bucket that does not e
 at most one object under the remote's folder with the remote's own dvc-gs client.
 See docs/remote.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,10 @@ def _credentials(root: Path, name: str, conf: dict, repo_conf: dict) -> str:
     if credpath:
         path = Path(credpath) if Path(credpath).is_absolute() else root / credpath
         if not path.is_file():
-            raise CheckError(f"remote '{name}': credentialpath '{credpath}' does not exist; "
-                             f"fix it with dvc remote modify --local {name} credentialpath /abs/path/key.json")
+            raise CheckError(
+                f"remote '{name}': credentialpath '{credpath}' does not exist; "
+                f"fix it with dvc remote modify --local {name} credentialpath /abs/path/key.json"
+            )
         return f"service-account key {credpath}"
     import google.auth
     from google.auth.exceptions import DefaultCredentialsError
@@ -114,34 +117,49 @@ def check(root: Path, remote: str | None, timeout: float) -> str:
     try:
         socket.create_connection((host, port), timeout=min(timeout, 5)).close()
     except OSError as err:
-        raise CheckError(f"remote '{name}': cannot reach {shown} ({err.strerror or err}); "
-                         + ("is the emulator running?" if endpoint else "are you online?")) from None
+        raise CheckError(
+            f"remote '{name}': cannot reach {shown} ({err.strerror or err}); "
+            + ("is the emulator running?" if endpoint else "are you online?")
+        ) from None
 
     from fsspec.exceptions import FSTimeoutError
 
     fs = repo.cloud.get_remote(name).fs.fs  # the gcsfs client dvc push would use, same options
     try:
-        fs.call("GET", "b/{}/o", bucket, prefix=f"{prefix}/" if prefix else "", maxResults=1,
-                json_out=True, timeout=timeout)
+        fs.call(
+            "GET",
+            "b/{}/o",
+            bucket,
+            prefix=f"{prefix}/" if prefix else "",
+            maxResults=1,
+            json_out=True,
+            timeout=timeout,
+        )
     except FileNotFoundError:
-        raise CheckError(f"remote '{name}': bucket '{bucket}' does not exist at {shown}; create it "
-                         f"(gcloud storage buckets create gs://{bucket}) or fix the url "
-                         f"(dvc remote modify {name} url gs://BUCKET/PATH)") from None
+        raise CheckError(
+            f"remote '{name}': bucket '{bucket}' does not exist at {shown}; create it "
+            f"(gcloud storage buckets create gs://{bucket}) or fix the url "
+            f"(dvc remote modify {name} url gs://BUCKET/PATH)"
+        ) from None
     except FSTimeoutError:
         raise CheckError(f"remote '{name}': {shown} did not answer within {timeout:g} s") from None
     except OSError as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         if first.startswith("Forbidden"):
-            raise CheckError(f"remote '{name}': {auth} may not list gs://{bucket}/{prefix} (403); grant "
-                             "roles/storage.objectAdmin on the bucket to that identity") from None
+            raise CheckError(
+                f"remote '{name}': {auth} may not list gs://{bucket}/{prefix} (403); grant "
+                "roles/storage.objectAdmin on the bucket to that identity"
+            ) from None
         raise CheckError(f"remote '{name}': {first}") from None
     except Exception as err:  # gcsfs HttpError and friends: keep it to one line
         code = getattr(err, "code", None)
         what = f"HTTP {code}: " if code else ""
         msg = (getattr(err, "message", None) or str(err) or type(err).__name__).splitlines()[0]
         if code == 401:
-            raise CheckError(f"remote '{name}': {auth} rejected (401: {msg}); refresh them "
-                             "(gcloud auth application-default login) or fix credentialpath") from None
+            raise CheckError(
+                f"remote '{name}': {auth} rejected (401: {msg}); refresh them "
+                "(gcloud auth application-default login) or fix credentialpath"
+            ) from None
         raise CheckError(f"remote '{name}': {what}{msg}") from None
     return f"remote '{name}' OK: {url} at {shown}, {auth}"
 

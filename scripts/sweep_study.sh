@@ -13,7 +13,7 @@
 # Configurations (alpha = 2r throughout, as in the study):
 #   qv-r4 qv-r16 qv-r32   LoRA r 4/16/32 on query+value
 #   qkv-r32 all-r32       LoRA r 32 on query+key+value, and on query+key+value+dense
-#   full                  full fine-tuning (lora.enabled=false)
+#   full                  full fine-tuning (train.method=full)
 #   tfidf                 TF-IDF + logistic regression (train.method=tfidf)
 #
 # One accelerator, one worker: each queue worker runs its own training process, and with one GPU or
@@ -83,14 +83,14 @@ case "$PRESET" in
 esac
 
 config_args() {  # the -S overrides of one named configuration
-  local lora=(-S train.method=transformer -S lora.enabled=true "${LORA_LR[@]}")
+  local lora=(-S train.method=lora "${LORA_LR[@]}")
   case "$1" in
     qv-r4)   echo "${lora[*]} -S lora.targets=qv -S lora.r=4 -S lora.alpha=8" ;;
     qv-r16)  echo "${lora[*]} -S lora.targets=qv -S lora.r=16 -S lora.alpha=32" ;;
     qv-r32)  echo "${lora[*]} -S lora.targets=qv -S lora.r=32 -S lora.alpha=64" ;;
     qkv-r32) echo "${lora[*]} -S lora.targets=qkv -S lora.r=32 -S lora.alpha=64" ;;
     all-r32) echo "${lora[*]} -S lora.targets=all -S lora.r=32 -S lora.alpha=64" ;;
-    full)    echo "-S train.method=transformer -S lora.enabled=false ${FULL_LR[*]}" ;;
+    full)    echo "-S train.method=full ${FULL_LR[*]}" ;;
     tfidf)   echo "-S train.method=tfidf" ;;
     *) return 1 ;;
   esac
@@ -157,54 +157,27 @@ if [[ "$("${DVC[@]}" status --json 2>/dev/null | tr -d '[:space:]')" != "{}" ]];
 fi
 
 # ---- queue, run, wait -------------------------------------------------------------------------
-NAMES=()
+# The experiments are followed through dvc.api.exp_show() (scripts/sweep_wait.py): the ones that did
+# not exist before queueing are this sweep's, whatever names dvc gave them.
+BEFORE=$(mktemp)
+trap 'rm -f "$BEFORE"' EXIT
+"$PYTHON" scripts/sweep_wait.py names > "$BEFORE" || die "could not list the experiments (dvc.api.exp_show)"
 for cmd in "${commands[@]}"; do
   echo "+ $cmd"
-  out=$(eval "$cmd" 2>&1) || { echo "$out" >&2; die "queueing failed: $cmd"; }
-  echo "$out" | grep -E "^Queued experiment" || true
-  while read -r queued; do NAMES+=("$queued"); done < <(echo "$out" | sed -n "s/^Queued experiment '\([^']*\)'.*/\1/p")
+  eval "$cmd" || die "queueing failed: $cmd"
 done
-[[ ${#NAMES[@]} -gt 0 ]] || die "dvc queued nothing"
-echo "queued ${#NAMES[@]} experiment(s): ${NAMES[*]}"
 
 "${DVC[@]}" queue start -j "$JOBS"
-declare -A MISSING=()
 started=$(date +%s)
-while true; do
-  sleep "$POLL"
-  status=$("${DVC[@]}" queue status 2>&1) || { echo "$status" >&2; die "dvc queue status failed"; }
-  pending=0
-  for name in "${NAMES[@]}"; do
-    # a task moving from running to done can be missing from one listing: only a final state counts,
-    # or absence from 5 listings in a row (removed with `dvc queue remove`)
-    state=$(echo "$status" | awk -v n="$name" '$2 == n {print $NF}')
-    if [[ -z "$state" ]]; then MISSING[$name]=$(( ${MISSING[$name]:-0} + 1 )); else MISSING[$name]=0; fi
-    [[ "$state" == Success || "$state" == Failed || ${MISSING[$name]} -ge 5 ]] || pending=$((pending + 1))
-  done
-  [[ "$pending" -eq 0 ]] && break
-  workers=$(echo "$status" | sed -n 's/^Worker status: \([0-9]*\) active, \([0-9]*\) idle.*/\1 \2/p')
-  if [[ "$workers" == "0 0" ]]; then
-    echo "no queue worker alive with $pending task(s) pending: starting workers again"
-    "${DVC[@]}" queue start -j "$JOBS"
-  fi
-  echo "$(( $(date +%s) - started ))s: $pending of ${#NAMES[@]} experiment(s) queued or running"
-done
-
-failed=()
-status=$("${DVC[@]}" queue status 2>&1) || { echo "$status" >&2; die "dvc queue status failed"; }
-for name in "${NAMES[@]}"; do
-  state=$(echo "$status" | awk -v n="$name" '$2 == n {print $NF}')
-  [[ "$state" == Success ]] || failed+=("$name")
-done
+sweep_rc=0
+"$PYTHON" scripts/sweep_wait.py wait --before "$BEFORE" -j "$JOBS" --poll "$POLL" || sweep_rc=$?
+[[ "$sweep_rc" -le 1 ]] || die "waiting for the queue failed (scripts/sweep_wait.py exited $sweep_rc)"
 echo "sweep done in $(( $(date +%s) - started ))s"
 
 "${DVC[@]}" exp show --no-pager --md --drop '.*' \
-  --keep '^(Experiment|State)$|^lora\.(enabled|r|alpha|targets|dropout|rslora|dora)$|^train\.(method|batch_size|lr|epochs|seed)$|^(steps|trainable_params|lora_weight_mean)$|^(train|val|test)\.(accuracy|macro_f1|loss)$|^test\.majority_accuracy$' \
+  --keep '^(Experiment|State)$|^lora\.(r|alpha|targets|dropout|rslora|dora)$|^train\.(method|batch_size|lr|epochs|seed)$|^(steps|trainable_params|lora_weight_mean)$|^(train|val|test)\.(accuracy|macro_f1|loss)$|^test\.majority_accuracy$' \
   --sort-by test.accuracy --sort-order desc || true
 if [[ "$COMPARE" -eq 1 ]]; then
   "$PYTHON" -m lora_dvc.compare || echo "warning: python -m lora_dvc.compare failed" >&2
 fi
-if [[ ${#failed[@]} -gt 0 ]]; then
-  echo "error: ${#failed[@]} experiment(s) did not succeed: ${failed[*]} (see: dvc queue logs NAME)" >&2
-  exit 1
-fi
+exit "$sweep_rc"  # 1 when some experiment did not succeed (sweep_wait.py named them)

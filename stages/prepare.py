@@ -9,6 +9,7 @@ seeded, and optionally subsamples train to `data.max_train_rows`.
 
 Outputs: data/prepared/{train,val,test}.csv + labels.json, metrics/prepare.json.
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,196 +1,28 @@
 """report: metrics and plots of one run -> reports/report.md with PNG figures in plots/.
 
-The report states the run's parameters, what prepare dropped and why, token-length statistics,
-a metrics table (with the majority-class floor, and a warning when the model does not beat it),
-and three figures drawn with matplotlib: training curves, the test confusion matrix, per-class F1.
+The report opens with a warning when evaluate found the model did not learn (`test.learned`
+false), then states the metrics (with the majority-class floor), three figures (training curves,
+the test confusion matrix, per-class F1), the run's parameters, what prepare dropped and why, and
+token-length statistics. The figures and markdown are built by lora_dvc.report.
 """
+
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display on servers and CI
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
-
-from lora_dvc.errors import UserError
+from lora_dvc.artifacts import REPORT, REPORT_PLOTS
+from lora_dvc.atomic import write_text
+from lora_dvc.params import load_params
+from lora_dvc.report import build_report
 from lora_dvc.runner import run_stage
-from lora_dvc.atomic import atomic_path, read_json, write_text
-from lora_dvc.params import Params, load_params
 
-from lora_dvc import artifacts
-from lora_dvc.artifacts import CONFUSION, REPORT, REPORT_PLOTS as PLOTS, TRAIN_PLOTS as TRAIN_TSV
 log = logging.getLogger("report")
-
-
-def read_metrics(path: Path) -> dict:
-    if not path.exists():
-        raise UserError(f"{path} not found; run the earlier stages first (dvc repro)")
-    return read_json(path)
-
-
-def save_figure(fig, name: str) -> str:
-    with atomic_path(PLOTS / name) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return f"../{PLOTS.as_posix()}/{name}"
-
-
-def training_curves_figure() -> plt.Figure:
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, metric in ((ax_loss, "loss"), (ax_acc, "accuracy")):
-        path = TRAIN_TSV / f"train_step/{metric}.tsv"
-        if path.exists():
-            frame = pd.read_csv(path, sep="\t")
-            ax.plot(frame["step"], frame[metric], color="0.6", lw=1, label="train (running, per log interval)")
-    for split, style in (("train", "o-"), ("val", "s-")):
-        for ax, metric in ((ax_loss, "loss"), (ax_acc, "accuracy")):
-            path = TRAIN_TSV / f"{split}/{metric}.tsv"
-            if path.exists():
-                frame = pd.read_csv(path, sep="\t")
-                ax.plot(frame["step"], frame[metric], style, label=f"{split} (per epoch)")
-    ax_loss.set(title="Loss", xlabel="step", ylabel="cross-entropy")
-    ax_acc.set(title="Accuracy", xlabel="step", ylabel="accuracy")
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    return fig
-
-
-def confusion_figure(labels: list[str]) -> plt.Figure:
-    pairs = pd.DataFrame(read_metrics(CONFUSION))
-    matrix = pd.crosstab(pairs["actual"], pairs["predicted"]).reindex(index=labels, columns=labels, fill_value=0)
-    rates = matrix.div(matrix.sum(axis=1).replace(0, 1), axis=0)
-    fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2.5, 1.1 * len(labels) + 1.5))
-    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    for i in range(len(labels)):
-        for j in range(len(labels)):
-            ax.text(j, i, f"{matrix.iat[i, j]}\n{rates.iat[i, j]:.0%}", ha="center", va="center",
-                    color="white" if rates.iat[i, j] > 0.5 else "black", fontsize=9)
-    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set(xlabel="predicted", ylabel="actual", title="Test confusion matrix (count, row %)")
-    fig.colorbar(image, ax=ax, fraction=0.046)
-    return fig
-
-
-def per_class_figure(per_class: dict) -> plt.Figure:
-    frame = pd.DataFrame(per_class).T[["precision", "recall", "f1"]]
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(frame)), 4))
-    x = np.arange(len(frame))
-    for k, column in enumerate(frame.columns):
-        bars = ax.bar(x + (k - 1) * 0.27, frame[column], width=0.27, label=column)
-        if column == "f1":
-            ax.bar_label(bars, fmt="%.3f", fontsize=8)
-    ax.set_xticks(x, frame.index)
-    ax.set(ylim=(0, 1.05), ylabel="score", title="Per-class precision, recall and F1 (test)")
-    ax.legend(loc="lower right")
-    ax.grid(axis="y", alpha=0.3)
-    return fig
-
-
-def params_table(params: Params) -> str:
-    rows = [
-        ("dataset", f"{params.data.dataset} ({params.data.path})"),
-        ("model", params.model.name),
-        ("max_length / buckets", f"{params.model.max_length} / {params.buckets}"),
-        ("method", {"lora": "LoRA", "full": "full fine-tuning", "tfidf": "TF-IDF + logistic regression"}[params.train.method]),
-    ]
-    if params.train.method == "lora":
-        lora = params.lora
-        rows += [("LoRA r / alpha / dropout", f"{lora.r} / {lora.alpha:g} / {lora.dropout:g}"),
-                 ("LoRA targets / bias", f"{lora.targets} / {lora.bias}")]
-    tp = params.train
-    rows += [("epochs / batch size", f"{tp.epochs} / {tp.batch_size}"),
-             ("lr / warmup / weight decay", f"{tp.lr:g} / {tp.warmup_ratio:g} / {tp.weight_decay:g}"),
-             ("seed", str(tp.seed))]
-    return pd.DataFrame(rows, columns=["parameter", "value"]).to_markdown(index=False)
-
-
-def build_report(params: Params) -> str:
-    prepare = read_metrics(artifacts.PREPARE_METRICS)
-    tokens = read_metrics(artifacts.TOKENIZE_METRICS)
-    train = read_metrics(artifacts.TRAIN_METRICS)
-    test = read_metrics(artifacts.EVAL_METRICS)["test"]
-    labels = list(test["per_class"])
-
-    curves = save_figure(training_curves_figure(), "training_curves.png")
-    confusion = save_figure(confusion_figure(labels), "confusion_matrix.png")
-    per_class = save_figure(per_class_figure(test["per_class"]), "per_class_f1.png")
-
-    split_rows = pd.DataFrame(prepare["class_counts"]).T
-    split_rows["total"] = split_rows.sum(axis=1)
-    dropped = pd.DataFrame(sorted(prepare["dropped"].items()), columns=["reason", "rows dropped"])
-    token_table = pd.DataFrame(tokens).T[["rows", "tokens_mean", "tokens_p50", "tokens_p95", "tokens_max", "truncated_fraction"]]
-    results = pd.DataFrame(
-        [
-            ("train (during last epoch)", train.get("train", {}).get("accuracy"), train.get("train", {}).get("macro_f1"), train.get("train", {}).get("loss")),
-            ("val", train.get("val", {}).get("accuracy"), train.get("val", {}).get("macro_f1"), train.get("val", {}).get("loss")),
-            ("test", test["accuracy"], test["macro_f1"], test["loss"]),
-            ("test, majority class", test["majority_accuracy"], None, None),
-        ],
-        columns=["split", "accuracy", "macro-F1", "loss"],
-    ).astype(object)
-    results = results.where(results.notna(), None)  # blank cells, not "nan"
-    per_class_table = pd.DataFrame(test["per_class"]).T
-    per_class_table["support"] = per_class_table["support"].astype(int)
-    warning = ""
-    if test["accuracy"] <= test["majority_accuracy"] + 0.01:
-        warning = (f"\n> **Warning:** test accuracy {test['accuracy']:.4f} is no better than always predicting "
-                   f"the majority class ({test['majority_accuracy']:.4f}): the model has not learned the task.\n")
-    model_rows = pd.DataFrame(
-        [("trainable parameters", f"{train['trainable_params']:,} ({train['trainable_percent']:.2f}%)"),
-         ("total parameters", f"{train['total_params']:,}"),
-         ("LoRA weight mean", f"{train.get('lora_weight_mean', 0):.3e}"),
-         ("optimizer steps", str(train["steps"])),
-         ("training time", f"{train['train_seconds']:.0f} s ({train['train_samples_per_second']:.1f} samples/s)"),
-         ("test inference", f"{test['samples_per_second']:.0f} samples/s"),
-         ("mean confidence / share > 0.9", f"{test['mean_confidence']:.3f} / {test['confident_fraction']:.3f}")],
-        columns=["", "value"],
-    )
-    return f"""# Report: {params.model.name} on {params.data.dataset}
-
-Generated by `dvc repro` (stage `report`); every number below is read from `metrics/`.
-
-## Results
-{results.to_markdown(index=False, floatfmt=".4f", missingval="")}
-{warning}
-{model_rows.to_markdown(index=False)}
-
-![training curves]({curves})
-
-![confusion matrix]({confusion})
-
-![per-class F1]({per_class})
-
-## Per-class test metrics
-{per_class_table.to_markdown(floatfmt=("", ".4f", ".4f", ".4f", ".0f"))}
-
-## Parameters
-{params_table(params)}
-
-## Data
-Rows per split and class after cleaning:
-
-{split_rows.to_markdown()}
-
-What `prepare` dropped, and why:
-
-{dropped.to_markdown(index=False)}
-
-Token lengths (after truncation to {params.model.max_length}):
-
-{token_table.to_markdown()}
-"""
 
 
 def main() -> None:
     params = load_params()
     write_text(REPORT, build_report(params))
-    log.info("wrote %s and figures in %s/", REPORT, PLOTS)
+    log.info("wrote %s and figures in %s/", REPORT, REPORT_PLOTS)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ ids[offsets[i]:offsets[i+1]]) and `labels`. No padding is stored: train and eval
 batch to the smallest of `model.length_buckets` that fits, so an XLA device compiles one graph
 per bucket. Token-length statistics per split go to metrics/tokenize.json.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,13 +29,25 @@ def main() -> None:
         frame = artifacts.read_prepared(split)
         ids, truncated = tokenize_texts(tokenizer, frame["text"].tolist(), params.model.max_length, split)
         encoded[split] = (ids, frame["label"].to_numpy(np.int64))
-        stats[split] = length_stats(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)), truncated, params.buckets)
-    meta = {"tokenizer": params.model.name, "pad_token_id": tokenizer.pad_token_id, "max_length": params.model.max_length}
+        stats[split] = length_stats(
+            np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)), truncated, params.buckets
+        )
+    meta = {
+        "tokenizer": params.model.name,
+        "pad_token_id": tokenizer.pad_token_id,
+        "max_length": params.model.max_length,
+    }
     artifacts.write_tokenized(encoded, meta)
     artifacts.write_metrics(artifacts.TOKENIZE_METRICS, stats)
     for split, s in stats.items():
-        log.info("%s: %d rows, mean %.1f tokens, p95 %d, %.1f%% truncated",
-                 split, s["rows"], s["tokens_mean"], s["tokens_p95"], 100 * s["truncated_fraction"])
+        log.info(
+            "%s: %d rows, mean %.1f tokens, p95 %d, %.1f%% truncated",
+            split,
+            s["rows"],
+            s["tokens_mean"],
+            s["tokens_p95"],
+            100 * s["truncated_fraction"],
+        )
 
 
 if __name__ == "__main__":

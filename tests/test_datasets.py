@@ -1,4 +1,5 @@
 """Readers on small real excerpts of the shipped datasets."""
+
 from __future__ import annotations
 
 import pytest
@@ -42,7 +43,9 @@ def test_banglasenti_ids_to_names():
 def test_generic_csv_with_label_list(tmp_path):
     path = tmp_path / "reviews.tsv"
     path.write_text("review\tstars\ngreat film\tpos\nawful\tneg\nfine\t1\n", encoding="utf-8")
-    source = read_source(DataParams(dataset="csv", path=str(path), text_column="review", label_column="stars", labels=["neg", "pos"]))
+    source = read_source(
+        DataParams(dataset="csv", path=str(path), text_column="review", label_column="stars", labels=["neg", "pos"])
+    )
     assert source.test is None
     assert source.pool["label"].tolist() == ["pos", "neg", "pos"]  # "1" is the id of "pos"
 
@@ -68,5 +71,7 @@ def test_missing_path():
 
 def test_label_outside_set(tmp_path):
     (tmp_path / "val.csv").write_text("text,label\ngood,1\nbad,7\n", encoding="utf-8")
-    with pytest.raises(UserError, match=r"1 rows have labels outside the label set \(e.g. \['7'\], first at data row 2\)"):
+    with pytest.raises(
+        UserError, match=r"1 rows have labels outside the label set \(e.g. \['7'\], first at data row 2\)"
+    ):
         read_source(DataParams(dataset="banglasenti", path=str(tmp_path)))

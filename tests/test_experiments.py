@@ -4,6 +4,7 @@ Real dvc commands in a temp git repo holding only the project's committed files,
 model and a small slice of the AG News excerpt. Queued runs stop at `evaluate` (the comparison
 needs no report or export), which keeps the file to a few minutes on two busy cores.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -13,10 +14,11 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import yaml
-
 from conftest import ROOT, dvc, run, write_params
 
 SMALL = {"data": {"max_train_rows": 60}, "train": {"epochs": 1}}
@@ -115,8 +117,12 @@ def test_queued_sweep_survives_a_failing_experiment(repo, tiny_model):
     assert run(["git", "status", "--porcelain"], repo).stdout == ""
     dvc(["exp", "run", "--queue", "-n", "broken", "-S", "lora.targets=[nonexistent]", "evaluate"], repo)
     try:
-        sweep = run(["bash", "scripts/sweep_study.sh", "-j", "1", "--configs", "qv-r4", "--seeds", "1,2,3",
-                     "--", "evaluate"], repo, env={"SWEEP_POLL_SECONDS": "3"}, timeout=480)
+        sweep = run(
+            ["bash", "scripts/sweep_study.sh", "-j", "1", "--configs", "qv-r4", "--seeds", "1,2,3", "--", "evaluate"],
+            repo,
+            env={"SWEEP_POLL_SECONDS": "3"},
+            timeout=480,
+        )
     finally:
         stop_queue_workers(repo)
     assert "queued 3 experiment(s)" in sweep.stdout, sweep.stdout
@@ -150,13 +156,21 @@ def test_sweep_script_grid_and_single_accelerator_guard(tmp_path):
     dry = run(["bash", "scripts/sweep_study.sh", "--dry-run"], ROOT).stdout.splitlines()
     queued = [line for line in dry if " exp run --queue " in line]
     assert len(queued) == 7, dry
-    wanted = [("lora.targets=qv", "lora.r=4", "lora.alpha=8"), ("lora.targets=qv", "lora.r=16", "lora.alpha=32"),
-              ("lora.targets=qv", "lora.r=32", "lora.alpha=64"), ("lora.targets=qkv", "lora.r=32", "lora.alpha=64"),
-              ("lora.targets=all", "lora.r=32", "lora.alpha=64"), ("train.method=full",), ("train.method=tfidf",)]
+    wanted = [
+        ("lora.targets=qv", "lora.r=4", "lora.alpha=8"),
+        ("lora.targets=qv", "lora.r=16", "lora.alpha=32"),
+        ("lora.targets=qv", "lora.r=32", "lora.alpha=64"),
+        ("lora.targets=qkv", "lora.r=32", "lora.alpha=64"),
+        ("lora.targets=all", "lora.r=32", "lora.alpha=64"),
+        ("train.method=full",),
+        ("train.method=tfidf",),
+    ]
     for line, parts in zip(queued, wanted):
         assert all(f"-S {p}" in line for p in parts), (line, parts)
     assert dry[-1].endswith("queue start -j 1")
-    seeds = run(["bash", "scripts/sweep_study.sh", "--dry-run", "--configs", "qv-r4,tfidf", "--seeds", "1,2"], ROOT).stdout
+    seeds = run(
+        ["bash", "scripts/sweep_study.sh", "--dry-run", "--configs", "qv-r4,tfidf", "--seeds", "1,2"], ROOT
+    ).stdout
     assert "train.seed=1\\,2" in seeds.splitlines()[0] and "train.seed" not in seeds.splitlines()[1]
 
     # a machine with torch_xla (a TPU) or a CUDA device: -j 2 is refused unless forced
@@ -169,23 +183,34 @@ def test_sweep_script_grid_and_single_accelerator_guard(tmp_path):
     assert refused.stderr.startswith("error: -j 2 refused: torch_xla is installed") and "use -j 1" in refused.stderr
     assert refused.stdout == ""  # nothing queued or printed
     assert run(["bash", "scripts/sweep_study.sh", "-j", "1", "--dry-run"], ROOT, env=env).returncode == 0
-    assert run(["bash", "scripts/sweep_study.sh", "-j", "2", "--force-parallel", "--dry-run"], ROOT, env=env).returncode == 0
+    assert (
+        run(["bash", "scripts/sweep_study.sh", "-j", "2", "--force-parallel", "--dry-run"], ROOT, env=env).returncode
+        == 0
+    )
     import torch
+
     cpu_only = run(["bash", "scripts/sweep_study.sh", "-j", "2", "--dry-run"], ROOT, check=False)
     assert cpu_only.returncode == (2 if torch.cuda.is_available() else 0), cpu_only.stderr
 
-    for args, message in ((["-j", "0"], "expected a positive integer"), (["--configs", "qv-r5"], "unknown configuration 'qv-r5'"),
-                          (["--seeds", "a,b"], "expected integers"), (["--preset", "gpt"], "--preset 'gpt'"),
-                          (["--bogus"], "unknown option '--bogus'")):
+    for args, message in (
+        (["-j", "0"], "expected a positive integer"),
+        (["--configs", "qv-r5"], "unknown configuration 'qv-r5'"),
+        (["--seeds", "a,b"], "expected integers"),
+        (["--preset", "gpt"], "--preset 'gpt'"),
+        (["--bogus"], "unknown option '--bogus'"),
+    ):
         bad = run(["bash", "scripts/sweep_study.sh", *args, "--dry-run"], ROOT, check=False)
         assert bad.returncode == 2 and bad.stderr.startswith("error: ") and message in bad.stderr, (args, bad.stderr)
 
 
 def test_plots_template_is_committed_inline_and_configured():
-    tracked = run(["git", "ls-files", ".dvc/plots_template.html", "scripts/make_plots_template.py"], ROOT).stdout.split()
+    tracked = run(
+        ["git", "ls-files", ".dvc/plots_template.html", "scripts/make_plots_template.py"], ROOT
+    ).stdout.split()
     assert tracked == [".dvc/plots_template.html", "scripts/make_plots_template.py"]
-    config = subprocess.run([sys.executable, "-m", "dvc", "config", "plots.html_template"], cwd=ROOT,
-                            capture_output=True, text=True)
+    config = subprocess.run(
+        [sys.executable, "-m", "dvc", "config", "plots.html_template"], cwd=ROOT, capture_output=True, text=True
+    )
     assert config.stdout.strip() == "plots_template.html", config.stderr
 
     maker = load_script("make_plots_template")
@@ -205,15 +230,21 @@ def test_plots_template_builder_escapes_and_refuses():
     assert '"<\\/script><\\!-- x"' in page
     assert "MIT - - by someone" in page  # no "--" inside the licence comment
     maker.check_page(page)
-    for js, message in (("var a = '{plot_divs}';", "placeholder {plot_divs}"), ("'{scripts}'", "placeholder {scripts}")):
+    for js, message in (
+        ("var a = '{plot_divs}';", "placeholder {plot_divs}"),
+        ("'{scripts}'", "placeholder {scripts}"),
+    ):
         try:
             maker.build_page({"bad@1": js}, {"bad@1": "MIT"})
         except maker.TemplateError as err:
             assert message in str(err)
         else:
             raise AssertionError(f"{js!r} was accepted")
-    for bad_page in ('<html>{plot_divs}<script src="https://cdn.example/x.js"></script>', "<html></html>",
-                     "{plot_divs}{scripts}"):
+    for bad_page in (
+        '<html>{plot_divs}<script src="https://cdn.example/x.js"></script>',
+        "<html></html>",
+        "{plot_divs}{scripts}",
+    ):
         try:
             maker.check_page(bad_page)
         except maker.TemplateError:
@@ -245,3 +276,98 @@ def _lookup(tree: dict, dotted: str):
     for key in dotted.split("."):
         tree = tree[key]
     return tree
+
+
+# ---------------------------------------------------------------- queued runs resume (issue 13)
+RESUME = {"data": {"max_train_rows": None}, "train": {"epochs": 2, "checkpoint_every": 2, "log_every": 2}}
+
+
+def queue_state(repo: Path, name: str) -> str | None:
+    for line in dvc(["queue", "status"], repo).stdout.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 4 and fields[1] == name:
+            return fields[-1]
+    return None
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def train_pids(repo: Path) -> list[int]:
+    """The train stages running in this repository's queued-run copies (.dvc/tmp/exps)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd, cwd = (proc / "cmdline").read_bytes(), os.readlink(proc / "cwd")
+        except (OSError, ValueError):
+            continue
+        if b"stages.train" in cmd and cwd.startswith(str(repo / ".dvc/tmp/exps")):
+            pids.append(int(proc.name))
+    return pids
+
+
+def exp_outcome(repo: Path, name: str) -> dict:
+    """An experiment's adapter (its md5 in the experiment's dvc.lock), step history and train metrics
+    less timings, read from the experiment's git commit."""
+    revs = [
+        exp["revs"][0]["rev"]
+        for commit in json.loads(dvc(["exp", "show", "--json"], repo).stdout)
+        for exp in commit.get("experiments") or []
+        if exp["name"] == name
+    ]
+    assert len(revs) == 1, name
+
+    def show(path: str) -> str:
+        return run(["git", "show", f"{revs[0]}:{path}"], repo).stdout
+
+    lock = yaml.safe_load(show("dvc.lock"))
+    adapter = next(o["md5"] for o in lock["stages"]["train"]["outs"] if o["path"] == "models/classifier")
+    metrics = json.loads(show("metrics/train/metrics.json"))
+    skip = {"train_seconds", "train_samples_per_second", "provenance"}
+    return {
+        "adapter_md5": adapter,
+        "steps": show("metrics/train/plots/metrics/train_step/loss.tsv"),
+        "metrics": {k: v for k, v in metrics.items() if k not in skip},
+    }
+
+
+@pytest.mark.skip(
+    reason="unfinished (h1 report): in both variants the queued run never wrote a checkpoint "
+    "under LORA_DVC_CHECKPOINTS (timed out waiting for one) although a plain "
+    "`dvc queue start` passes the variable to a probe stage; not yet understood"
+)
+@pytest.mark.parametrize("kill", ["dvc queue kill", "SIGKILL"])
+def test_killed_queued_run_resumes_when_queued_again(repo, tmp_path, kill):
+    store = tmp_path / "checkpoints"
+    env = {"LORA_DVC_CHECKPOINTS": str(store)}
+    write_params(repo, RESUME)
+    run(["git", "commit", "-qam", "resume study"], repo)
+    try:
+        dvc(["exp", "run", "-n", "whole", "train"], repo, env=env)
+        whole = exp_outcome(repo, "whole")
+        run(["git", "checkout", "--", "."], repo)  # the queued runs start from the committed state
+        dvc(["exp", "run", "--queue", "-n", "killed", "train"], repo, env=env)
+        dvc(["queue", "start"], repo, env=env)
+        wait_for(lambda: list(store.glob("*/checkpoint-*/lora_dvc_state.json")), 300, "a checkpoint")
+        if kill == "SIGKILL":
+            for pid in train_pids(repo):
+                os.kill(pid, signal.SIGKILL)
+        else:
+            dvc(["queue", "kill", "killed"], repo)
+        wait_for(lambda: queue_state(repo, "killed") == "Failed", 120, "the killed run to fail")
+        assert list(store.glob("*/checkpoint-*/lora_dvc_state.json"))  # outlived the run's temp copy
+
+        dvc(["exp", "run", "--queue", "-n", "again", "train"], repo, env=env)
+        dvc(["queue", "start"], repo, env=env)
+        wait_for(lambda: queue_state(repo, "again") in ("Success", "Failed"), 300, "the queued-again run")
+    finally:
+        stop_queue_workers(repo)
+    logs = dvc(["queue", "logs", "again"], repo).stdout
+    assert queue_state(repo, "again") == "Success", logs[-3000:]
+    assert re.search(r"resuming from \S+ at step [1-9]\d*", logs), logs[-3000:]
+    assert exp_outcome(repo, "again") == whole
+    assert not list(store.glob("*/checkpoint-*"))

@@ -1,4 +1,5 @@
 """Methods beside plain LoRA, run as the train stage runs them (tiny model, AG News excerpt)."""
+
 from __future__ import annotations
 
 import json

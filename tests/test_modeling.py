@@ -1,4 +1,5 @@
 """Target aliases on BERT, RoBERTa and XLM-RoBERTa, and trainable-parameter counts vs peft's own."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,22 +12,31 @@ from lora_dvc.modeling import apply_method, count_params, lora_config, resolve_m
 from lora_dvc.params import LoraParams
 
 CONFIGS = {"bert": BertConfig, "roberta": RobertaConfig, "xlm-roberta": XLMRobertaConfig}
-H, I, LAYERS, LABELS = 32, 64, 2, 3
+HIDDEN, INTER, LAYERS, LABELS = 32, 64, 2, 3
 
 
 def tiny(kind: str) -> torch.nn.Module:
-    config = CONFIGS[kind](vocab_size=100, hidden_size=H, num_hidden_layers=LAYERS, num_attention_heads=2,
-                           intermediate_size=I, num_labels=LABELS)
+    config = CONFIGS[kind](
+        vocab_size=100,
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=2,
+        intermediate_size=INTER,
+        num_labels=LABELS,
+    )
     return AutoModelForSequenceClassification.from_config(config)
 
 
 @pytest.mark.parametrize("kind", CONFIGS)
-@pytest.mark.parametrize("alias, leaves", [
-    ("qv", {"query", "value"}),
-    ("qkv", {"query", "key", "value"}),
-    ("all", {"query", "key", "value", "dense"}),
-    (["query", "dense"], {"query", "dense"}),
-])
+@pytest.mark.parametrize(
+    "alias, leaves",
+    [
+        ("qv", {"query", "value"}),
+        ("qkv", {"query", "key", "value"}),
+        ("all", {"query", "key", "value", "dense"}),
+        (["query", "dense"], {"query", "dense"}),
+    ],
+)
 def test_aliases_resolve_on_every_family(kind, alias, leaves):
     model = tiny(kind)
     names = resolve_targets(model, alias)
@@ -45,9 +55,9 @@ def lora_params_by_hand(model: torch.nn.Module, names: list[str], r: int) -> int
 
 
 def head_params(kind: str) -> int:
-    if kind == "bert":  # classifier: Linear(H, LABELS)
-        return H * LABELS + LABELS
-    return (H * H + H) + (H * LABELS + LABELS)  # RoBERTa head: dense(H, H) + out_proj(H, LABELS)
+    if kind == "bert":  # classifier: Linear(HIDDEN, LABELS)
+        return HIDDEN * LABELS + LABELS
+    return (HIDDEN * HIDDEN + HIDDEN) + (HIDDEN * LABELS + LABELS)  # RoBERTa head: dense(H, H) + out_proj(H, LABELS)
 
 
 @pytest.mark.parametrize("kind", CONFIGS)

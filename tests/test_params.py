@@ -1,4 +1,5 @@
 """The params schema: one clear line for unknown keys, wrong types and out-of-range values."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,7 +23,7 @@ def with_value(key: str, value) -> dict:
 
 def test_shipped_params_are_valid():
     params = load_params(ROOT / "params.yaml")
-    assert params.lora.r == 8 and params.model.max_length == 128
+    assert params.lora.r == 16 and params.lora.targets == "all" and params.model.max_length == 128
     assert params.buckets[-1] == params.model.max_length
 
 

@@ -1,4 +1,5 @@
 """End to end: the real `dvc repro` in a temp git repo, on a tiny model and an AG News excerpt."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,8 @@ def test_dvc_repro_end_to_end(repo, tiny_model):
     assert (adapter / "adapter_model.safetensors").exists()
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert config["r"] == 4 and sorted(config["target_modules"]) == sorted(
-        f"bert.encoder.layer.{i}.attention.self.{m}" for i in range(2) for m in ("query", "value"))
+        f"bert.encoder.layer.{i}.attention.self.{m}" for i in range(2) for m in ("query", "value")
+    )
     assert config["base_model_name_or_path"] == str(tiny_model)
 
     # the adapter loads with plain peft, head included, in a fresh process

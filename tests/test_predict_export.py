@@ -1,5 +1,6 @@
 """predict and export on a real `dvc repro` (tiny model, AG News excerpt), and the exported folder
 loaded by plain transformers + peft in a fresh process that imports none of our code."""
+
 from __future__ import annotations
 
 import json
@@ -10,18 +11,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import dvc, make_repo, run
-from stages import export as export_stage
+
 from lora_dvc import predict as predict_stage
 from lora_dvc.runner import run_stage
+from stages import export as export_stage
 
 LABELS = ["World", "Sports", "Business", "Sci/Tech"]
 PROBS = [f"prob_{label}" for label in LABELS]
 SAMPLE_ROWS = 30
 
 # what a user does with the export: the model card's recipe, nothing of this repository on sys.path
-FRESH_LOAD = r'''
+FRESH_LOAD = r"""
 import json, sys
 import torch
 from peft import AutoPeftModelForSequenceClassification, PeftModel
@@ -49,9 +50,9 @@ out["auto_peft"] = run(auto, AutoTokenizer.from_pretrained(adapter_dir), config)
 for key, folder in (("merged", merged_dir), ("full", full_dir)):
     model = AutoModelForSequenceClassification.from_pretrained(folder)
     out[key] = run(model, AutoTokenizer.from_pretrained(folder), model.config)
-out["our_modules"] = sorted(m for m in sys.modules if m == "stages" or m.startswith("stages."))
+out["our_modules"] = sorted(m for m in sys.modules if m.split(".")[0] in ("stages", "lora_dvc"))
 print(json.dumps(out))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +94,16 @@ def one_line_error(main, argv: list[str], capsys) -> str:
 def test_export_stage_is_a_dvc_output_in_hugging_face_layout(trained):
     folder = trained / "models/export"
     names = {p.name for p in folder.iterdir()}
-    assert {"adapter_model.safetensors", "adapter_config.json", "config.json", "tokenizer.json",
-            "tokenizer_config.json", "README.md"} <= names
-    assert (folder / "adapter_model.safetensors").read_bytes() == (trained / "models/classifier/adapter_model.safetensors").read_bytes()
+    assert {
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "README.md",
+    } <= names
+    trained_adapter = trained / "models/classifier/adapter_model.safetensors"
+    assert (folder / "adapter_model.safetensors").read_bytes() == trained_adapter.read_bytes()
     config = json.loads((folder / "config.json").read_text())
     assert config["id2label"] == {str(i): x for i, x in enumerate(LABELS)}
     assert config["label2id"] == {x: i for i, x in enumerate(LABELS)}
@@ -109,9 +117,17 @@ def test_export_stage_is_a_dvc_output_in_hugging_face_layout(trained):
     test = json.loads((trained / "metrics/evaluate/metrics.json").read_text())["test"]
     train = json.loads((trained / "metrics/train/metrics.json").read_text())
     assert card.startswith("---\nlibrary_name: peft\n")
-    for needle in (f"| accuracy | {test['accuracy']:.4f} |", f"| macro-F1 | {test['macro_f1']:.4f} |",
-                   f"{train['trainable_params']:,} of {train['total_params']:,}", "r=4, alpha=8",
-                   "`query`, `value` in 2 layers", "MIT licence", "## Intended use", "## Limitations", "64 tokens"):
+    for needle in (
+        f"| accuracy | {test['accuracy']:.4f} |",
+        f"| macro-F1 | {test['macro_f1']:.4f} |",
+        f"{train['trainable_params']:,} of {train['total_params']:,}",
+        "r=4, alpha=8",
+        "`query`, `value` in 2 layers",
+        "MIT licence",
+        "## Intended use",
+        "## Limitations",
+        "64 tokens",
+    ):
         assert needle in card, needle
     for label in LABELS:
         assert f"| {label} | " in card and f"{test['per_class'][label]['f1']:.4f}" in card
@@ -147,8 +163,18 @@ def test_exported_folders_give_predicts_predictions_in_a_fresh_process(trained, 
     texts.write_text(json.dumps(source["text"].tolist()))
     script = tmp_path / "fresh_load.py"
     script.write_text(FRESH_LOAD)
-    out = run([sys.executable, "-I", str(script), str(trained / "models/export"), str(merged),
-               str(tmp_path / "full"), str(texts)], tmp_path)
+    out = run(
+        [
+            sys.executable,
+            "-I",
+            str(script),
+            str(trained / "models/export"),
+            str(merged),
+            str(tmp_path / "full"),
+            str(texts),
+        ],
+        tmp_path,
+    )
     fresh = json.loads(out.stdout.strip().splitlines()[-1])
     assert fresh["our_modules"] == []
     for key in ("adapter", "auto_peft", "merged", "full"):
@@ -161,7 +187,7 @@ def test_predict_texts_and_an_experiment_by_name(trained, sample, monkeypatch, c
     monkeypatch.chdir(trained)
     texts = pd.read_csv(sample)["text"].head(3).tolist()
     capsys.readouterr()
-    call(predict_stage.main, [*texts, "--json"])
+    call(predict_stage.main, texts)  # JSONL on stdout by default
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["text"] for r in records] == texts
     for r in records:
@@ -169,7 +195,7 @@ def test_predict_texts_and_an_experiment_by_name(trained, sample, monkeypatch, c
         assert r["predicted"] == max(r["probabilities"], key=r["probabilities"].get)
         assert r["confidence"] == max(r["probabilities"].values())
 
-    call(predict_stage.main, texts)
+    call(predict_stage.main, [*texts, "--table"])
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:2] == ["predicted", "confidence"] and len(table) == 1 + len(texts)
     assert [line.split()[0] for line in table[1:]] == [r["predicted"] for r in records]
@@ -181,11 +207,14 @@ def test_predict_texts_and_an_experiment_by_name(trained, sample, monkeypatch, c
     try:
         err = one_line_error(predict_stage.main, texts, capsys)
         assert "models/classifier" in err and "dvc repro train" in err
-        call(predict_stage.main, ["--rev", "tiny-exp", "--json", *texts])
+        call(predict_stage.main, ["--rev", "tiny-exp", *texts])
         from_exp = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert [r["predicted"] for r in from_exp] == [r["predicted"] for r in records]
-        np.testing.assert_allclose([list(r["probabilities"].values()) for r in from_exp],
-                                   [list(r["probabilities"].values()) for r in records], atol=1e-6)
+        np.testing.assert_allclose(
+            [list(r["probabilities"].values()) for r in from_exp],
+            [list(r["probabilities"].values()) for r in records],
+            atol=1e-6,
+        )
         assert "no-such-exp" in one_line_error(predict_stage.main, ["--rev", "no-such-exp", "x"], capsys)
     finally:
         shutil.move(moved, trained / "models/classifier")
@@ -203,7 +232,8 @@ def test_bad_input_is_one_line_and_exit_2(trained, sample, monkeypatch, capsys, 
     wrong = tmp_path / "labels.json"
     wrong.write_text(json.dumps(["neg", "pos", "neutral"]))
     assert "does not have 3 outputs" in one_line_error(predict_stage.main, ["x", "--labels", str(wrong)], capsys)
-    assert "no trained model" in one_line_error(export_stage.main, ["--model", "models/nothing", "--out", str(tmp_path / "e")], capsys)
+    export_args = ["--model", "models/nothing", "--out", str(tmp_path / "e")]
+    assert "no trained model" in one_line_error(export_stage.main, export_args, capsys)
     assert not (tmp_path / "e").exists()
     # the real entry point: exit status 2 and one line, no traceback
     result = run([sys.executable, "-m", "lora_dvc.predict", "--file", "missing.csv"], trained, check=False)
@@ -219,12 +249,50 @@ def test_tfidf_baseline_predicts_and_exports(trained, monkeypatch, capsys, tmp_p
     tfidf.TfidfClassifier().fit(train["text"].tolist(), train["label"].to_numpy()).save(model_dir)
     texts = ["Stocks fell on Wall Street as oil prices rose", "The striker scored twice in the cup final"]
     capsys.readouterr()
-    call(predict_stage.main, ["--model", str(model_dir), "--json", *texts])
+    call(predict_stage.main, ["--model", str(model_dir), *texts])
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(records) == 2 and all(set(r["probabilities"]) == set(LABELS) for r in records)
     call(export_stage.main, ["--model", str(model_dir), "--out", str(tmp_path / "export")])
     assert json.loads((tmp_path / "export/labels.json").read_text()) == LABELS
     assert "library_name: scikit-learn" in (tmp_path / "export/README.md").read_text()
-    call(predict_stage.main, ["--model", str(tmp_path / "export"), "--json", *texts])
+    call(predict_stage.main, ["--model", str(tmp_path / "export"), *texts])
     again = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["probabilities"] for r in again] == [r["probabilities"] for r in records]
+
+
+def test_predict_composes_in_a_pipe(trained, sample, monkeypatch, capsys, tmp_path):
+    """stdin in, JSONL out; CSV, TSV, JSONL and plain-text files in; the outputs agree."""
+    texts = pd.read_csv(sample)["text"].head(4).tolist()
+    lora_dvc = Path(sys.executable).parent / "lora-dvc"
+    piped = run([str(lora_dvc), "predict", "-", "--device", "cpu"], trained, input="\n".join(texts) + "\n")
+    from_stdin = [json.loads(line) for line in piped.stdout.splitlines()]
+    assert [r["text"] for r in from_stdin] == texts  # stdout holds the JSONL and nothing else
+    assert all(r["predicted"] == max(r["probabilities"], key=r["probabilities"].get) for r in from_stdin)
+    assert "texts in" in piped.stderr  # the logs go to stderr
+
+    monkeypatch.chdir(trained)
+    frame = pd.DataFrame({"id": [str(i) for i in range(len(texts))], "text": texts})
+    frame.to_csv(tmp_path / "in.tsv", sep="\t", index=False)
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in frame.to_dict("records")))
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
+    for name in ("in.tsv", "in.jsonl", "in.txt"):
+        capsys.readouterr()
+        call(predict_stage.main, ["--file", str(tmp_path / name), "--device", "cpu"])
+        got = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [r["text"] for r in got] == texts, name
+        assert [r["predicted"] for r in got] == [r["predicted"] for r in from_stdin], name
+        if name != "in.txt":
+            assert [r["id"] for r in got] == frame["id"].tolist()  # input fields ride along
+        np.testing.assert_allclose(
+            [list(r["probabilities"].values()) for r in got],
+            [list(r["probabilities"].values()) for r in from_stdin],
+            atol=1e-5,
+        )
+    call(predict_stage.main, ["--file", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "out.jsonl")])
+    written = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["predicted"] for r in written] == [r["predicted"] for r in from_stdin]
+    assert "not a torch device" in one_line_error(predict_stage.main, ["x", "--device", "gpu7"], capsys)
+    (tmp_path / "bad.jsonl").write_text("[1, 2]\n")
+    assert "not readable as jsonl" in one_line_error(
+        predict_stage.main, ["--file", str(tmp_path / "bad.jsonl")], capsys
+    )

@@ -1,4 +1,5 @@
 """Split hygiene: cleaning counts, no text in two splits, stratification."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -22,7 +23,9 @@ def texts(split):
 
 
 def test_no_text_in_two_splits_on_real_excerpt():
-    splits, labels, stats = make_splits(DataParams(dataset="banglasenti", path=str(FIXTURES / "banglasenti"), val_fraction=0.2))
+    splits, labels, stats = make_splits(
+        DataParams(dataset="banglasenti", path=str(FIXTURES / "banglasenti"), val_fraction=0.2)
+    )
     train, val, test = (texts(splits[k]) for k in ("train", "val", "test"))
     assert not (train & val) and not (train & test) and not (val & test)
     for split in splits.values():
@@ -32,14 +35,19 @@ def test_no_text_in_two_splits_on_real_excerpt():
 
 def test_cleaning_counts_each_reason(tmp_path):
     pool = [(f"text {i}", i % 3) for i in range(60)]
-    pool += [("  text 0  ", 0), ("text 1", 1)]          # 2 duplicates (one after stripping)
-    pool += [("   ", 1)]                                 # empty after stripping
-    pool += [("both ways", 0), ("both ways", 2)]         # conflicting labels: both copies dropped
+    pool += [("  text 0  ", 0), ("text 1", 1)]  # 2 duplicates (one after stripping)
+    pool += [("   ", 1)]  # empty after stripping
+    pool += [("both ways", 0), ("both ways", 2)]  # conflicting labels: both copies dropped
     test = [("text 5", 2), ("new one", 1), ("new two", 0), ("new three", 2)]  # "text 5" leaks from train
     write_pool(tmp_path / "d", pool, test)
     splits, labels, stats = make_splits(DataParams(dataset="banglasenti", path=str(tmp_path / "d"), val_fraction=0.2))
-    assert stats["dropped"] == {"empty_text": 1, "conflicting_label": 2, "duplicate_text": 2,
-                                "test_text_in_train": 1, "over_max_train_rows": 0}
+    assert stats["dropped"] == {
+        "empty_text": 1,
+        "conflicting_label": 2,
+        "duplicate_text": 2,
+        "test_text_in_train": 1,
+        "over_max_train_rows": 0,
+    }
     assert stats["rows"]["test"] == 3
     assert stats["rows"]["train"] + stats["rows"]["val"] == 60
     assert labels == ["negative", "positive", "neutral"]

@@ -1,8 +1,10 @@
 """Reliability: bad input gives one clear line and leaves nothing; kill -9 resumes; runs repeat exactly."""
+
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,24 +24,62 @@ def data_case(files: dict[str, bytes | str], **data):
 
 BAD_INPUT = [
     # (case id, setup, stage, expected fragment, exit code)
-    ("missing file", {"data": {"path": "no/such/folder"}}, "prepare",
-     "data.path: 'no/such/folder' does not exist", 2),
-    ("missing column", data_case({"val.csv": "sentence,label\na,0\n"}), "prepare",
-     "no column 'text' (columns: 'sentence', 'label'); set data.text_column", 2),
-    ("renamed column", data_case({"val.csv": "review,label\na,0\n"}, dataset="csv", text_column="text"), "prepare",
-     "no column 'text' (columns: 'review', 'label')", 2),
-    ("label outside set", data_case({"val.csv": NUMBERED + "odd one,7\n"}), "prepare",
-     "1 rows have labels outside the label set (e.g. ['7'], first at data row 31)", 2),
-    ("non-UTF-8 bytes", data_case({"val.csv": b"text,label\ngood,1\ncaf\xe9,0\n"}), "prepare",
-     "not UTF-8 (byte 21, line 3); re-save the file as UTF-8", 2),
+    ("missing file", {"data": {"path": "no/such/folder"}}, "prepare", "data.path: 'no/such/folder' does not exist", 2),
+    (
+        "missing column",
+        data_case({"val.csv": "sentence,label\na,0\n"}),
+        "prepare",
+        "no column 'text' (columns: 'sentence', 'label'); set data.text_column",
+        2,
+    ),
+    (
+        "renamed column",
+        data_case({"val.csv": "review,label\na,0\n"}, dataset="csv", text_column="text"),
+        "prepare",
+        "no column 'text' (columns: 'review', 'label')",
+        2,
+    ),
+    (
+        "label outside set",
+        data_case({"val.csv": NUMBERED + "odd one,7\n"}),
+        "prepare",
+        "1 rows have labels outside the label set (e.g. ['7'], first at data row 31)",
+        2,
+    ),
+    (
+        "non-UTF-8 bytes",
+        data_case({"val.csv": b"text,label\ngood,1\ncaf\xe9,0\n"}),
+        "prepare",
+        "not UTF-8 (byte 21, line 3); re-save the file as UTF-8",
+        2,
+    ),
     ("header only", data_case({"val.csv": "text,label\n"}), "prepare", "has a header but no data rows", 2),
     ("empty file", data_case({"val.csv": ""}), "prepare", "the file is empty", 2),
-    ("class with no examples", data_case({"val.csv": "".join(f"t{i},{i % 2}\n" for i in range(30)).join(["text,label\n", ""])},
-                                          dataset="csv", labels=["0", "1", "2"]), "prepare",
-     "no training examples left for class(es) ['2']", 2),
-    ("too small to split", data_case({"val.csv": "text,label\na,0\nb,1\nc,2\n"}), "prepare",
-     "dataset too small to split off test: 3 rows", 2),
-    ("unknown dataset", {"data": {"dataset": "imdb"}}, "prepare", "'data.dataset' is 'imdb', allowed: ag_news | banglasenti | csv", 2),
+    (
+        "class with no examples",
+        data_case(
+            {"val.csv": "".join(f"t{i},{i % 2}\n" for i in range(30)).join(["text,label\n", ""])},
+            dataset="csv",
+            labels=["0", "1", "2"],
+        ),
+        "prepare",
+        "no training examples left for class(es) ['2']",
+        2,
+    ),
+    (
+        "too small to split",
+        data_case({"val.csv": "text,label\na,0\nb,1\nc,2\n"}),
+        "prepare",
+        "dataset too small to split off test: 3 rows",
+        2,
+    ),
+    (
+        "unknown dataset",
+        {"data": {"dataset": "imdb"}},
+        "prepare",
+        "'data.dataset' is 'imdb', allowed: ag_news | banglasenti | csv",
+        2,
+    ),
     ("typo in key", {"lora": {"rank": 8}}, "prepare", "unknown key 'lora.rank'. Did you mean 'lora.r'?", 2),
     ("negative rank", {"lora": {"r": -4}}, "train", "'lora.r' is -4, allowed: an integer in [1, 1024]", 2),
     ("alpha 0", {"lora": {"alpha": 0}}, "train", "'lora.alpha' is 0, allowed: a number > 0", 2),
@@ -47,9 +87,20 @@ BAD_INPUT = [
     ("lr 0", {"train": {"lr": 0}}, "train", "'train.lr' is 0, allowed: a number in (0, 1)", 2),
     ("batch size 0", {"train": {"batch_size": 0}}, "train", "'train.batch_size' is 0", 2),
     ("unknown target alias", {"lora": {"targets": "qvk"}}, "train", "lora.targets: unknown alias 'qvk'", 2),
-    ("absent target module", {"lora": {"targets": ["q_proj"]}}, "train", "module(s) ['q_proj'] not in bert model; its linear modules are", 2),
-    ("max_length over positions", {"model": {"max_length": 512, "length_buckets": [64, 512]}}, "train",
-     "model.max_length=512 exceeds the 128 positions", 2),
+    (
+        "absent target module",
+        {"lora": {"targets": ["q_proj"]}},
+        "train",
+        "module(s) ['q_proj'] not in bert model; its linear modules are",
+        2,
+    ),
+    (
+        "max_length over positions",
+        {"model": {"max_length": 512, "length_buckets": [64, 512]}},
+        "train",
+        "model.max_length=512 exceeds the 128 positions",
+        2,
+    ),
 ]
 
 
@@ -81,7 +132,9 @@ def test_bad_input_one_line_no_outputs(request, case, setup, stage, fragment, co
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and fragment in lines[0], result.stderr
     assert "Traceback" not in result.stderr
-    outputs = {"prepare": ["data/prepared", "metrics/prepare.json"], "train": ["models/classifier", "metrics/train"]}[stage]
+    outputs = {"prepare": ["data/prepared", "metrics/prepare.json"], "train": ["models/classifier", "metrics/train"]}[
+        stage
+    ]
     for out in outputs:
         assert not (repo / out).exists(), f"{out} left behind"
     assert not list(repo.glob("**/.*.tmp"))
@@ -89,9 +142,19 @@ def test_bad_input_one_line_no_outputs(request, case, setup, stage, fragment, co
 
 FIXED = [
     ("BOM and CRLF", b"\xef\xbb\xbftext,label\r\n" + b"".join(b"line %d,%d\r\n" % (i, i % 3) for i in range(30))),
-    ("quoted newlines and commas", b"text,label\n" + b"".join(b'"row %d, with comma\nand newline",%d\n' % (i, i % 3) for i in range(30))),
-    ("names for ids", b"text,label\n" + b"".join(b"t%d,%s\n" % (i, [b"negative", b"positive", b"neutral"][i % 3]) for i in range(30))),
-    ("empty and blank texts", b"text,label\n" + b"".join(b"t%d,%d\n" % (i, i % 3) for i in range(30)) + b'"",0\n"   ",1\n'),
+    (
+        "quoted newlines and commas",
+        b"text,label\n" + b"".join(b'"row %d, with comma\nand newline",%d\n' % (i, i % 3) for i in range(30)),
+    ),
+    (
+        "names for ids",
+        b"text,label\n"
+        + b"".join(b"t%d,%s\n" % (i, [b"negative", b"positive", b"neutral"][i % 3]) for i in range(30)),
+    ),
+    (
+        "empty and blank texts",
+        b"text,label\n" + b"".join(b"t%d,%d\n" % (i, i % 3) for i in range(30)) + b'"",0\n"   ",1\n',
+    ),
 ]
 
 
@@ -99,7 +162,9 @@ FIXED = [
 def test_fixable_input_is_fixed_and_counted(repo, case, content):
     (repo / "my_data").mkdir()
     (repo / "my_data/val.csv").write_bytes(content)
-    write_params(repo, {"data": {"dataset": "banglasenti", "path": "my_data", "val_fraction": 0.2, "test_fraction": 0.2}})
+    write_params(
+        repo, {"data": {"dataset": "banglasenti", "path": "my_data", "val_fraction": 0.2, "test_fraction": 0.2}}
+    )
     run([sys.executable, "-m", "stages.prepare"], repo)
     stats = json.loads((repo / "metrics/prepare.json").read_text())
     assert sum(stats["rows"].values()) == 30
@@ -126,50 +191,85 @@ TIMING_KEYS = {"train_seconds", "train_samples_per_second"}
 def outcome(repo: Path) -> dict:
     """What must match between runs: adapter bytes, step history, metrics less timings."""
     metrics = json.loads((repo / "metrics/train/metrics.json").read_text())
-    history = [line.split("\t")[1:] for line in (repo / RESULT_FILES[1]).read_text().splitlines()]  # drop timestamps
+    history = (repo / RESULT_FILES[1]).read_text().splitlines()  # step and loss (dvclive writes no timestamps)
     test = json.loads((repo / "metrics/evaluate/metrics.json").read_text())["test"]
     test.pop("samples_per_second")
     adapter = {f.name: f.read_bytes() for f in sorted((repo / "models/classifier").iterdir())}  # weights and config
-    return {"adapter": adapter, "history": history, "test": test,
-            "metrics": {k: v for k, v in metrics.items() if k not in TIMING_KEYS}}
+    return {
+        "adapter": adapter,
+        "history": history,
+        "test": test,
+        "metrics": {k: v for k, v in metrics.items() if k not in TIMING_KEYS | {"provenance"}},
+    }
 
 
-def test_determinism_and_kill_resume(repo, tmp_path):
-    write_params(repo, {"train": {"epochs": 2, "checkpoint_every": 3, "log_every": 2}})
-    run(["git", "commit", "-qam", "params"], repo)
-    dvc(["repro"], repo)
-    first = outcome(repo)
+def checkpoint_env(store: Path) -> dict:
+    """Checkpoints in a folder of the test's own (LORA_DVC_CHECKPOINTS), never the user's cache."""
+    return {
+        "LORA_DVC_CHECKPOINTS": str(store),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
 
-    # same params and seed, run again: identical numbers and bytes
-    dvc(["repro", "-f", "train", "evaluate"], repo)
-    assert outcome(repo) == first
 
-    # kill -9 the stage mid-epoch, right after a checkpoint; `dvc repro` then resumes from it
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "-f", "train"], cwd=repo, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    fingerprint = repo / "checkpoints/train/fingerprint.txt"
-    deadline = time.time() + 120
-    while not fingerprint.exists() and proc.poll() is None and time.time() < deadline:
+def complete_checkpoints(store: Path) -> list[Path]:
+    return sorted(store.glob("*/checkpoint-*/lora_dvc_state.json"))
+
+
+def start_and_kill_after_checkpoint(cmd: list[str], repo: Path, store: Path) -> None:
+    """Start `cmd`, SIGKILL its whole process group right after the first complete checkpoint."""
+    proc = subprocess.Popen(
+        cmd,
+        cwd=repo,
+        env={**os.environ, **checkpoint_env(store)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 180
+    while not complete_checkpoints(store) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     assert proc.poll() is None, "training finished before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (repo / "models/classifier").exists()  # DVC removed it before the run; nothing half-written came back
 
-    resumed = dvc(["repro"], repo)
-    assert "resuming from checkpoints/train at step" in resumed.stderr + resumed.stdout
+
+def test_determinism_and_kill_resume(repo, tmp_path):
+    store = tmp_path / "checkpoints"
+    write_params(repo, {"train": {"epochs": 2, "checkpoint_every": 3, "log_every": 2}})
+    run(["git", "commit", "-qam", "params"], repo)
+    dvc(["repro"], repo, env=checkpoint_env(store))
+    first = outcome(repo)
+    assert not complete_checkpoints(store)  # cleaned on success
+
+    # same params and seed, run again: identical numbers and bytes
+    dvc(["repro", "-f", "train", "evaluate"], repo, env=checkpoint_env(store))
     assert outcome(repo) == first
-    assert not (repo / "checkpoints/train").exists()  # cleaned up once the adapter is saved
+
+    # kill -9 the stage mid-epoch, right after a checkpoint; `dvc repro` then resumes from it
+    start_and_kill_after_checkpoint([sys.executable, "-m", "dvc", "repro", "-f", "train"], repo, store)
+    assert not (repo / "models/classifier").exists()  # DVC removed it before the run; nothing half-written came back
+    assert complete_checkpoints(store)
+    assert not list(repo.glob("checkpoints")), "checkpoints must live outside the workspace"
+
+    resumed = dvc(["repro"], repo, env=checkpoint_env(store))
+    assert re.search(rf"resuming from {re.escape(str(store))}/\w+ at step \d+", resumed.stderr + resumed.stdout)
+    assert outcome(repo) == first
+    assert not list(store.glob("*/checkpoint-*"))  # cleaned up once the adapter is saved
 
 
-def test_sigterm_saves_checkpoint_and_exits(repo):
+def test_sigterm_saves_checkpoint_and_exits(repo, tmp_path):
+    store = tmp_path / "checkpoints"
     write_params(repo, {"train": {"epochs": 2, "checkpoint_every": 0}})
     run([sys.executable, "-m", "stages.prepare"], repo)
     run([sys.executable, "-m", "stages.tokenize"], repo)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=repo, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stages.train"],
+        cwd=repo,
+        env={**os.environ, **checkpoint_env(store)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     step_log = repo / "metrics/train/plots/metrics/train_step/loss.tsv"
     deadline = time.time() + 120
     while not step_log.exists() and proc.poll() is None and time.time() < deadline:
@@ -177,7 +277,27 @@ def test_sigterm_saves_checkpoint_and_exits(repo):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
-    assert "checkpoint saved" in err
-    assert (repo / "checkpoints/train/fingerprint.txt").exists()
-    done = run([sys.executable, "-m", "stages.train"], repo)
+    assert "checkpoint saved in" in err
+    assert len(complete_checkpoints(store)) == 1
+    done = run([sys.executable, "-m", "stages.train"], repo, env=checkpoint_env(store))
     assert "resuming from" in done.stderr
+    assert json.loads((repo / "metrics/train/metrics.json").read_text())["epochs_run"] == 2
+
+
+def test_stale_checkpoints_pruned(tmp_path, monkeypatch, caplog):
+    from lora_dvc.checkpoints import MAX_AGE_DAYS, prune_stale
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("LORA_DVC_CHECKPOINTS", raising=False)
+    root = tmp_path / "cache/lora-dvc/checkpoints"
+    old, fresh = root / "old", root / "fresh"
+    for folder in (old, fresh):
+        (folder / "checkpoint-3").mkdir(parents=True)
+        (folder / "checkpoint-3/state.json").write_text("{}")
+    past = time.time() - (MAX_AGE_DAYS + 1) * 86400
+    for path in [old, *old.rglob("*")]:
+        os.utime(path, (past, past))
+    with caplog.at_level("INFO"):
+        assert prune_stale() == [old]
+    assert fresh.exists() and not old.exists()
+    assert "pruned stale checkpoint" in caplog.text

@@ -11,6 +11,7 @@ logs each attempt; every call asserts that log is still empty. The remote gets t
 `endpointurl`, `allow_anonymous_login` and GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false, the settings
 docs/remote.md gives users for an emulator.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,7 +33,6 @@ from urllib.request import ProxyHandler, build_opener
 import pytest
 import yaml
 from configobj import ConfigObj
-
 from conftest import ROOT, make_repo, run, write_params
 
 OUTS = ("data/prepared", "data/tokenized", "models/classifier")
@@ -102,7 +102,9 @@ class Sandbox:
         (folder / "sitecustomize.py").write_text(GUARD)
         (folder / "gcloud").mkdir(exist_ok=True)
         self.log = folder / "blocked.log"
-        no_proxy = {k: "" for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")}
+        no_proxy = {
+            k: "" for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+        }
         self.env = {
             **no_proxy,
             "NO_PROXY": "127.0.0.1,localhost",
@@ -119,7 +121,9 @@ class Sandbox:
         self.log.unlink(missing_ok=True)
         return text
 
-    def run(self, cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    def run(
+        self, cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None
+    ) -> subprocess.CompletedProcess:
         result = run(cmd, cwd, check=check, env={**self.env, **(env or {})}, timeout=300)
         blocked = self.blocked()
         assert not blocked, f"{' '.join(cmd)} tried to leave 127.0.0.1:\n{blocked}"
@@ -129,9 +133,15 @@ class Sandbox:
         return self.run([sys.executable, "-m", "dvc", *args], cwd, check=check)
 
     def popen(self, args: list[str], cwd: Path, out: Path) -> subprocess.Popen:
-        env = {**os.environ, **self.env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        env = {
+            **os.environ,
+            **self.env,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
         with out.open("w") as handle:
-            return subprocess.Popen([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT)
+            return subprocess.Popen(
+                [sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT
+            )
 
 
 def free_port() -> int:
@@ -154,7 +164,7 @@ class Emulator:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "Emulator":
+    def start(self) -> Emulator:
         self.folder.mkdir(parents=True, exist_ok=True)
         log = self.folder / f"emulator-{self.port}-{len(self.logs)}.log"
         self.logs.append(log)
@@ -163,7 +173,9 @@ class Emulator:
         cmd += ["start", "--host", "127.0.0.1", "--port", str(self.port), "--default-bucket", self.bucket]
         cmd += [] if self.data_dir else ["--in-memory"]
         with log.open("wb") as handle:
-            self.proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **self.sandbox.env})
+            self.proc = subprocess.Popen(
+                cmd, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **self.sandbox.env}
+            )
         deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:
@@ -211,7 +223,9 @@ class Emulator:
     def uploads(self, start: int | None = None) -> int:
         """Upload requests served so far (by one start of the emulator, or by all)."""
         logs = self.logs if start is None else [self.logs[start]]
-        return sum(line.count("/upload/storage/") for log in logs for line in log.read_text(errors="replace").splitlines())
+        return sum(
+            line.count("/upload/storage/") for log in logs for line in log.read_text(errors="replace").splitlines()
+        )
 
 
 def remote_name() -> str:
@@ -257,7 +271,9 @@ def snapshot(repo: Path, outs: tuple[str, ...] = OUTS) -> dict[str, str]:
     """sha256 of every file of the cached outputs."""
     return {
         str(path.relative_to(repo)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for out in outs for path in sorted((repo / out).rglob("*")) if path.is_file()
+        for out in outs
+        for path in sorted((repo / out).rglob("*"))
+        if path.is_file()
     }
 
 
@@ -322,7 +338,11 @@ def published(tmp_path_factory, tiny_model, sandbox, gcs) -> Published:
     work = make_study(base / "work", tiny_model)
     # the documented recipe for an emulator, through dvc's own commands
     name = remote_name()
-    for key, value in (("url", f"gs://{gcs.bucket}/{PREFIX}"), ("endpointurl", gcs.url), ("allow_anonymous_login", "true")):
+    for key, value in (
+        ("url", f"gs://{gcs.bucket}/{PREFIX}"),
+        ("endpointurl", gcs.url),
+        ("allow_anonymous_login", "true"),
+    ):
         sandbox.dvc(["remote", "modify", "--local", name, key, value], work)
     sandbox.dvc(["repro"], work)
     run(["git", "add", "-A"], work)
@@ -371,10 +391,16 @@ def test_push_sends_every_cached_object_byte_for_byte(published, gcs):
     for stage, out in (("prepare", "data/prepared"), ("tokenize", "data/tokenized"), ("train", "models/classifier")):
         md5 = next(o["md5"] for o in lock[stage]["outs"] if o["path"] == out)
         entries = json.loads(gcs.read(remote_key(md5)))
-        assert {e["relpath"] for e in entries} == {p[len(out) + 1:] for p in published.files if p.startswith(out + "/")}
+        assert {e["relpath"] for e in entries} == {
+            p[len(out) + 1 :] for p in published.files if p.startswith(out + "/")
+        }
         assert all(remote_key(e["md5"]) in in_bucket for e in entries)
-    assert any(e["relpath"] == "adapter_model.safetensors" for e in json.loads(gcs.read(remote_key(
-        next(o["md5"] for o in lock["train"]["outs"] if o["path"] == "models/classifier")))))
+    assert any(
+        e["relpath"] == "adapter_model.safetensors"
+        for e in json.loads(
+            gcs.read(remote_key(next(o["md5"] for o in lock["train"]["outs"] if o["path"] == "models/classifier")))
+        )
+    )
 
 
 def test_second_push_uploads_nothing(published, sandbox, gcs):
@@ -558,7 +584,9 @@ def test_interrupted_pushes_and_an_emulator_restart_lose_nothing(published, sand
         # 3. one more push completes whatever is missing, and only that
         final = sandbox.dvc(["push"], work)
         missing = len(expected) - len(survived)
-        assert (f"{missing} file" in final.stdout) if missing else ("Everything is up to date" in final.stdout), final.stdout
+        assert (f"{missing} file" in final.stdout) if missing else ("Everything is up to date" in final.stdout), (
+            final.stdout
+        )
         after = gcs.objects()
         assert set(after) == set(expected)
         assert {name: after[name] for name in survived} == survived, "push re-sent objects the bucket held"
@@ -594,7 +622,9 @@ def test_imported_dataset_is_versioned_pushed_and_read_by_prepare(published, san
     url = f"http://127.0.0.1:{server.server_address[1]}/banglasenti.csv"
     try:
         alice = clone(published.origin, tmp_path / "alice", gcs)
-        fetched = sandbox.run([sys.executable, "scripts/fetch_data.py", "banglasenti", "--url", f"banglasenti.csv={url}"], alice)
+        fetched = sandbox.run(
+            [sys.executable, "scripts/fetch_data.py", "banglasenti", "--url", f"banglasenti.csv={url}"], alice
+        )
         assert "dvc push" in fetched.stdout and "data.path=data/external/banglasenti/banglasenti.csv" in fetched.stdout
         dvcfile = alice / "data/external/banglasenti/banglasenti.csv.dvc"
         meta = yaml.safe_load(dvcfile.read_text())
@@ -648,10 +678,13 @@ def test_remote_check_says_what_is_wrong_in_one_line(published, sandbox, gcs, tm
     assert "placeholder" in placeholder and "dvc remote modify" in placeholder
     assert "bucket 'no-such-bucket' does not exist" in fails(head + "    url = gs://no-such-bucket/x\n" + emulator)
     closed = f"http://127.0.0.1:{free_port()}"
-    assert f"cannot reach {closed}" in fails(head + f"    url = gs://{gcs.bucket}/x\n    endpointurl = {closed}\n    allow_anonymous_login = true\n")
+    assert f"cannot reach {closed}" in fails(
+        head + f"    url = gs://{gcs.bucket}/x\n    endpointurl = {closed}\n    allow_anonymous_login = true\n"
+    )
     assert "allow_anonymous_login" in fails(head + f"    url = gs://{gcs.bucket}/x\n    endpointurl = {gcs.url}\n")
-    assert "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT" in fails(head + f"    url = gs://{gcs.bucket}/x\n" + emulator,
-                                                        env={"GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "true"})
+    assert "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT" in fails(
+        head + f"    url = gs://{gcs.bucket}/x\n" + emulator, env={"GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "true"}
+    )
 
     # a real bucket and no credentials anywhere: google-auth goes looking for the metadata server
     local.write_text(head + "    url = gs://some-team-bucket/lora-finetune\n")

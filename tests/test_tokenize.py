@@ -1,4 +1,5 @@
 """The tokenize stage's fast path gives exactly what the tokenizer's own call gives."""
+
 from __future__ import annotations
 
 import pandas as pd

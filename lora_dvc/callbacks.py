@@ -1,0 +1,254 @@
+"""The few pieces the train stage adds to transformers' Trainer, as TrainerCallbacks.
+
+- `Tallies`: loss sum and confusion matrix of the training batches, kept on the device. Trainer
+  logs only the mean loss of training batches; the pipeline's curves also hold train accuracy per
+  log window and train accuracy/macro-F1 per epoch (stages/report.py plots them), which need the
+  logits Trainer throws away. `TallyingTrainer.compute_loss` (lora_dvc.training) feeds it.
+- `LiveCallback`: writes the pipeline's DVCLive keys (train_step/{loss,accuracy,lr},
+  train|val/{loss,accuracy,macro_f1} per epoch). dvclive's own DVCLiveCallback logs Trainer's
+  log dicts under Trainer's names (`loss`, `eval_loss`, `learning_rate`) and knows nothing of
+  train accuracy, so it cannot keep the keys that dvc.yaml's plots and the report read.
+- `CheckpointCallback`: a checkpoint every `train.checkpoint_every` steps on top of Trainer's
+  per-epoch ones (Trainer's own `save_steps` cannot be combined with `load_best_model_at_end`
+  unless it is a multiple of the epoch-end evaluation), a log line at every checkpoint (so that
+  Trainer's loss window restarts where a resumed run restarts it), the DVCLive history and the
+  tallies saved into each checkpoint, and the upload of a finished checkpoint to a remote store.
+- `StopOnSignal`: SIGINT/SIGTERM finish the current step, save a checkpoint and stop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import TrainerCallback
+
+from lora_dvc.checkpoints import COMPLETE, CheckpointStore
+
+log = logging.getLogger("train")
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over data-parallel processes (a no-op in one process)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        tensor = tensor.clone()
+        torch.distributed.all_reduce(tensor)
+    return tensor
+
+
+class Tally:
+    """Loss sum, row count and confusion matrix kept on the device: no host sync per step."""
+
+    def __init__(self, n_classes: int, state: dict | None = None) -> None:
+        self.n_classes = n_classes
+        self.reset(state)
+
+    def reset(self, state: dict | None = None) -> None:
+        state = state or {"loss": 0.0, "confusion": [[0] * self.n_classes] * self.n_classes}
+        self.loss = torch.tensor(state["loss"], dtype=torch.float64)
+        self.confusion = torch.tensor(state["confusion"], dtype=torch.float64)
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        if self.loss.device != logits.device:
+            self.loss, self.confusion = self.loss.to(logits.device), self.confusion.to(logits.device)
+        keep = labels >= 0  # rows padded in for static shapes carry label -100
+        n = self.n_classes
+        self.loss += loss.detach().double() * keep.sum()
+        self.confusion += F.one_hot(labels[keep], n).double().T @ F.one_hot(logits[keep].argmax(-1), n).double()
+
+    def reduced_state(self) -> dict:
+        """This tally summed over all processes (every process must call it at the same point)."""
+        return {"loss": float(all_reduce_sum(self.loss)), "confusion": all_reduce_sum(self.confusion).cpu().tolist()}
+
+    @staticmethod
+    def summary(state: dict) -> dict:
+        confusion = np.asarray(state["confusion"])
+        rows, tp = confusion.sum(), np.diag(confusion)
+        predicted, actual = confusion.sum(0), confusion.sum(1)
+        precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+        recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
+        f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=precision + recall > 0)
+        return {
+            "loss": state["loss"] / max(rows, 1),
+            "accuracy": float(tp.sum() / max(rows, 1)),
+            "macro_f1": float(f1.mean()),
+            "rows": int(rows),
+        }
+
+
+class Tallies:
+    """The log-window and the epoch tallies, plus what a resumed run must carry on."""
+
+    def __init__(self, n_classes: int) -> None:
+        self.window = Tally(n_classes)
+        self.epoch = Tally(n_classes)
+        self.epoch_train: dict | None = None  # train metrics of the epoch just ended
+        self.progress = {"best_f1": -1.0, "best_epoch": 0, "epochs_run": 0, "seconds": 0.0, "samples": 0}
+
+    def add(self, loss, logits, labels, world_size: int) -> None:
+        self.window.add(loss, logits, labels)
+        self.epoch.add(loss, logits, labels)
+        self.progress["samples"] += int(labels.shape[0]) * world_size
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch.reduced_state(), "progress": dict(self.progress)}
+
+    def restore(self, state: dict, is_main: bool) -> None:
+        # the saved epoch tally is the sum over all processes: rank 0 takes it, the others restart at 0
+        if is_main:
+            self.epoch.reset(state["epoch"])
+        self.progress.update(state["progress"])
+
+
+class LiveCallback(TrainerCallback):
+    """The pipeline's DVCLive curves from Trainer's events; `live` is None on ranks other than 0."""
+
+    def __init__(self, live, tallies: Tallies, epochs: int, xla: bool = False) -> None:
+        self.live, self.tallies, self.epochs, self.xla = live, tallies, epochs, xla
+        self.compilations: int | None = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "loss" not in logs or "learning_rate" not in logs:
+            return  # evaluation and end-of-training logs
+        window = Tally.summary(self.tallies.window.reduced_state())
+        self.tallies.window.reset()
+        if self.live is not None:
+            self.live.step = state.global_step
+            self.live.log_metric("train_step/loss", logs["loss"])
+            self.live.log_metric("train_step/accuracy", window["accuracy"])
+            self.live.log_metric("train_step/lr", logs["learning_rate"])
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.tallies.epoch_train = Tally.summary(self.tallies.epoch.reduced_state())
+        self.tallies.epoch.reset()
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        epoch = round(state.epoch)
+        progress = self.tallies.progress
+        val = {
+            "loss": metrics["eval_logloss"],
+            "accuracy": metrics["eval_accuracy"],
+            "macro_f1": metrics["eval_macro_f1"],
+        }
+        if val["macro_f1"] > progress["best_f1"]:  # strictly better, as Trainer's best-model tracking
+            progress.update(best_f1=val["macro_f1"], best_epoch=epoch)
+        progress["epochs_run"] = epoch
+        log.info(
+            "epoch %d/%d: val accuracy %.4f, macro-F1 %.4f, loss %.4f",
+            epoch,
+            self.epochs,
+            val["accuracy"],
+            val["macro_f1"],
+            val["loss"],
+        )
+        if self.live is None:
+            return
+        self.live.step = state.global_step
+        train = self.tallies.epoch_train or {}
+        for key in ("loss", "accuracy", "macro_f1"):
+            if key in train:
+                self.live.log_metric(f"train/{key}", train[key])
+            self.live.log_metric(f"val/{key}", val[key])
+        self.live.log_metric("epoch", epoch, plot=False)
+        if self.xla:
+            self.log_compilations(epoch)
+
+    def log_compilations(self, epoch: int) -> None:
+        """XLA compiles one graph per shape: the count must stop growing after the first epoch."""
+        from lora_dvc.device import xla_compile_stats
+
+        stats = xla_compile_stats()
+        self.live.log_metric("xla/compilations", stats["compilations"])
+        self.live.log_metric("xla/compile_seconds", stats["compile_seconds"])
+        # on Trainer, epoch 2 still adds up to 2 graphs (the first epoch-end checkpoint; tests/test_xla.py
+        # pins it): growth after that means a shape that changes with the data
+        if self.compilations is not None and epoch > 2 and stats["compilations"] > self.compilations:
+            log.warning(
+                "XLA compiled %d more graphs in epoch %d: shapes are not static",
+                stats["compilations"] - self.compilations,
+                epoch,
+            )
+        self.compilations = stats["compilations"]
+
+
+class CheckpointCallback(TrainerCallback):
+    """Step checkpoints, and what each checkpoint holds besides Trainer's own state."""
+
+    def __init__(
+        self,
+        every: int,
+        steps_per_epoch: int,
+        store: CheckpointStore,
+        tallies: Tallies,
+        live_dir: Path,
+        live,
+        started: float,
+    ) -> None:
+        self.every, self.steps_per_epoch, self.store, self.tallies = every, steps_per_epoch, store, tallies
+        self.live_dir, self.live, self.started = live_dir, live, started
+
+    def on_step_end(self, args, state, control, **kwargs):
+        # an epoch's last step is saved after its evaluation (Trainer's epoch checkpoint), once
+        epoch_end = state.global_step % self.steps_per_epoch == 0
+        if self.every and state.global_step % self.every == 0 and not epoch_end:
+            control.should_save = True
+        if control.should_save:
+            control.should_log = True  # the loss window restarts at a checkpoint, as after a resume
+        return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if control.should_save:
+            control.should_log = True
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        self.tallies.progress["seconds"] = time.perf_counter() - self.started
+        saved = self.tallies.state()  # every process takes part in the reduction
+        if not state.is_world_process_zero:
+            return
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if self.live is not None:
+            self.live.make_summary()
+        shutil.rmtree(folder / "live", ignore_errors=True)
+        if self.live_dir.exists():
+            shutil.copytree(self.live_dir, folder / "live")
+        (folder / COMPLETE).write_text(json.dumps(saved))  # last: marks the checkpoint complete
+        self.store.upload(folder)
+
+
+def restore_live(checkpoint: Path, live_dir: Path) -> None:
+    """Put back the DVCLive history as it was when the checkpoint was written."""
+    shutil.rmtree(live_dir, ignore_errors=True)
+    if (checkpoint / "live").exists():
+        shutil.copytree(checkpoint / "live", live_dir)
+
+
+class StopOnSignal(TrainerCallback):
+    """SIGINT/SIGTERM: finish the step, save a checkpoint, stop (no evaluation, no second save)."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        if threading.current_thread() is threading.main_thread():  # not in torch_xla.launch threads
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signum
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.signal is not None:
+            control.should_save = control.should_log = control.should_training_stop = True
+        return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.signal is not None:
+            control.should_evaluate = control.should_save = control.should_log = False
+        return control

@@ -1,0 +1,245 @@
+"""docs/params.md, generated from the params schema so that it cannot drift from it.
+
+    python -m lora_dvc.params_reference            # (re)write docs/params.md
+    python -m lora_dvc.params_reference --check    # exit 1 with one line when docs/params.md is stale
+    python -m lora_dvc.params_reference --count    # measure the lora.targets trainable counts below
+
+Every key of `lora_dvc.params.Params` gets its type, default and allowed range (the dataclass
+fields and their metadata), its comment from params.yaml and the peft / transformers / scikit-learn
+name it maps to (MAPS_TO, kept here, one entry per key; a test checks none is missing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from lora_dvc.atomic import write_text
+from lora_dvc.errors import UserError
+from lora_dvc.params import PARAMS_FILE, Params, _type_name  # _type_name: the wording of the schema's errors
+from lora_dvc.runner import ArgumentParser, run_stage
+
+REFERENCE = Path("docs/params.md")
+COMMAND = "python -m lora_dvc.params_reference"
+
+# param key -> what it is called in the library that consumes it (or how this project uses it)
+MAPS_TO = {
+    "data.dataset": "lora_dvc.datasets loader (`csv` = any CSV/TSV/JSONL with the two columns below)",
+    "data.path": "the loader's input folder or file (a DVC dependency of `prepare`)",
+    "data.text_column": "pandas column read as the text",
+    "data.label_column": "pandas column read as the label",
+    "data.labels": "label id order -> `config.id2label` / `label2id` of the model",
+    "data.val_fraction": "scikit-learn `train_test_split(test_size=, stratify=)`",
+    "data.test_fraction": "scikit-learn `train_test_split(test_size=, stratify=)`",
+    "data.max_train_rows": "stratified `train_test_split(train_size=)` of the training split",
+    "data.seed": "`train_test_split(random_state=)`",
+    "model.name": "`AutoModelForSequenceClassification.from_pretrained(pretrained_model_name_or_path=)`",
+    "model.max_length": "tokenizer `max_length=` (with `truncation=True`)",
+    "model.length_buckets": "padded lengths of the batches (this project's bucketing; cf. `DataCollatorWithPadding`)",
+    "lora.r": "peft `LoraConfig.r`",
+    "lora.alpha": "peft `LoraConfig.lora_alpha`",
+    "lora.dropout": "peft `LoraConfig.lora_dropout`",
+    "lora.targets": "peft `LoraConfig.target_modules` (aliases expanded to module names, see below)",
+    "lora.bias": "peft `LoraConfig.bias`",
+    "lora.rslora": "peft `LoraConfig.use_rslora`",
+    "lora.dora": "peft `LoraConfig.use_dora`",
+    "lora.plus_ratio": "peft `create_loraplus_optimizer(loraplus_lr_ratio=)`",
+    "lora.modules_to_save": "peft `LoraConfig.modules_to_save` (the classifier head is always saved)",
+    "lora.max_trainable": "this project's guard: refuse a config with more trainable parameters",
+    "train.method": "`lora`: peft `get_peft_model`; `full`: every weight; `tfidf`: scikit-learn "
+    "`TfidfVectorizer` + `LogisticRegression`",
+    "train.epochs": "transformers `TrainingArguments.num_train_epochs`",
+    "train.min_steps": "raises `TrainingArguments.num_train_epochs` to ceil(min_steps / steps per epoch); "
+    "no transformers key (`max_steps` caps, it never raises)",
+    "train.batch_size": "the global batch: transformers `per_device_train_batch_size` x `train.processes`",
+    "train.lr": "transformers `TrainingArguments.learning_rate` (AdamW `lr`)",
+    "train.weight_decay": "transformers `TrainingArguments.weight_decay` (AdamW `weight_decay`)",
+    "train.warmup_ratio": "transformers `TrainingArguments.warmup_ratio` (`get_linear_schedule_with_warmup`)",
+    "train.max_grad_norm": "transformers `TrainingArguments.max_grad_norm` (`clip_grad_norm_`)",
+    "train.seed": "transformers `TrainingArguments.seed` (`torch.manual_seed`)",
+    "train.patience": "transformers `EarlyStoppingCallback(early_stopping_patience=)` with "
+    "`load_best_model_at_end=True`, `metric_for_best_model` val macro-F1",
+    "train.device": "torch device: `cpu`, `cuda`, `xla` (torch_xla); `auto` picks the best present",
+    "train.precision": "transformers `TrainingArguments.bf16` (`torch.autocast(dtype=torch.bfloat16)`)",
+    "train.cores": "`torch_xla.launch` over the host's TPU cores (data parallel) when `all`",
+    "train.processes": "`torchrun --nproc_per_node=` (torch DDP; `TrainingArguments` runs one process per device)",
+    "train.log_every": "transformers `TrainingArguments.logging_steps` (DVCLive step logs)",
+    "train.checkpoint_every": "transformers `TrainingArguments.save_steps` (resumable checkpoints)",
+    "evaluate.batch_size": "transformers `TrainingArguments.per_device_eval_batch_size`",
+}
+
+# Measured with `python -m lora_dvc.params_reference --count` (lora_dvc.modeling on the bundled
+# sentence-transformers/all-MiniLM-L6-v2, 4 labels, lora.r 8): trainable parameters, head included.
+TARGET_COUNTS = {"qv": 75_268, "qkv": 112_132, "all": 339_460, "all-linear": 339_460}
+TOTAL_PARAMS = 22_716_296  # the same model with its 4-label head, before LoRA
+COUNT_MODEL, COUNT_LABELS, COUNT_R = "sentence-transformers/all-MiniLM-L6-v2", ["a", "b", "c", "d"], 8
+
+TARGETS_SECTION = f"""## What `lora.targets` adapts
+
+The aliases are suffixes matched against the model's linear modules (`lora_dvc/modeling.py`,
+`TARGET_ALIASES`): a module is adapted when its name ends with `.<suffix>`.
+
+| alias | suffixes | modules adapted in a BERT-style encoder | trainable (all-MiniLM-L6-v2, r 8) |
+|---|---|---|---|
+| `qv` | query, value | `attention.self.query`, `attention.self.value` of every layer | {TARGET_COUNTS["qv"]:,} |
+| `qkv` | query, key, value | the three attention projections of every layer | {TARGET_COUNTS["qkv"]:,} |
+| `all` | query, key, value, dense | the three projections **and every `*.dense`**: the attention output \
+(`attention.output.dense`), both feed-forward layers (`intermediate.dense`, `output.dense`) and the pooler \
+(`pooler.dense`) | {TARGET_COUNTS["all"]:,} |
+| `all-linear` | peft's shorthand | every linear layer but the classifier head | {TARGET_COUNTS["all-linear"]:,} |
+
+So `all` is not "attention only": on all-MiniLM-L6-v2 it adapts 37 modules (6 per layer plus the
+pooler) and trains {TARGET_COUNTS["all"] / TARGET_COUNTS["qv"]:.1f}x the parameters of `qv` \
+({TARGET_COUNTS["all"] / TOTAL_PARAMS:.2%} of the {TOTAL_PARAMS:,} weights, against \
+{TARGET_COUNTS["qv"] / TOTAL_PARAMS:.2%}); for this model it is the same set as `all-linear`. The
+counts include the 4-label classifier head (1,540 parameters), which is trained in full. A list
+(`lora.targets: [query, value, attention.output.dense]`) picks modules by the same suffix rule.
+Measured with `{COMMAND} --count`.
+"""
+
+
+@dataclasses.dataclass
+class Row:
+    key: str
+    type: str
+    default: str
+    allowed: str
+    comment: str
+    maps_to: str
+
+
+def schema_fields(cls=Params, prefix: str = "") -> list[tuple[str, Any, dataclasses.Field]]:
+    """(dotted key, type hint, field) of every leaf of the schema, in params.yaml order."""
+    found = []
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            found += schema_fields(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            found.append((f"{prefix}{f.name}", hints[f.name], f))
+    return found
+
+
+def yaml_literal(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ", ".join(map(yaml_literal, value)) + "]"
+    return str(value)
+
+
+def default_of(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def yaml_comments(text: str) -> dict[str, str]:
+    """Dotted key -> the comment at the end of its line in params.yaml (sections are top-level keys)."""
+    comments, section = {}, ""
+    for line in text.splitlines():
+        top = re.match(r"^(\w+):\s*(#.*)?$", line)
+        if top:
+            section = top.group(1)
+            continue
+        item = re.match(r"^\s+(\w+):[^#]*#\s*(.*)$", line)
+        if item and section:
+            comments[f"{section}.{item.group(1)}"] = item.group(2).strip()
+    return comments
+
+
+def rows(params_yaml: str) -> list[Row]:
+    comments = yaml_comments(params_yaml)
+    missing = [key for key, _, _ in schema_fields() if key not in MAPS_TO]
+    if missing:
+        raise UserError(f"lora_dvc/params_reference.py: MAPS_TO has no entry for {', '.join(missing)}; add one")
+    return [
+        Row(
+            key,
+            _type_name(hint),
+            yaml_literal(default_of(f)),
+            f.metadata.get("allowed", "any"),
+            comments.get(key, ""),
+            MAPS_TO[key],
+        )
+        for key, hint, f in schema_fields()
+    ]
+
+
+def cell(text: str) -> str:
+    return text.replace("|", "\\|") or "–"
+
+
+def render(params_yaml: str) -> str:
+    lines = [
+        "# Params reference",
+        "",
+        f"<!-- generated by `{COMMAND}` from lora_dvc/params.py and params.yaml: do not edit by hand -->",
+        "",
+        "Every key of `params.yaml`, as the schema (`lora_dvc/params.py`) checks it before any stage runs.",
+        "Set one for an experiment with `dvc exp run -S key=value`. *Maps to* is the name the same knob",
+        "has in peft, transformers or scikit-learn.",
+        "",
+    ]
+    section = ""
+    for row in rows(params_yaml):
+        if row.key.split(".")[0] != section:
+            section = row.key.split(".")[0]
+            lines += [
+                f"## `{section}`",
+                "",
+                "| key | type | default | allowed | maps to | comment in params.yaml |",
+                "|---|---|---|---|---|---|",
+            ]
+        cells = [f"`{row.key}`", row.type, f"`{row.default}`", row.allowed, row.maps_to, row.comment]
+        lines.append("| " + " | ".join(cell(c) for c in cells) + " |")
+    text = "\n".join(_blank_after_tables(lines))
+    return text + "\n" + TARGETS_SECTION
+
+
+def _blank_after_tables(lines: list[str]) -> list[str]:
+    """A blank line before each section heading that follows a table row."""
+    out: list[str] = []
+    for line in lines:
+        if line.startswith("## ") and out and out[-1].startswith("|"):
+            out.append("")
+        out.append(line)
+    return out + [""]
+
+
+def count_trainable() -> dict[str, tuple[int, int]]:
+    """targets alias -> (trainable, total) on the bundled MiniLM with LoRA r 8 (lora_dvc.modeling)."""
+    from lora_dvc.modeling import apply_method, count_params, load_base_model
+    from lora_dvc.params import LoraParams
+
+    counts = {}
+    for targets in TARGET_COUNTS:
+        model = load_base_model(COUNT_MODEL, COUNT_LABELS)
+        counts[targets] = count_params(apply_method(model, "lora", LoraParams(r=COUNT_R, targets=targets)))
+    return counts
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if the file differs from what the schema gives")
+    parser.add_argument("--count", action="store_true", help="print the lora.targets trainable counts and exit")
+    parser.add_argument("--out", default=str(REFERENCE), help=f"the markdown file (default {REFERENCE})")
+    args = parser.parse_args(argv)
+    if args.count:
+        for targets, (trainable, total) in count_trainable().items():
+            print(f"{targets}\t{trainable}\t{total}")
+        return
+    text, out = render(Path(PARAMS_FILE).read_text(encoding="utf-8")), Path(args.out)
+    if not args.check:
+        write_text(out, text)
+        print(f"wrote {out}")
+    elif not out.is_file() or out.read_text(encoding="utf-8") != text:
+        print(f"{out} is stale: it differs from lora_dvc/params.py and params.yaml; run `{COMMAND}`", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run_stage(main)

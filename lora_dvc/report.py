@@ -1,0 +1,211 @@
+"""The report's figures (matplotlib) and markdown, from the metrics files of one run.
+
+Three figures: training curves, the test confusion matrix (count and row %), per-class
+precision/recall/F1. The markdown opens with a warning when the model did not learn (evaluate's
+`test.learned`), then results, figures, per-class metrics, parameters and data statistics.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from lora_dvc import artifacts
+from lora_dvc.artifacts import CONFUSION, read_metrics
+from lora_dvc.artifacts import REPORT_PLOTS as PLOTS
+from lora_dvc.artifacts import TRAIN_PLOTS as TRAIN_TSV
+from lora_dvc.atomic import atomic_path
+from lora_dvc.metrics import not_learned_advice
+from lora_dvc.params import Params
+
+METHOD_NAMES = {"lora": "LoRA", "full": "full fine-tuning", "tfidf": "TF-IDF + logistic regression"}
+
+
+def save_figure(fig, name: str) -> str:
+    with atomic_path(PLOTS / name) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return f"../{PLOTS.as_posix()}/{name}"
+
+
+def training_curves_figure() -> plt.Figure:
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, metric in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        path = TRAIN_TSV / f"train_step/{metric}.tsv"
+        if path.exists():
+            frame = pd.read_csv(path, sep="\t")
+            ax.plot(frame["step"], frame[metric], color="0.6", lw=1, label="train (running, per log interval)")
+    for split, style in (("train", "o-"), ("val", "s-")):
+        for ax, metric in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+            path = TRAIN_TSV / f"{split}/{metric}.tsv"
+            if path.exists():
+                frame = pd.read_csv(path, sep="\t")
+                ax.plot(frame["step"], frame[metric], style, label=f"{split} (per epoch)")
+    ax_loss.set(title="Loss", xlabel="step", ylabel="cross-entropy")
+    ax_acc.set(title="Accuracy", xlabel="step", ylabel="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return fig
+
+
+def confusion_figure(labels: list[str]) -> plt.Figure:
+    pairs = pd.DataFrame(read_metrics(CONFUSION))
+    matrix = pd.crosstab(pairs["actual"], pairs["predicted"]).reindex(index=labels, columns=labels, fill_value=0)
+    rates = matrix.div(matrix.sum(axis=1).replace(0, 1), axis=0)
+    fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2.5, 1.1 * len(labels) + 1.5))
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(
+                j,
+                i,
+                f"{matrix.iat[i, j]}\n{rates.iat[i, j]:.0%}",
+                ha="center",
+                va="center",
+                color="white" if rates.iat[i, j] > 0.5 else "black",
+                fontsize=9,
+            )
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set(xlabel="predicted", ylabel="actual", title="Test confusion matrix (count, row %)")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    return fig
+
+
+def per_class_figure(per_class: dict) -> plt.Figure:
+    frame = pd.DataFrame(per_class).T[["precision", "recall", "f1"]]
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(frame)), 4))
+    x = np.arange(len(frame))
+    for k, column in enumerate(frame.columns):
+        bars = ax.bar(x + (k - 1) * 0.27, frame[column], width=0.27, label=column)
+        if column == "f1":
+            ax.bar_label(bars, fmt="%.3f", fontsize=8)
+    ax.set_xticks(x, frame.index)
+    ax.set(ylim=(0, 1.05), ylabel="score", title="Per-class precision, recall and F1 (test)")
+    ax.legend(loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def params_table(params: Params) -> str:
+    rows = [
+        ("dataset", f"{params.data.dataset} ({params.data.path})"),
+        ("model", params.model.name),
+        ("max_length / buckets", f"{params.model.max_length} / {params.buckets}"),
+        ("method", METHOD_NAMES[params.train.method]),
+    ]
+    if params.train.method == "lora":
+        lora = params.lora
+        rows += [
+            ("LoRA r / alpha / dropout", f"{lora.r} / {lora.alpha:g} / {lora.dropout:g}"),
+            ("LoRA targets / bias", f"{lora.targets} / {lora.bias}"),
+        ]
+    tp = params.train
+    rows += [
+        ("epochs / batch size", f"{tp.epochs} / {tp.batch_size}"),
+        ("lr / warmup / weight decay", f"{tp.lr:g} / {tp.warmup_ratio:g} / {tp.weight_decay:g}"),
+        ("seed", str(tp.seed)),
+    ]
+    return pd.DataFrame(rows, columns=["parameter", "value"]).to_markdown(index=False)
+
+
+def learned_warning(test: dict) -> str:
+    """A block quote for the top of the report when evaluate found the model did not learn."""
+    if test.get("learned", True):
+        return ""
+    return f"> **WARNING: {not_learned_advice('test', test['macro_f1'], test['majority_macro_f1'])}**\n\n"
+
+
+def results_table(train: dict, test: dict) -> str:
+    def row(name: str, split: dict) -> tuple:
+        return name, split.get("accuracy"), split.get("macro_f1"), split.get("loss")
+
+    results = pd.DataFrame(
+        [
+            row("train (during last epoch)", train.get("train", {})),
+            row("val", train.get("val", {})),
+            row("test", test),
+            ("test, majority class", test["majority_accuracy"], test.get("majority_macro_f1"), None),
+        ],
+        columns=["split", "accuracy", "macro-F1", "loss"],
+    ).astype(object)
+    results = results.where(results.notna(), None)  # blank cells, not "nan"
+    return results.to_markdown(index=False, floatfmt=".4f", missingval="")
+
+
+def model_table(train: dict, test: dict) -> str:
+    rows = [
+        ("trainable parameters", f"{train['trainable_params']:,} ({train['trainable_percent']:.2f}%)"),
+        ("total parameters", f"{train['total_params']:,}"),
+        ("LoRA weight mean", f"{train.get('lora_weight_mean', 0):.3e}"),
+        ("optimizer steps", str(train["steps"])),
+        ("training time", f"{train['train_seconds']:.0f} s ({train['train_samples_per_second']:.1f} samples/s)"),
+        ("test inference", f"{test['samples_per_second']:.0f} samples/s"),
+        ("mean confidence / share > 0.9", f"{test['mean_confidence']:.3f} / {test['confident_fraction']:.3f}"),
+    ]
+    return pd.DataFrame(rows, columns=["", "value"]).to_markdown(index=False)
+
+
+def data_tables(prepare: dict, tokens: dict) -> tuple[str, str, str]:
+    """Rows per split and class, what prepare dropped, token-length statistics."""
+    split_rows = pd.DataFrame(prepare["class_counts"]).T
+    split_rows["total"] = split_rows.sum(axis=1)
+    dropped = pd.DataFrame(sorted(prepare["dropped"].items()), columns=["reason", "rows dropped"])
+    token_table = pd.DataFrame(tokens).T[
+        ["rows", "tokens_mean", "tokens_p50", "tokens_p95", "tokens_max", "truncated_fraction"]
+    ]
+    return split_rows.to_markdown(), dropped.to_markdown(index=False), token_table.to_markdown()
+
+
+def build_report(params: Params) -> str:
+    """reports/report.md's text; the figures are saved to plots/ on the way."""
+    train = read_metrics(artifacts.TRAIN_METRICS)
+    test = read_metrics(artifacts.EVAL_METRICS)["test"]
+    labels = list(test["per_class"])
+    curves = save_figure(training_curves_figure(), "training_curves.png")
+    confusion = save_figure(confusion_figure(labels), "confusion_matrix.png")
+    per_class = save_figure(per_class_figure(test["per_class"]), "per_class_f1.png")
+    per_class_table = pd.DataFrame(test["per_class"]).T
+    per_class_table["support"] = per_class_table["support"].astype(int)
+    split_rows, dropped, token_table = data_tables(
+        read_metrics(artifacts.PREPARE_METRICS), read_metrics(artifacts.TOKENIZE_METRICS)
+    )
+    return f"""# Report: {params.model.name} on {params.data.dataset}
+
+{learned_warning(test)}Generated by `dvc repro` (stage `report`); every number below is read from `metrics/`.
+
+## Results
+{results_table(train, test)}
+
+{model_table(train, test)}
+
+![training curves]({curves})
+
+![confusion matrix]({confusion})
+
+![per-class F1]({per_class})
+
+## Per-class test metrics
+{per_class_table.to_markdown(floatfmt=("", ".4f", ".4f", ".4f", ".0f"))}
+
+## Parameters
+{params_table(params)}
+
+## Data
+Rows per split and class after cleaning:
+
+{split_rows}
+
+What `prepare` dropped, and why:
+
+{dropped}
+
+Token lengths (after truncation to {params.model.max_length}):
+
+{token_table}
+"""

@@ -1,0 +1,117 @@
+"""The bench's pure functions (bench/benchlib.py): FLOP counting, ratios, run order, the result JSON schema.
+
+No timing here: the bench itself is run by hand (bench/README.md).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import benchlib  # noqa: E402
+from benchlib import Encoder  # noqa: E402
+
+MINILM = Encoder(layers=6, hidden=384, ffn=1536, lora_r=8, lora_modules=2)
+
+
+def test_layer_flops_matches_the_hand_count_for_minilm():
+    d, f, length, r = 384, 1536, 40, 8
+    flops = benchlib.layer_flops(MINILM, length)
+    forward = 8 * d * d + 4 * length * d + 4 * d * f + 2 * 4 * d * r
+    assert flops["forward"] == forward
+    # the attention matmuls have two activation operands: their input gradient counts twice
+    assert flops["backward_inputs"] == forward + 4 * length * d
+    assert flops["backward_adapters"] == 2 * 4 * d * r
+
+
+def test_frozen_model_gets_no_weight_gradient_and_lora_adds_little():
+    frozen = benchlib.layer_flops(Encoder(6, 384, 1536), 64)
+    assert frozen["backward_adapters"] == 0
+    with_lora = benchlib.flops_per_token(MINILM, [64])
+    without = benchlib.flops_per_token(Encoder(6, 384, 1536), [64])
+    assert 0 < with_lora / without - 1 < 0.02
+
+
+def test_train_flops_are_about_two_forwards_and_grow_with_length():
+    train = benchlib.flops_per_token(MINILM, [40, 40])
+    forward = benchlib.flops_per_token(MINILM, [40, 40], train=False)
+    assert 2.0 < train / forward < 2.1  # backward to inputs ~1x, adapters tiny, no frozen weight gradients
+    assert benchlib.flops_per_token(MINILM, [128]) > benchlib.flops_per_token(MINILM, [16])
+    # about 22 M parameters, of which ~10.6 M in the encoder's matmuls: forward ~2 FLOPs per weight per token
+    assert 20e6 < forward < 26e6
+
+
+def test_flops_per_token_weights_rows_by_their_tokens():
+    short, long = benchlib.flops_per_token(MINILM, [10]), benchlib.flops_per_token(MINILM, [100])
+    mixed = benchlib.flops_per_token(MINILM, [10, 100])
+    assert mixed == pytest.approx((10 * short + 100 * long) / 110)
+
+
+def test_run_flops_adds_a_forward_val_pass():
+    train_only = benchlib.run_flops(MINILM, [40] * 4, [])
+    with_val = benchlib.run_flops(MINILM, [40] * 4, [40] * 2)
+    assert with_val - train_only == pytest.approx(benchlib.flops_per_token(MINILM, [40], train=False) * 80)
+    assert benchlib.run_flops(MINILM, [40] * 4, [], epochs=2) == pytest.approx(2 * train_only)
+
+
+def test_encoder_from_config_counts_lora_targets():
+    config = SimpleNamespace(num_hidden_layers=6, hidden_size=384, intermediate_size=1536)
+    assert Encoder.from_config(config, 8, "qv") == MINILM
+    assert Encoder.from_config(config, 8, ["query", "key", "value"]).lora_modules == 3
+
+
+def test_ratio_is_peer_time_over_ours_and_none_when_missing():
+    assert benchlib.ratio(10.0, 25.0) == 2.5
+    assert benchlib.ratio(None, 25.0) is None
+    assert benchlib.ratio(10.0, None) is None
+    assert benchlib.matmul_flops(1000) == 2e9
+
+
+def test_alternate_rotates_which_side_leads():
+    assert benchlib.alternate(["a", "b", "c"], 3) == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert benchlib.alternate(["a", "b"], 2)[0] == "a"  # ours leads first: it sets the peers' step count
+
+
+def valid_result() -> dict:
+    host = {key: "x" for key in benchlib.HOST_KEYS}
+    return {
+        "command": "python bench/run.py",
+        "date": "2026-11-28T07:00:00+00:00",
+        "host": host,
+        "args": {},
+        "params": {},
+        "runs": [],
+        "speed": {},
+        "accuracy": {},
+        "flops": {},
+        "peak": {},
+        "tokenize": {},
+        "noop_repro_s": 0.8,
+        "peak_rss_mb": 1500.0,
+        "processes_vs_threads": {"available": False},
+    }
+
+
+def test_schema_accepts_a_complete_result():
+    assert benchlib.schema_errors(valid_result()) == []
+
+
+def test_schema_names_what_is_missing_or_mistyped():
+    result = valid_result()
+    del result["host"]["amx"]
+    del result["flops"]
+    result["runs"] = "not a list"
+    errors = benchlib.schema_errors(result)
+    assert "host.amx: missing" in errors
+    assert "flops: missing" in errors
+    assert any(e.startswith("runs: str") for e in errors)
+
+
+def test_fmt_handles_missing_values():
+    assert benchlib.fmt(None) == "n/a"
+    assert benchlib.fmt(2.345, 2, "x") == "2.35x"
+    assert benchlib.fmt(float("nan")) == "n/a"
