@@ -48,6 +48,7 @@ def test_majority_macro_f1_and_the_learned_flag():
     test = np.array([0, 1, 2, 3] * 5)
     assert majority_macro_f1(np.array([1, 1, 0]), test, 4) == pytest.approx((2 / 5) / 4)
     assert learned(0.5, 0.1) and not learned(0.1 + LEARNED_MARGIN, 0.1) and not learned(0.12, 0.1)
+    assert not learned(0.16, 0.1, accuracy=0.29, baseline_accuracy=0.25)  # chance level: guesses spread
 
     names = ["a", "b", "c", "d"]
     constant = np.tile([0.1, 0.7, 0.1, 0.1], (len(test), 1))  # a model stuck at the majority class

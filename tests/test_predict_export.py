@@ -147,7 +147,9 @@ def test_exported_folders_give_predicts_predictions_in_a_fresh_process(trained, 
     # the evaluate stage saw the same test rows with the same model
     evaluated = pd.read_csv(trained / "metrics/evaluate/predictions.csv").head(SAMPLE_ROWS)
     assert preds["predicted"].head(SAMPLE_ROWS).tolist() == evaluated["predicted"].tolist()
-    np.testing.assert_allclose(preds["confidence"].head(SAMPLE_ROWS), evaluated["confidence"], atol=1e-5)
+    # on a CPU with native bf16 both run under bf16 autocast (train.precision auto), whose rounding
+    # depends on the batch's padded shape: 1e-4-level differences, far below the gaps between classes
+    np.testing.assert_allclose(preds["confidence"].head(SAMPLE_ROWS), evaluated["confidence"], atol=5e-4)
 
     # a merged full model (--merge), and the export of a full model (what lora.enabled false trains)
     call(export_stage.main, ["--merge", "--out", str(tmp_path / "with_merged")])
