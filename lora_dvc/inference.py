@@ -53,7 +53,3 @@ def merge_shards(shards: list[np.ndarray]) -> np.ndarray:
         filled = ~np.isnan(shard[:, 0])
         merged[filled] = shard[filled]
     return merged
-
-
-# the old name, until tests/test_xla.py (another owner) calls batched_probabilities
-predict_proba = batched_probabilities

@@ -158,15 +158,15 @@ import numpy as np, torch
 from transformers import AutoModelForSequenceClassification as M
 from lora_dvc.batching import TokenizedSplit, collate
 from lora_dvc.device import Runtime
-from lora_dvc.inference import predict_proba
+from lora_dvc.inference import batched_probabilities
 torch.manual_seed(0)
 model = M.from_pretrained({str(tiny_model)!r}, num_labels=4).eval()
 rng = np.random.default_rng(0)
 lengths = (5, 9, 16, 16, 3, 30, 32, 7)
 split = TokenizedSplit.from_ids([list(rng.integers(1000, 2000, n)) for n in lengths], [0, 1, 2, 3] * 2)
-cpu = predict_proba(model, split, [16, 32], 4, 0, torch.device("cpu"), progress=False)
+cpu = batched_probabilities(model, split, [16, 32], 4, 0, torch.device("cpu"), progress=False)
 rt = Runtime.create("xla", "fp32")
-xla = predict_proba(model.to(rt.device), split, [16, 32], 4, 0, rt.device, progress=False,
+xla = batched_probabilities(model.to(rt.device), split, [16, 32], 4, 0, rt.device, progress=False,
                     static_shapes=True, autocast=rt.autocast())
 print("maxdiff", float(np.abs(cpu - xla).max()))
 """
@@ -205,17 +205,19 @@ def test_padded_and_sharded_eval_equals_plain(tiny_model):
     from transformers import AutoModelForSequenceClassification
 
     from lora_dvc.batching import TokenizedSplit
-    from lora_dvc.inference import merge_shards, predict_proba
+    from lora_dvc.inference import batched_probabilities, merge_shards
 
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=4).eval()
     rng = np.random.default_rng(1)
     split = TokenizedSplit.from_ids([list(rng.integers(1000, 2000, int(n))) for n in rng.integers(2, 33, 23)])
     cpu = torch.device("cpu")
-    plain = predict_proba(model, split, [16, 32], 4, 0, cpu, progress=False)
-    padded = predict_proba(model, split, [16, 32], 4, 0, cpu, progress=False, static_shapes=True)
+    plain = batched_probabilities(model, split, [16, 32], 4, 0, cpu, progress=False)
+    padded = batched_probabilities(model, split, [16, 32], 4, 0, cpu, progress=False, static_shapes=True)
     shards = [
-        predict_proba(model, split, [16, 32], 4, 0, cpu, progress=False, static_shapes=True, rank=r, world_size=2)
+        batched_probabilities(
+            model, split, [16, 32], 4, 0, cpu, progress=False, static_shapes=True, rank=r, world_size=2
+        )
         for r in range(2)
     ]
     assert not np.isnan(plain).any()
