@@ -1,6 +1,6 @@
 """Check the DVC remote before a push or pull: one line, exit 0 when usable, 1 when not.
 
-    python scripts/remote_check.py            # the default remote (`core.remote`)
+    python scripts/remote_check.py            # this clone's default remote (`core.remote`, set per machine)
     python scripts/remote_check.py -r NAME    # another remote
 
 It reads the same merged configuration `dvc push` reads (`.dvc/config` + `.dvc/config.local`),
@@ -84,7 +84,11 @@ def check(root: Path, remote: str | None, timeout: float) -> str:
     config = repo.config
     name = remote or config["core"].get("remote")
     if not name:
-        raise CheckError("no default DVC remote; .dvc/config should set core.remote (see docs/remote.md)")
+        declared = ", ".join(config["remote"]) or "none"
+        raise CheckError(
+            f"no default DVC remote on this machine (declared: {declared}); make one the default with "
+            "`dvc remote default --local gcs` (scripts/setup_tpu_vm.sh --bucket does it), or check one with -r NAME"
+        )
     conf = config["remote"].get(name)
     if conf is None:
         known = ", ".join(config["remote"]) or "none"

@@ -9,7 +9,7 @@
 #   2. PJRT_DEVICE=TPU written into the venv's activate script, so every `dvc repro`,
 #      `dvc exp run` and `dvc queue start` launched from an activated shell trains on the TPU;
 #   3. a check that torch_xla sees the TPU chips, and a tiny step on one of them;
-#   4. with --bucket, the DVC remote of this clone pointed at your bucket (in .dvc/config.local,
+#   4. with --bucket, the DVC remote of this clone pointed at your bucket and made its default (in .dvc/config.local,
 #      not committed) and checked with scripts/remote_check.py.
 #
 # torch comes from the PyTorch CPU wheel index (about 200 MB; a TPU VM has no use for the 4 GB CUDA
@@ -81,10 +81,11 @@ EOF
 echo "== 4/4 DVC remote"
 if [ -n "$BUCKET" ]; then
   "$VENV/bin/dvc" remote modify --local gcs url "$BUCKET"
+  "$VENV/bin/dvc" remote default --local gcs   # this machine's default; the committed config sets none
   "$VENV/bin/python" scripts/remote_check.py || echo "(fix the remote as the line above says; training does not need it)" >&2
 else
   echo "no --bucket given: the remote stays as .dvc/config has it ($("$VENV/bin/dvc" remote list | tr '\t' ' '))"
-  echo "set it later with: dvc remote modify --local gcs url gs://BUCKET/PATH (see docs/remote.md)"
+  echo "set it later with: dvc remote modify --local gcs url gs://BUCKET/PATH && dvc remote default --local gcs (see docs/remote.md)"
 fi
 
 cat <<EOF

@@ -148,9 +148,9 @@ fi
 
 # ---- the baseline ------------------------------------------------------------------------------
 # Queued runs start from the baseline's outputs (dvc.lock). Whatever of them is missing from the
-# local cache (a fresh clone) each run looks up in the default remote: with the placeholder bucket,
-# or without a network, that lookup retries for minutes per run. So the baseline is made local
-# first: `dvc repro`, a no-op when it is up to date (after `dvc pull` from the team's bucket too).
+# local cache (a fresh clone) each run would recompute (or fetch, where a default remote is set);
+# the baseline is made local once first: `dvc repro`, a no-op when it is up to date (or after
+# `dvc pull` from the team's bucket).
 if [[ "$("${DVC[@]}" status --json 2>/dev/null | tr -d '[:space:]')" != "{}" ]]; then
   echo "+ ${DVC[*]} repro   # the baseline is not up to date in this workspace: reproduce it before queueing"
   "${DVC[@]}" repro || die "dvc repro of the baseline failed; fix it (or dvc pull) before queueing a sweep"

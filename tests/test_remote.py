@@ -229,13 +229,16 @@ class Emulator:
 
 
 def remote_name() -> str:
-    """The default remote the project commits in .dvc/config."""
-    return ConfigObj(str(ROOT / ".dvc" / "config"))["core"]["remote"]
+    """The GCS remote .dvc/config declares (not as the default: each machine chooses its own)."""
+    config = ConfigObj(str(ROOT / ".dvc" / "config"))
+    (name,) = [key.split('"')[1] for key in config if key.startswith("remote ")]
+    return name
 
 
 def point_at(repo: Path, emulator: Emulator) -> None:
     """What `dvc remote modify --local <remote> url|endpointurl|allow_anonymous_login` writes."""
     (repo / ".dvc" / "config.local").write_text(
+        f"[core]\n    remote = {remote_name()}\n"
         f"['remote \"{remote_name()}\"']\n"
         f"    url = gs://{emulator.bucket}/{PREFIX}\n"
         f"    endpointurl = {emulator.url}\n"
@@ -344,6 +347,7 @@ def published(tmp_path_factory, tiny_model, sandbox, gcs) -> Published:
         ("allow_anonymous_login", "true"),
     ):
         sandbox.dvc(["remote", "modify", "--local", name, key, value], work)
+    sandbox.dvc(["remote", "default", "--local", name], work)
     sandbox.dvc(["repro"], work)
     run(["git", "add", "-A"], work)
     run(["git", "commit", "-qm", "trained"], work)
@@ -354,10 +358,13 @@ def published(tmp_path_factory, tiny_model, sandbox, gcs) -> Published:
     return Published(work, origin, snapshot(work), push, gcs.uploads() - before, gcs.objects())
 
 
-def test_committed_config_declares_a_gs_default_remote_without_secrets():
+def test_committed_config_declares_a_gs_remote_but_no_default_and_no_secrets():
     config = ConfigObj(str(ROOT / ".dvc" / "config"))
     assert config["core"]["analytics"] == "false" and config["core"]["check_update"] == "false"
-    remote = config[f'remote "{config["core"]["remote"]}"']
+    # no committed default: a fresh clone never looks up the placeholder bucket (each machine sets
+    # its own with `dvc remote default --local gcs`)
+    assert "remote" not in config["core"]
+    remote = config[f'remote "{remote_name()}"']
     assert remote["url"].startswith("gs://CHANGE-ME/"), "the placeholder bucket docs/remote.md tells users to change"
     # credentials and emulator settings belong in .dvc/config.local, which git ignores
     assert not {"credentialpath", "endpointurl", "allow_anonymous_login"} & set(remote)
@@ -672,9 +679,12 @@ def test_remote_check_says_what_is_wrong_in_one_line(published, sandbox, gcs, tm
         assert result.returncode == 1
         return _one_line(result)
 
-    head = f"['remote \"{remote_name()}\"']\n"
+    default = f"[core]\n    remote = {remote_name()}\n"
+    head = default + f"['remote \"{remote_name()}\"']\n"
     emulator = f"    endpointurl = {gcs.url}\n    allow_anonymous_login = true\n"
-    placeholder = fails(None)
+    no_default = fails(None)  # a fresh clone: the remote is declared, no default chosen yet
+    assert "no default DVC remote" in no_default and f"dvc remote default --local {remote_name()}" in no_default
+    placeholder = fails(default)
     assert "placeholder" in placeholder and "dvc remote modify" in placeholder
     assert "bucket 'no-such-bucket' does not exist" in fails(head + "    url = gs://no-such-bucket/x\n" + emulator)
     closed = f"http://127.0.0.1:{free_port()}"

@@ -87,6 +87,7 @@ def study(tmp_path_factory, tiny_model):
         ("allow_anonymous_login", "true"),
     ):
         sandbox.dvc(["remote", "modify", "--local", remote_name(), key, value], work)
+    sandbox.dvc(["remote", "default", "--local", remote_name()], work)
     sandbox.dvc(["repro"], work)
     run(["git", "add", "-A"], work)
     run(["git", "commit", "-qm", "trained"], work)
