@@ -88,7 +88,7 @@ def _plain_transformers_probabilities(folder: Path, clf: Classifier, kind: str) 
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    from lora_dvc.modeling import resolve_model_path
+    from lora_dvc.modeling import peft_wrapping, resolve_model_path
 
     config = AutoConfig.from_pretrained(folder)
     if [config.id2label[i] for i in range(len(clf.labels))] != clf.labels:
@@ -99,7 +99,8 @@ def _plain_transformers_probabilities(folder: Path, clf: Classifier, kind: str) 
         base = AutoModelForSequenceClassification.from_pretrained(
             resolve_model_path(clf.base), config=config, use_safetensors=True
         )
-        model = PeftModel.from_pretrained(base, folder)
+        with peft_wrapping():
+            model = PeftModel.from_pretrained(base, folder)
     else:
         model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(folder)

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -149,6 +152,15 @@ def lora_config(lora: LoraParams, model: torch.nn.Module) -> LoraConfig:
     )
 
 
+@contextmanager
+def peft_wrapping() -> Iterator[None]:
+    """peft's PeftModel reads `model.is_gradient_checkpointing`, which transformers 5 deprecates with a
+    FutureWarning on every wrap; nothing a user can act on, so that one message (only) is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def apply_method(model: torch.nn.Module, method: str, lora: LoraParams) -> torch.nn.Module:
     """Wrap `model` with LoRA adapters (train.method lora), or train every weight (full)."""
     if method == "full":
@@ -157,7 +169,8 @@ def apply_method(model: torch.nn.Module, method: str, lora: LoraParams) -> torch
         return model
     from peft import get_peft_model
 
-    return get_peft_model(model, lora_config(lora, model))
+    with peft_wrapping():
+        return get_peft_model(model, lora_config(lora, model))
 
 
 def count_params(model: torch.nn.Module) -> tuple[int, int]:
@@ -180,7 +193,8 @@ def load_trained(adapter_dir: str | Path, base_name: str, labels: list[str]) -> 
         from peft import PeftModel
 
         base = load_base_model(base_name, labels)
-        return PeftModel.from_pretrained(base, adapter_dir)
+        with peft_wrapping():
+            return PeftModel.from_pretrained(base, adapter_dir)
     from transformers import AutoModelForSequenceClassification
 
     return AutoModelForSequenceClassification.from_pretrained(

@@ -109,7 +109,12 @@ def save_model(model, params: Params) -> None:
             # sorted, the same run writes the same bytes (and DVC sees the same md5)
             if isinstance(config.target_modules, (set, list, tuple)):
                 config.target_modules = sorted(config.target_modules)
-        model.save_pretrained(tmp, safe_serialization=True)
+        # peft's "auto" looks the base model's config up (on the hub for a hub name) to see whether the
+        # vocabulary was resized; this pipeline never resizes it, so it saves embeddings only when LoRA
+        # targets them, and an offline run gets no "Could not find a config file" warning
+        embeddings = params.train.method == "lora" and any("embed" in name for name in config.target_modules or ())
+        kwargs = {"save_embedding_layers": embeddings} if params.train.method == "lora" else {}
+        model.save_pretrained(tmp, safe_serialization=True, **kwargs)
         # peft's README.md is an empty card template naming this machine's model folder; the
         # export stage writes the real model card
         (tmp / "README.md").unlink(missing_ok=True)
