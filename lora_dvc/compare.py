@@ -4,6 +4,7 @@ Run after experiments (not a pipeline stage):
 
     lora-dvc compare                      # HEAD's experiments, read with dvc.api.exp_show()
     lora-dvc compare --all-commits        # experiments of every commit
+    lora-dvc compare --rev abc1234        # experiments of one commit (a sweep's baseline)
     lora-dvc compare --input rows.json    # rows saved with json.dump(dvc.api.exp_show(), f)
     lora-dvc compare --baseline full      # auto (TF-IDF, else full fine-tuning) | tfidf | full | none | NAME
     lora-dvc compare --status             # one line per experiment: its State (Queued, Running, ...)
@@ -38,6 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(prog="lora-dvc compare", description=__doc__.splitlines()[0])
     parser.add_argument("--input", help="rows saved from dvc.api.exp_show() as JSON (default: read the repository)")
     parser.add_argument("--all-commits", action="store_true", help="experiments of every commit, not only HEAD's")
+    parser.add_argument("--rev", help="experiments of this commit (e.g. the one a sweep was queued from), not HEAD's")
     parser.add_argument("--workspace", action="store_true", help="also count the workspace's results as a run")
     parser.add_argument(
         "--exclude",
@@ -68,8 +70,10 @@ def read_runs(args: argparse.Namespace) -> tuple[list[runs.Run], list[runs.Other
     if args.input:
         rows, source, keys = runs.load_rows(args.input), f"`{args.input}`", runs.param_keys()
     else:
-        rows = runs.exp_rows(repo=".", all_commits=args.all_commits)
-        source = "dvc.api.exp_show()" + (" of every commit" if args.all_commits else "")
+        rows = runs.exp_rows(repo=".", all_commits=args.all_commits, rev=args.rev)
+        source = "dvc.api.exp_show()" + (
+            " of every commit" if args.all_commits else f" of commit {args.rev}" if args.rev else ""
+        )
         keys = runs.param_keys(repo=".")
     finished, others = runs.parse_rows(rows, keys, include_workspace=args.workspace)
     unknown = sorted(set(args.exclude) - {r.name for r in finished} - {o.name for o in others})

@@ -314,6 +314,11 @@ def train_transformer(params: Params) -> None:
     if is_main:
         prune_stale()
     resume = store.latest()
+    log.info(
+        "checkpoints every %s steps and at each epoch end, in %s",
+        tp.checkpoint_every or "no",
+        store.where,
+    )
     if resume is not None:
         if is_main:
             restore_live(resume, LIVE_DIR)

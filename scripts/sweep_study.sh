@@ -162,6 +162,7 @@ fi
 BEFORE=$(mktemp)
 trap 'rm -f "$BEFORE"' EXIT
 "$PYTHON" scripts/sweep_wait.py names > "$BEFORE" || die "could not list the experiments (dvc.api.exp_show)"
+BASE_REV=$(git rev-parse HEAD)  # the sweep's commit: commits made while it runs must not hide its experiments
 for cmd in "${commands[@]}"; do
   echo "+ $cmd"
   eval "$cmd" || die "queueing failed: $cmd"
@@ -170,14 +171,14 @@ done
 "${DVC[@]}" queue start -j "$JOBS"
 started=$(date +%s)
 sweep_rc=0
-"$PYTHON" scripts/sweep_wait.py wait --before "$BEFORE" -j "$JOBS" --poll "$POLL" || sweep_rc=$?
+"$PYTHON" scripts/sweep_wait.py wait --before "$BEFORE" -j "$JOBS" --poll "$POLL" --rev "$BASE_REV" || sweep_rc=$?
 [[ "$sweep_rc" -le 1 ]] || die "waiting for the queue failed (scripts/sweep_wait.py exited $sweep_rc)"
 echo "sweep done in $(( $(date +%s) - started ))s"
 
-"${DVC[@]}" exp show --no-pager --md --drop '.*' \
+"${DVC[@]}" exp show --no-pager --md --rev "$BASE_REV" --drop '.*' \
   --keep '^(Experiment|State)$|^lora\.(r|alpha|targets|dropout|rslora|dora)$|^train\.(method|batch_size|lr|epochs|seed)$|^(steps|trainable_params|lora_weight_mean)$|^(train|val|test)\.(accuracy|macro_f1|loss)$|^test\.majority_accuracy$' \
   --sort-by test.accuracy --sort-order desc || true
 if [[ "$COMPARE" -eq 1 ]]; then
-  "$PYTHON" -m lora_dvc.compare || echo "warning: python -m lora_dvc.compare failed" >&2
+  "$PYTHON" -m lora_dvc.compare --rev "$BASE_REV" || echo "warning: python -m lora_dvc.compare failed" >&2
 fi
 exit "$sweep_rc"  # 1 when some experiment did not succeed (sweep_wait.py named them)

@@ -28,15 +28,15 @@ STALLED_POLLS = 3  # queued, none running: workers are gone
 GONE_POLLS = 5  # absent from this many listings in a row: removed from the queue
 
 
-def states() -> dict[str, str]:
-    return experiment_states(exp_rows(repo="."))
+def states(rev: str | None = None) -> dict[str, str]:
+    return experiment_states(exp_rows(repo=".", rev=rev))
 
 
-def listing_or_none(failures: int) -> dict[str, str] | None:
+def listing_or_none(failures: int, rev: str | None) -> dict[str, str] | None:
     """states(), or None while a listing fails: exp_show can trip over a run's temporary workspace as a
     queue worker creates or removes it. Only GONE_POLLS failures in a row are an error."""
     try:
-        return states()
+        return states(rev)
     except UserError as err:
         if failures + 1 >= GONE_POLLS:
             raise
@@ -49,13 +49,13 @@ def restart_workers(jobs: int) -> None:
     subprocess.run([sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)], check=False)
 
 
-def wait(before: set[str], jobs: int, poll: float) -> dict[str, str]:
+def wait(before: set[str], jobs: int, poll: float, rev: str | None = None) -> dict[str, str]:
     """Poll until every new experiment reached a final state (or vanished); their last states."""
     last: dict[str, str] = {}
     missing: dict[str, int] = {}
     stalled, failures, started = 0, 0, time.monotonic()
     while True:
-        listing = listing_or_none(failures)
+        listing = listing_or_none(failures, rev)
         if listing is None:
             failures += 1
             time.sleep(poll)
@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> None:
     waiting.add_argument("--before", required=True, help="the output of `names` before queueing")
     waiting.add_argument("-j", "--jobs", type=int, default=1, help="queue workers to (re)start")
     waiting.add_argument("--poll", type=float, default=10.0, help="seconds between listings")
+    # a commit made while the sweep runs moves HEAD, and HEAD's listing no longer holds the sweep's
+    # experiments (they would look removed); the sweep's own commit keeps them in view
+    waiting.add_argument("--rev", help="the commit the experiments were queued from (default: HEAD at each poll)")
     args = parser.parse_args(argv)
     if args.command == "names":
         print("\n".join(states()))
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     before_file = Path(args.before)
     if not before_file.is_file():
         raise UserError(f"--before {args.before}: file not found (write it with `sweep_wait.py names`)")
-    final = wait(set(before_file.read_text().split()), args.jobs, args.poll)
+    final = wait(set(before_file.read_text().split()), args.jobs, args.poll, args.rev)
     failed = sorted(n for n, s in final.items() if s != "Success")
     print(f"{len(final) - len(failed)} of {len(final)} experiment(s) succeeded")
     if failed:

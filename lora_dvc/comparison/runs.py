@@ -171,12 +171,13 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def exp_rows(repo: str | None = None, all_commits: bool = False) -> list[dict]:
-    """`dvc.api.exp_show()`: HEAD's experiments, or those of every commit."""
+def exp_rows(repo: str | None = None, all_commits: bool = False, rev: str | None = None) -> list[dict]:
+    """`dvc.api.exp_show()`: HEAD's experiments, those of commit `rev` (a sweep's baseline, which
+    stays right when commits land while it runs), or those of every commit."""
     import dvc.api
 
     try:
-        return dvc.api.exp_show(repo=repo, num=-1 if all_commits else 1)
+        return dvc.api.exp_show(repo=repo, revs=rev, num=-1 if all_commits else 1)
     except Exception as err:  # noqa: BLE001 - DVC raises many types; the user needs its message
         raise UserError(f"dvc.api.exp_show() failed (run from the repository root): {err}") from None
 
