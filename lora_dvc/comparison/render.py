@@ -279,7 +279,8 @@ def plot_against_rank(ax, rows: list[Group], metric: str) -> None:
 
 
 def plot_against_targets(ax, rows: list[Group], metric: str) -> None:
-    """One bar per (method, rank) with this metric, grouped by target set: no empty slots."""
+    """One marker per (method, rank), mean with the std as error bar, side by side within each target set.
+    Markers, not bars: the runs differ by a point or two, which bars drawn from zero would flatten."""
     targets = sorted({g.targets for g in rows}, key=lambda t: (order(t, TARGET_ORDER), t))
     bars = sorted(
         {(g.method, g.rank) for g in rows if g.stat(metric)}, key=lambda mr: (order(mr[0], METHOD_ORDER), mr[1])
@@ -294,7 +295,7 @@ def plot_against_targets(ax, rows: list[Group], metric: str) -> None:
                 xs.append(j + (i - (len(bars) - 1) / 2) * width)
                 ys.append(best.mean(metric))
                 errs.append(best.stat(metric).std or 0.0)
-        ax.bar(xs, ys, width=width, yerr=errs, capsize=3, label=f"{method} r={fmt_param(rank)}")
+        ax.errorbar(xs, ys, yerr=errs, fmt="o", markersize=7, capsize=3, label=f"{method} r={fmt_param(rank)}")
     ax.set_xticks(range(len(targets)))
     ax.set_xticklabels(targets)
 
