@@ -151,6 +151,24 @@ def model_table(train: dict, test: dict) -> str:
     return pd.DataFrame(rows, columns=["", "value"]).to_markdown(index=False)
 
 
+def provenance_table(train: dict) -> str:
+    """Where the numbers came from: the train stage's provenance summary, one row per fact."""
+    found = train.get("provenance")
+    if not found:
+        return "No provenance recorded (metrics from an older version of the train stage)."
+    git = found.get("git") or {}
+    commit = git.get("commit") or "not a git repository"
+    rows = [
+        ("git revision", f"{commit}{' (uncommitted changes)' if git.get('dirty') else ''}"),
+        ("device, precision, threads", f"{found.get('device')}, {found.get('precision')}, {found.get('threads')}"),
+        ("versions", ", ".join(f"{k} {v}" for k, v in (found.get("versions") or {}).items())),
+        ("python", str(found.get("python"))),
+        ("host", ", ".join(str(v) for v in (found.get("host") or {}).values())),
+    ]
+    rows += [(f"data md5: {name}", md5) for name, md5 in sorted((found.get("data_md5") or {}).items())]
+    return pd.DataFrame(rows, columns=["", "value"]).to_markdown(index=False)
+
+
 def data_tables(prepare: dict, tokens: dict) -> tuple[str, str, str]:
     """Rows per split and class, what prepare dropped, token-length statistics."""
     split_rows = pd.DataFrame(prepare["class_counts"]).T
@@ -189,6 +207,9 @@ def build_report(params: Params) -> str:
 ![confusion matrix]({confusion})
 
 ![per-class F1]({per_class})
+
+## Where these numbers came from
+{provenance_table(train)}
 
 ## Per-class test metrics
 {per_class_table.to_markdown(floatfmt=("", ".4f", ".4f", ".4f", ".0f"))}

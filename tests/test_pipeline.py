@@ -42,6 +42,11 @@ def test_dvc_repro_end_to_end(repo, tiny_model):
 
     report = (repo / "reports/report.md").read_text()
     assert "## Results" in report and f"{test['accuracy']:.4f}" in report
+    # provenance: the summary's git revision, versions and data md5 reach the report
+    found = train["provenance"]
+    assert found["git"]["commit"] and found["git"]["commit"] in report
+    assert f"torch {found['versions']['torch']}" in report and found["precision"] in report
+    assert found["data_md5"]["train.npz"] in report
     for png in ("training_curves.png", "confusion_matrix.png", "per_class_f1.png"):
         assert (repo / "plots" / png).read_bytes()[:4] == b"\x89PNG"
 
