@@ -101,5 +101,6 @@ def test_artifacts_get_from_the_gcs_emulator(trained, sandbox, gcs, tmp_path):
     out = tmp_path / "fetched"
     get = ["artifacts", "get", str(trained.origin), ARTIFACT, "--rev", VERSION, "-o", str(out)]
     remote = [f"url=gs://{gcs.bucket}/{PREFIX}", f"endpointurl={gcs.url}", "allow_anonymous_login=true"]
-    sandbox.run([sys.executable, "-m", "dvc", *get, "--remote-config", *remote], tmp_path)
+    # the repository declares `gcs` but commits no default remote: name it
+    sandbox.run([sys.executable, "-m", "dvc", *get, "--remote", remote_name(), "--remote-config", *remote], tmp_path)
     assert files_of(out) == trained.model
