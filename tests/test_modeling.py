@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from peft import get_peft_model
 from transformers import AutoModelForSequenceClassification, BertConfig, RobertaConfig, XLMRobertaConfig
 
 from lora_dvc.errors import UserError
-from lora_dvc.modeling import apply_method, count_params, lora_config, resolve_model_path, resolve_targets
+from lora_dvc.modeling import apply_method, count_params, resolve_model_path, resolve_targets
 from lora_dvc.params import LoraParams
 
 CONFIGS = {"bert": BertConfig, "roberta": RobertaConfig, "xlm-roberta": XLMRobertaConfig}
@@ -75,7 +74,7 @@ def test_trainable_params_match_formula_and_peft(kind, targets, r):
 def test_all_linear_is_passed_to_peft():
     model = tiny("roberta")
     assert resolve_targets(model, "all-linear") == "all-linear"
-    peft_model = get_peft_model(model, lora_config(LoraParams(targets="all-linear"), model))
+    peft_model = apply_method(model, "lora", LoraParams(targets="all-linear"))
     assert any("lora_A" in n for n, _ in peft_model.named_parameters())
 
 
