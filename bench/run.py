@@ -656,6 +656,13 @@ def parse_args():
     ap.add_argument("--quiet-cores", type=float, default=0.3, help="wait until other processes use fewer cores")
     ap.add_argument("--quiet-wait", type=float, default=120, help="... for at most this many s (0: never wait)")
     ap.add_argument("--quick", action="store_true", help="256 rows, 1 repeat, small val/test: checks the harness")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="params override for both sides, as dvc exp run -S (e.g. train.min_steps=null: one epoch)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary repository")
     ap.add_argument("--no-readme", action="store_true", help="do not write the table into bench/README.md")
     args = ap.parse_args()
@@ -680,7 +687,7 @@ def main() -> None:
     args = parse_args()
     date = dt.datetime.now().astimezone().isoformat(timespec="seconds")
     work = Path(tempfile.mkdtemp(prefix="lora-bench-"))
-    copy = make_copy(work / "repo", "ag_news", args.rows, args.val_rows, args.test_rows, seed=0)
+    copy = make_copy(work / "repo", "ag_news", args.rows, args.val_rows, args.test_rows, seed=0, overrides=args.set)
     log(f"temporary repository {copy}")
     dvc(["repro", "-s", "prepare"], copy, "pipeline")
     dvc(["repro", "-s", "tokenize"], copy, "pipeline")

@@ -144,6 +144,11 @@ def model_table(train: dict, test: dict) -> str:
         ("total parameters", f"{train['total_params']:,}"),
         ("LoRA weight mean", f"{train.get('lora_weight_mean', 0):.3e}"),
         ("optimizer steps", str(train["steps"])),
+        (
+            "batch",
+            f"{train.get('processes', 1)} process(es) x {train.get('per_process_batch_size', '?')} rows"
+            f" = global batch {train.get('global_batch_size', '?')}",
+        ),
         ("training time", f"{train['train_seconds']:.0f} s ({train['train_samples_per_second']:.1f} samples/s)"),
         ("test inference", f"{test['samples_per_second']:.0f} samples/s"),
         ("mean confidence / share > 0.9", f"{test['mean_confidence']:.3f} / {test['confident_fraction']:.3f}"),

@@ -75,3 +75,56 @@ def test_batch_that_does_not_split_is_refused(repo):
     assert result.returncode == 2
     assert "error: train.batch_size=16 does not split over train.processes=3" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_killed_two_process_run_resumes_to_the_same_adapter(repo, tmp_path):
+    """SIGKILL to the whole torchrun group mid-run; the re-run resumes from rank 0's checkpoint and
+    ends with the adapter an uninterrupted 2-process run writes."""
+    import hashlib
+    import os
+    import signal
+    import subprocess
+    import time
+
+    write_params(
+        repo,
+        {
+            "train": {"epochs": 8, "batch_size": 16, "processes": 2, "log_every": 5, "checkpoint_every": 5},
+            "lora": {"dropout": 0.0},
+        },
+    )
+    run([sys.executable, "-m", "stages.prepare"], repo)
+    run([sys.executable, "-m", "stages.tokenize"], repo)
+
+    def adapter_md5() -> str:
+        return hashlib.md5((repo / "models/classifier/adapter_model.safetensors").read_bytes()).hexdigest()
+
+    whole_store, store = tmp_path / "whole", tmp_path / "killed"
+    run([sys.executable, "-m", "stages.train"], repo, env={"LORA_DVC_CHECKPOINTS": str(whole_store)})
+    whole = adapter_md5()
+    shutil.rmtree(repo / "models/classifier")
+    shutil.rmtree(repo / "metrics/train")
+
+    env = {**os.environ, "LORA_DVC_CHECKPOINTS": str(store)}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stages.train"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: torchrun and both workers
+    )
+    deadline = time.time() + 180
+    while not list(store.glob("*/checkpoint-*/lora_dvc_state.json")):
+        assert proc.poll() is None, "the run ended before any checkpoint"
+        assert time.time() < deadline, "no checkpoint within 180 s"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (repo / "models/classifier").exists()
+
+    again = run([sys.executable, "-m", "stages.train"], repo, env={"LORA_DVC_CHECKPOINTS": str(store)})
+    assert "resuming from" in again.stderr, again.stderr[-3000:]
+    assert adapter_md5() == whole
+    assert not list(store.glob("*/checkpoint-*"))

@@ -47,6 +47,9 @@ def test_dvc_repro_end_to_end(repo, tiny_model):
     assert found["git"]["commit"] and found["git"]["commit"] in report
     assert f"torch {found['versions']['torch']}" in report and found["precision"] in report
     assert found["data_md5"]["train.npz"] in report
+    assert (
+        f"1 process(es) x {train['per_process_batch_size']} rows = global batch {train['global_batch_size']}" in report
+    )
     for png in ("training_curves.png", "confusion_matrix.png", "per_class_f1.png"):
         assert (repo / "plots" / png).read_bytes()[:4] == b"\x89PNG"
 
