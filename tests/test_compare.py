@@ -378,7 +378,7 @@ def test_sweep_wait_follows_new_experiments_restarts_stalled_workers_and_retries
         ]
     )
 
-    def states():
+    def states(rev=None):
         item = next(listings)
         if isinstance(item, Exception):
             raise sweep_wait.UserError(str(item))

@@ -1,0 +1,200 @@
+"""Queued runs survive being killed: `dvc queue kill` or SIGKILL mid-run, checkpoints in a folder or a
+bucket on the GCS emulator, the same params queued again resume and end byte-identical; and a queued
+run on a fresh clone (no default remote committed) starts at once. Real dvc queues in temp repos
+with the tiny model; its own module so that pytest-xdist runs it beside test_experiments.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import dvc, run, write_params
+from test_experiments import commit_small, queue_state, stop_queue_workers, wait_for
+
+# long enough (about 260 tiny steps) to be killed mid-epoch, with a checkpoint every 20 steps
+RESUME_LONG = {
+    "data": {"max_train_rows": None},
+    "train": {"epochs": 12, "checkpoint_every": 20, "log_every": 10},
+}
+
+
+def train_pids(repo: Path) -> list[int]:
+    """The train stages running in this repository's queued-run copies (.dvc/tmp/exps)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd, cwd = (proc / "cmdline").read_bytes(), os.readlink(proc / "cwd")
+        except (OSError, ValueError):
+            continue
+        if b"stages.train" in cmd and cwd.startswith(str(repo / ".dvc/tmp/exps")):
+            pids.append(int(proc.name))
+    return pids
+
+
+def exp_outcome(repo: Path, name: str) -> dict:
+    """An experiment's adapter (its md5 in the experiment's dvc.lock), step history and train metrics
+    less timings and provenance, read from the experiment's git commit."""
+    revs = [
+        exp["revs"][0]["rev"]
+        for commit in json.loads(dvc(["exp", "show", "--json", "-A"], repo).stdout)
+        for exp in commit.get("experiments") or []
+        if exp["name"] == name
+    ]
+    assert len(revs) == 1, name
+
+    def show(path: str) -> str:
+        return run(["git", "show", f"{revs[0]}:{path}"], repo).stdout
+
+    lock = yaml.safe_load(show("dvc.lock"))
+    adapter = next(o["md5"] for o in lock["stages"]["train"]["outs"] if o["path"] == "models/classifier")
+    metrics = json.loads(show("metrics/train/metrics.json"))
+    skip = {"train_seconds", "train_samples_per_second", "provenance"}
+    return {
+        "adapter_md5": adapter,
+        "steps": show("metrics/train/plots/metrics/train_step/loss.tsv"),
+        "metrics": {k: v for k, v in metrics.items() if k not in skip},
+    }
+
+
+def start_queue(repo: Path, env: dict | None = None) -> None:
+    """`dvc queue start`, returning as soon as the worker is up: the daemonised worker inherits the
+    command's stdout, so a captured run() would wait on that pipe until the queue had drained."""
+    full = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        **(env or {}),
+    }
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "queue", "start"],
+        cwd=repo,
+        env=full,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+    )
+
+
+def queue_logs(repo: Path, name: str) -> str:
+    result = dvc(["queue", "logs", name], repo, check=False)
+    return result.stdout + result.stderr
+
+
+def checkpoint_store(kind: str, tmp_path: Path):
+    """(env, list of complete checkpoints) for a folder of the test's own or a bucket on the GCS emulator."""
+    if kind == "folder":
+        store = tmp_path / "checkpoints"
+        return (
+            {"LORA_DVC_CHECKPOINTS": str(store)},
+            lambda: list(store.glob("*/checkpoint-*/lora_dvc_state.json")),
+            None,
+        )
+    from test_remote import PREFIX, Emulator, Sandbox
+
+    sandbox = Sandbox(tmp_path / "sandbox")
+    gcs = Emulator(tmp_path / "gcs", "lora-dvc-ckpt", sandbox).start()
+    env = {
+        **sandbox.env,
+        "LORA_DVC_CHECKPOINTS": f"gs://{gcs.bucket}/{PREFIX}/checkpoints",
+        # fsspec's own settings from the environment: the emulator's endpoint, no credentials
+        "FSSPEC_GCS_ENDPOINT_URL": gcs.url,
+        "FSSPEC_GCS_TOKEN": "anon",
+    }
+    return env, lambda: [o for o in gcs.objects() if o.endswith("/lora_dvc_state.json")], gcs
+
+
+@pytest.mark.parametrize(
+    # SIGKILL with a folder store is the workspace case of tests/test_reliability.py; here each kill
+    # and each store once, to keep CI short
+    "kill, where",
+    [("dvc queue kill", "folder"), ("SIGKILL", "gcs emulator")],
+)
+def test_killed_queued_run_resumes_when_queued_again(repo, tmp_path, kill, where):
+    env, checkpoints, emulator = checkpoint_store("folder" if where == "folder" else "gcs", tmp_path)
+    write_params(repo, RESUME_LONG)
+    run(["git", "commit", "-qam", "resume study"], repo)
+    try:
+        dvc(["exp", "run", "-n", "whole", "train"], repo, env=env)
+        whole = exp_outcome(repo, "whole")
+        assert not checkpoints(), "a finished run leaves no checkpoint behind"
+        run(["git", "checkout", "--", "."], repo)  # the queued runs start from the committed state
+        dvc(["exp", "run", "--queue", "-n", "killed", "train"], repo, env=env)
+        start_queue(repo, env)
+        try:
+            wait_for(checkpoints, 240, "a checkpoint of the queued run")
+        except AssertionError:
+            raise AssertionError(f"no checkpoint; the run's log:\n{queue_logs(repo, 'killed')[-3000:]}") from None
+        if kill == "SIGKILL":
+            pids = train_pids(repo)
+            assert pids, "the queued run's train stage is not running"
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+        else:
+            dvc(["queue", "kill", "killed"], repo)
+        wait_for(lambda: queue_state(repo, "killed") not in ("Running", "Queued"), 120, "the killed run to end")
+        assert queue_state(repo, "killed") != "Success"
+        assert checkpoints(), "the checkpoint died with the queued run's temporary workspace"
+
+        dvc(["exp", "run", "--queue", "-n", "again", "train"], repo, env=env)
+        start_queue(repo, env)
+        wait_for(lambda: queue_state(repo, "again") in ("Success", "Failed"), 300, "the queued-again run")
+        logs = queue_logs(repo, "again")
+        assert_resumed_like_whole(repo, kill, whole, logs, checkpoints)
+    finally:
+        stop_queue_workers(repo)
+        if emulator is not None:
+            emulator.stop()
+
+
+def assert_resumed_like_whole(repo: Path, kill: str, whole: dict, logs: str, checkpoints) -> None:
+    """The queued-again run resumed and ended where the uninterrupted run did."""
+    assert queue_state(repo, "again") == "Success", logs[-3000:]
+    resumed = re.search(r"resuming from \S+ at step ([1-9]\d*)", logs)
+    assert resumed, logs[-3000:]
+    print(resumed.group(0))
+    again = exp_outcome(repo, "again")
+    assert again["adapter_md5"] == whole["adapter_md5"]  # byte-identical adapter
+    assert again["metrics"] == whole["metrics"]
+    if kill == "SIGKILL":
+        assert again["steps"] == whole["steps"]  # resumed from a regular checkpoint: the same loss log
+    else:
+        # `dvc queue kill` sends SIGTERM: the run saves a checkpoint at the step it stopped on, so the
+        # resumed loss log has that step as an extra row (its window cut there), the rest unchanged
+        extra = set(again["steps"].splitlines()) - set(whole["steps"].splitlines())
+        assert len(again["steps"].splitlines()) == len(whole["steps"].splitlines()) + 1, extra
+    assert not checkpoints(), "a finished run leaves no checkpoint behind"
+
+
+def test_queued_run_on_a_fresh_clone_starts_at_once(repo, tmp_path):
+    """No default remote is committed: a clone whose cache lacks the baseline's outputs reproduces
+    them at once instead of retrying a bucket it cannot reach."""
+    commit_small(repo)
+    dvc(["repro", "train"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "baseline"], repo)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    default = dvc(["remote", "default"], clone, check=False)
+    assert "No default remote set" in default.stdout + default.stderr  # none committed
+    dvc(["exp", "run", "--queue", "-n", "fresh", "train"], clone)
+    try:
+        start_queue(clone)
+        wait_for(lambda: queue_state(clone, "fresh") == "Running", 120, "the queued run to start")
+        started = time.monotonic()
+        wait_for(lambda: "Running stage 'train'" in queue_logs(clone, "fresh"), 120, "the train stage to start")
+        waited = time.monotonic() - started
+        wait_for(lambda: queue_state(clone, "fresh") in ("Success", "Failed"), 300, "the queued run to end")
+    finally:
+        stop_queue_workers(clone)
+    logs = queue_logs(clone, "fresh")
+    assert queue_state(clone, "fresh") == "Success", logs[-3000:]
+    # prepare and tokenize re-run on the tiny data in a few seconds; remote retries would take minutes
+    assert waited < 30, f"train started {waited:.0f} s after the run did:\n{logs[-3000:]}"
+    assert "gs://" not in logs and "remote" not in logs.lower(), logs[-3000:]
