@@ -122,3 +122,17 @@ def make_repo(dest: Path, model: Path) -> Path:
     run(["git", "add", "-A"], dest)
     run(["git", "commit", "-qm", "init"], dest)
     return dest
+
+
+def train_pids(under: Path) -> list[int]:
+    """The train stage processes whose working directory is `under` or inside it (a queued run's
+    copy in .dvc/tmp/exps, or every rank of a torchrun group)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd, cwd = (proc / "cmdline").read_bytes(), os.readlink(proc / "cwd")
+        except (OSError, ValueError):
+            continue
+        if b"stages.train" in cmd and (cwd == str(under) or cwd.startswith(f"{under}/")):
+            pids.append(int(proc.name))
+    return pids

@@ -12,13 +12,19 @@ which is how this test caught Trainer doubling the loss), not that two learning 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 from conftest import run, write_params
+from helpers import train_pids
 
 LOSS_TOLERANCE = 0.02  # nats, per logged window of 5 steps
 
@@ -40,16 +46,15 @@ def train(repo: Path, processes: int, store: Path) -> tuple[dict, dict[int, floa
     return metrics, curve, files, result.stderr
 
 
-def test_two_gloo_processes_match_one(repo, tmp_path):
-    write_params(
-        repo,
-        {
-            "train": {"epochs": 2, "batch_size": 16, "lr": 0.02, "log_every": 5, "checkpoint_every": 0},
-            "lora": {"dropout": 0.0},
-        },
-    )
+def prepared(repo: Path, train: dict) -> None:
+    """params.yaml's train section updated (LoRA dropout off: it draws per process), then prepare and tokenize."""
+    write_params(repo, {"train": train, "lora": {"dropout": 0.0}})
     run([sys.executable, "-m", "stages.prepare"], repo)
     run([sys.executable, "-m", "stages.tokenize"], repo)
+
+
+def test_two_gloo_processes_match_one(repo, tmp_path):
+    prepared(repo, {"epochs": 2, "batch_size": 16, "lr": 0.02, "log_every": 5, "checkpoint_every": 0})
     one, one_curve, one_files, _ = train(repo, 1, tmp_path / "ckpt")
     two, two_curve, two_files, log = train(repo, 2, tmp_path / "ckpt")
 
@@ -68,9 +73,7 @@ def test_two_gloo_processes_match_one(repo, tmp_path):
 
 
 def test_batch_that_does_not_split_is_refused(repo):
-    write_params(repo, {"train": {"processes": 3, "batch_size": 16}})
-    run([sys.executable, "-m", "stages.prepare"], repo)
-    run([sys.executable, "-m", "stages.tokenize"], repo)
+    prepared(repo, {"processes": 3, "batch_size": 16})
     result = run([sys.executable, "-m", "stages.train"], repo, check=False)
     assert result.returncode == 2
     assert "error: train.batch_size=16 does not split over train.processes=3" in result.stderr
@@ -80,21 +83,7 @@ def test_batch_that_does_not_split_is_refused(repo):
 def test_killed_two_process_run_resumes_to_the_same_adapter(repo, tmp_path):
     """SIGKILL to the whole torchrun group mid-run; the re-run resumes from rank 0's checkpoint and
     ends with the adapter an uninterrupted 2-process run writes."""
-    import hashlib
-    import os
-    import signal
-    import subprocess
-    import time
-
-    write_params(
-        repo,
-        {
-            "train": {"epochs": 8, "batch_size": 16, "processes": 2, "log_every": 5, "checkpoint_every": 5},
-            "lora": {"dropout": 0.0},
-        },
-    )
-    run([sys.executable, "-m", "stages.prepare"], repo)
-    run([sys.executable, "-m", "stages.tokenize"], repo)
+    prepared(repo, {"epochs": 8, "batch_size": 16, "processes": 2, "log_every": 5, "checkpoint_every": 5})
 
     def adapter_md5() -> str:
         return hashlib.md5((repo / "models/classifier/adapter_model.safetensors").read_bytes()).hexdigest()
@@ -122,13 +111,8 @@ def test_killed_two_process_run_resumes_to_the_same_adapter(repo, tmp_path):
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     # torchrun may put its workers in sessions of their own: kill whatever runs the stage here
-    for entry in Path("/proc").iterdir():
-        try:
-            cmd, cwd = (entry / "cmdline").read_bytes(), os.readlink(entry / "cwd")
-        except (OSError, ValueError):
-            continue
-        if b"stages.train" in cmd and cwd == str(repo):
-            os.kill(int(entry.name), signal.SIGKILL)
+    for pid in train_pids(repo):
+        os.kill(pid, signal.SIGKILL)
     proc.wait()
     time.sleep(1)
     assert not (repo / "models/classifier").exists()

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import dvc, run, write_params
+from helpers import train_pids
 from test_experiments import commit_small, queue_state, stop_queue_workers, wait_for
 
 # long enough (about 260 tiny steps) to be killed mid-epoch, with a checkpoint every 20 steps
@@ -24,19 +25,6 @@ RESUME_LONG = {
     "data": {"max_train_rows": None},
     "train": {"epochs": 12, "checkpoint_every": 20, "log_every": 10},
 }
-
-
-def train_pids(repo: Path) -> list[int]:
-    """The train stages running in this repository's queued-run copies (.dvc/tmp/exps)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmd, cwd = (proc / "cmdline").read_bytes(), os.readlink(proc / "cwd")
-        except (OSError, ValueError):
-            continue
-        if b"stages.train" in cmd and cwd.startswith(str(repo / ".dvc/tmp/exps")):
-            pids.append(int(proc.name))
-    return pids
 
 
 def exp_outcome(repo: Path, name: str) -> dict:
@@ -132,7 +120,7 @@ def test_killed_queued_run_resumes_when_queued_again(repo, tmp_path, kill, where
         except AssertionError:
             raise AssertionError(f"no checkpoint; the run's log:\n{queue_logs(repo, 'killed')[-3000:]}") from None
         if kill == "SIGKILL":
-            pids = train_pids(repo)
+            pids = train_pids(repo / ".dvc/tmp/exps")
             assert pids, "the queued run's train stage is not running"
             for pid in pids:
                 os.kill(pid, signal.SIGKILL)
