@@ -101,6 +101,9 @@ class TrainParams:
         default=250, metadata=check(lambda v: v is None or v >= 1, "null or a positive integer")
     )
     processes: int = field(default=1, metadata=check(lambda v: 1 <= v <= 1024, "an integer in [1, 1024]"))
+    # CPU training: dropout masks drawn four per 64-bit random word (lora_dvc/dropout.py) instead of
+    # torch's bernoulli_; the same Bernoulli masks, a different random stream
+    fast_dropout: bool = True
 
 
 @dataclass

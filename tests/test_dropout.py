@@ -1,0 +1,126 @@
+"""lora_dvc.dropout: its masks are Bernoulli(1 - p) with the 1/(1 - p) scaling, follow the seed, and the
+model with them computes what torch's dropout and sdpa attention compute, up to which elements drop."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from transformers import AutoModelForSequenceClassification, BertConfig
+
+from lora_dvc import dropout
+from lora_dvc.dropout import FastDropout, keep_mask, restore_dropout, use_fast_dropout
+from lora_dvc.modeling import apply_method
+from lora_dvc.params import LoraParams
+
+
+def tiny_lora_bert(attention_dropout: float = 0.1) -> nn.Module:
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=3,
+        attention_probs_dropout_prob=attention_dropout,
+        attn_implementation="sdpa",
+    )
+    model = AutoModelForSequenceClassification.from_config(config)
+    return apply_method(model, "lora", LoraParams(r=4, alpha=8, dropout=0.1, targets="all"))
+
+
+def batch() -> dict:
+    ids = torch.randint(5, 100, (4, 12))
+    mask = torch.ones(4, 12, dtype=torch.long)
+    mask[1, 7:] = 0  # a padded row
+    ids[1, 7:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_masks_are_bernoulli_with_inverted_scaling(p):
+    torch.manual_seed(3)
+    shape = torch.Size([500, 4003])  # not a multiple of 4: the last 64-bit word is cut
+    mask = keep_mask(shape, p, torch.float32, torch.device("cpu"))
+    assert mask.shape == shape and mask.dtype == torch.float32
+    assert mask.unique().tolist() == [0.0, pytest.approx(1 / (1 - p))]
+    kept = (mask > 0).double()
+    n = kept.numel()
+    sigma = (p * (1 - p) / n) ** 0.5
+    assert abs(kept.mean().item() - (1 - p)) < 5 * sigma
+    # each of the four 16-bit lanes of a 64-bit draw (one lane holds the sign bit) keeps at the same rate
+    lanes = kept.flatten()[: n // 4 * 4].view(-1, 4).mean(dim=0)
+    assert (lanes - (1 - p)).abs().max().item() < 5 * 2 * sigma
+    assert mask.mean().item() == pytest.approx(1.0, abs=10 * sigma / (1 - p))
+
+
+def test_masks_follow_the_seed_and_the_saved_generator_state():
+    shape = torch.Size([64, 33])
+    torch.manual_seed(11)
+    first = keep_mask(shape, 0.3, torch.float32, torch.device("cpu"))
+    state = torch.get_rng_state()  # what Trainer's checkpoints save and a resumed run restores
+    second = keep_mask(shape, 0.3, torch.float32, torch.device("cpu"))
+    torch.manual_seed(11)
+    assert torch.equal(keep_mask(shape, 0.3, torch.float32, torch.device("cpu")), first)
+    torch.set_rng_state(state)
+    assert torch.equal(keep_mask(shape, 0.3, torch.float32, torch.device("cpu")), second)
+    assert not torch.equal(first, second)
+
+
+def test_module_drops_in_training_only_and_gradients_follow_the_mask():
+    layer = FastDropout(0.25)
+    x = torch.randn(8, 40, requires_grad=True)
+    layer.eval()
+    assert layer(x) is x
+    layer.train()
+    y = layer(x)
+    kept = y != 0
+    assert torch.allclose(y[kept], x[kept] / 0.75)
+    y.sum().backward()
+    assert torch.allclose(x.grad, kept.float() / 0.75)
+    assert torch.equal(FastDropout(0.0).train()(x), x)
+    assert torch.count_nonzero(FastDropout(1.0).train()(x)) == 0
+
+
+def test_swapped_model_equals_the_original_in_evaluation_and_is_restored():
+    model = tiny_lora_bert()
+    original = copy.deepcopy(model)
+    plain = sum(type(m) is nn.Dropout for m in model.modules())
+    assert use_fast_dropout(model) == plain > 10  # embeddings, 2 per layer, the head, every LoRA dropout
+    assert not any(type(m) is nn.Dropout for m in model.modules())
+    assert model.config._attn_implementation == dropout.ATTENTION
+    inputs = batch()
+    model.eval(), original.eval()
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, original(**inputs).logits)
+    restore_dropout(model)
+    assert sum(type(m) is nn.Dropout for m in model.modules()) == plain
+    assert not any(isinstance(m, FastDropout) for m in model.modules())
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_training_attention_is_sdpa_attention_up_to_the_dropped_elements(monkeypatch):
+    """With every mask forced to keep all (scale 1), the training path computes exactly sdpa attention
+    without dropout: same scaling, same padding mask. With real masks, padded keys still get no weight."""
+    model, reference = tiny_lora_bert(), tiny_lora_bert(attention_dropout=0.0)
+    use_fast_dropout(model)  # its dropout stays at p = 0.1: the masks below keep everything
+    for module in reference.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    model.train(), reference.train()
+    monkeypatch.setattr(dropout, "keep_mask", lambda shape, p, dtype, device: torch.ones(shape, dtype=dtype))
+    inputs = batch()
+    assert torch.allclose(model(**inputs).logits, reference(**inputs).logits, atol=1e-6)
+
+    monkeypatch.undo()
+    padded_elsewhere = {k: v.clone() for k, v in inputs.items()}
+    padded_elsewhere["input_ids"][1, 7:] = 42  # different ids under the padding mask
+    torch.manual_seed(5)
+    out = model(**inputs).logits
+    torch.manual_seed(5)
+    assert torch.allclose(model(**padded_elsewhere).logits, out, atol=1e-6)
+    torch.manual_seed(6)
+    assert not torch.allclose(model(**inputs).logits, out)  # the masks do drop something
