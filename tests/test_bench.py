@@ -58,6 +58,14 @@ def test_run_flops_adds_a_forward_val_pass():
     assert benchlib.run_flops(MINILM, [40] * 4, [], epochs=2) == pytest.approx(2 * train_only)
 
 
+def test_epochs_trained_counts_the_epochs_min_steps_added():
+    train = {"epochs": 1, "batch_size": 32}
+    assert benchlib.epochs_trained([{"side": "ours", "steps": 256}], train, 4096) == 2  # 128 steps an epoch
+    assert benchlib.epochs_trained([{"side": "ours", "steps": 64}], train, 2048) == 1
+    assert benchlib.epochs_trained([{"side": "ours", "steps": 250}], train, 300) == 25  # 10 steps an epoch
+    assert benchlib.epochs_trained([], {"epochs": 3, "batch_size": 32}, 100) == 3
+
+
 def test_encoder_from_config_counts_lora_targets():
     config = SimpleNamespace(num_hidden_layers=6, hidden_size=384, intermediate_size=1536)
     assert Encoder.from_config(config, 8, "qv") == MINILM
@@ -91,7 +99,7 @@ def valid_result() -> dict:
         "peak": {},
         "tokenize": {},
         "noop_repro_s": 0.8,
-        "peak_rss_mb": 1500.0,
+        "peak_rss_mb": {"fp32": 1500.0, "bf16": 1400.0},
         "processes_vs_threads": {"available": False},
     }
 
