@@ -88,6 +88,20 @@ def ratio(ours_seconds: float | None, peer_seconds: float | None) -> float | Non
     return round(peer_seconds / ours_seconds, 3)
 
 
+def run_order(default: str, padded_precisions: list[str]) -> list[tuple[str, str]]:
+    """One repeat's (side, precision) runs, each within two places of the runs it is compared with, so that
+    drift of the machine's speed (measured: 12-17% within an hour on this VM) falls on both sides of a
+    ratio: ours in the default precision first (its step count sets the peers'), then the stock default
+    (fp32, the headline peer), the stock recipe in our default precision, ours in the other precision,
+    then the padded peer."""
+    other = "fp32" if default == "bf16" else "bf16"
+    order = [("ours", default), ("stock", "fp32")]
+    order += [("stock", default)] if default != "fp32" else [("stock", other)]
+    order += [("ours", other)]
+    order += [("padded", p) for p in padded_precisions]
+    return order
+
+
 def alternate(sides: list[str], repeats: int) -> list[str]:
     """A B C, B C A, ...: each side leads in turn so drift and other load fall on all sides alike."""
     order = []

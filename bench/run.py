@@ -47,6 +47,7 @@ from benchlib import (  # noqa: E402
     matmul_flops,
     ratio,
     run_flops,
+    run_order,
     schema_errors,
 )
 
@@ -443,21 +444,19 @@ def run_peer(copy: Path, recipe: str, precision: str, steps: int, with_test: boo
     }
 
 
-def speed_runs(copy: Path, args) -> list[dict]:
-    """Every config, alternating sides within each precision; accuracy (test pass) on each config's first run."""
-    runs, steps = [], {}
-    for precision in ("fp32", "bf16"):
-        sides = ["ours", "stock"] + (["padded"] if precision in args.padded_precisions else [])
-        for side in alternate(sides, args.repeats):
-            first = not any(r["side"] == side and r["precision"] == precision for r in runs)
-            if args.quiet_wait:
-                wait_for_quiet(args.quiet_cores, args.quiet_wait)
-            if side == "ours":  # each repeat's order starts with ours once, so steps is known for the peers
-                runs.append(run_ours(copy, precision, with_test=first))
-                steps.setdefault(precision, runs[-1]["steps"])
-            else:
-                runs.append(run_peer(copy, side, precision, steps[precision], with_test=first))
-            log(f"{side} {precision}: {runs[-1]['wall_s']} s wall, {runs[-1]['other_cores']} other cores")
+def speed_runs(copy: Path, args, default: str) -> list[dict]:
+    """Every config in `run_order`, rotated from repeat to repeat; accuracy (test pass) on each config's first run."""
+    runs, steps = [], None
+    for side, precision in alternate(run_order(default, args.padded_precisions), args.repeats):
+        first = not any(r["side"] == side and r["precision"] == precision for r in runs)
+        if args.quiet_wait:
+            wait_for_quiet(args.quiet_cores, args.quiet_wait)
+        if side == "ours":
+            runs.append(run_ours(copy, precision, with_test=first))
+            steps = steps or runs[-1]["steps"]  # the same rows and epochs in every precision
+        else:
+            runs.append(run_peer(copy, side, precision, steps, with_test=first))
+        log(f"{side} {precision}: {runs[-1]['wall_s']} s wall, {runs[-1]['other_cores']} other cores")
     return runs
 
 
@@ -708,7 +707,7 @@ def main() -> None:
     dvc(["repro", "-s", "tokenize"], copy, "pipeline")
     peak = matmul_peak()
     log(f"matmul peak: { ({k: round(v / 1e9, 1) for k, v in peak['flops_per_s'].items()}) } GFLOP/s")
-    runs = speed_runs(copy, args)
+    runs = speed_runs(copy, args, default_precision(copy))
     peak = best_peak(peak, matmul_peak())  # again after the runs: the quieter of the two is the peak
     lengths = token_lengths(copy)
     params = yaml.safe_load((copy / "params.yaml").read_text())

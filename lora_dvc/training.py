@@ -102,6 +102,7 @@ class TallyingTrainer(Trainer):
 def save_model(model, params: Params) -> None:
     """Adapter (or full model) in Hugging Face format, written atomically."""
     with atomic_dir(MODEL_DIR) as tmp:
+        kwargs = {}
         if params.train.method == "lora":
             config = model.peft_config["default"]
             # record the portable name, not this machine's resolved folder
@@ -110,11 +111,10 @@ def save_model(model, params: Params) -> None:
             # sorted, the same run writes the same bytes (and DVC sees the same md5)
             if isinstance(config.target_modules, (set, list, tuple)):
                 config.target_modules = sorted(config.target_modules)
-        # peft's "auto" looks the base model's config up (on the hub for a hub name) to see whether the
-        # vocabulary was resized; this pipeline never resizes it, so it saves embeddings only when LoRA
-        # targets them, and an offline run gets no "Could not find a config file" warning
-        embeddings = params.train.method == "lora" and any("embed" in name for name in config.target_modules or ())
-        kwargs = {"save_embedding_layers": embeddings} if params.train.method == "lora" else {}
+            # peft's "auto" looks the base model's config up (on the hub for a hub name) to see whether the
+            # vocabulary was resized; this pipeline never resizes it, so it saves embeddings only when LoRA
+            # targets them, and an offline run gets no "Could not find a config file" warning
+            kwargs["save_embedding_layers"] = any("embed" in name for name in config.target_modules or ())
         model.save_pretrained(tmp, safe_serialization=True, **kwargs)
         # peft's README.md is an empty card template naming this machine's model folder; the
         # export stage writes the real model card

@@ -66,6 +66,26 @@ def test_epochs_trained_counts_the_epochs_min_steps_added():
     assert benchlib.epochs_trained([], {"epochs": 3, "batch_size": 32}, 100) == 3
 
 
+def test_run_order_keeps_compared_runs_near_each_other():
+    order = benchlib.run_order("bf16", ["fp32"])
+    assert order[0] == ("ours", "bf16")  # its step count sets the peers'
+    assert len(order) == len(set(order)) == 5
+    place = {run: i for i, run in enumerate(order)}
+    for ours, peer in [
+        (("ours", "bf16"), ("stock", "fp32")),  # the headline: our default against the stock default
+        (("ours", "bf16"), ("stock", "bf16")),
+        (("ours", "fp32"), ("stock", "fp32")),
+        (("ours", "fp32"), ("padded", "fp32")),
+    ]:
+        assert abs(place[ours] - place[peer]) <= 2
+    assert set(benchlib.run_order("fp32", [])) == {
+        ("ours", "fp32"),
+        ("stock", "fp32"),
+        ("stock", "bf16"),
+        ("ours", "bf16"),
+    }
+
+
 def test_encoder_from_config_counts_lora_targets():
     config = SimpleNamespace(num_hidden_layers=6, hidden_size=384, intermediate_size=1536)
     assert Encoder.from_config(config, 8, "qv") == MINILM
