@@ -4,8 +4,9 @@
     python bench/run.py                  # the published table (see bench/README.md for its wall time)
 
 It builds a temporary git + DVC copy of this working tree (generated outputs left out) with AG News,
-the packaged all-MiniLM-L6-v2, `data.max_train_rows=--rows`, one epoch and the rest of params.yaml as
-is, and measures, in the same run, alternating the sides (A B C, B C A, ...) to cancel drift:
+the packaged all-MiniLM-L6-v2, `data.max_train_rows=--rows` and the rest of params.yaml as is
+(epochs, min_steps), and measures, in the same run, with compared runs next to each other
+(benchlib.run_order, rotated from repeat to repeat) so that drift falls on both sides:
 
 - ours: `dvc repro -f -s train` (whole process, wall clock) with `train.precision` fp32 and bf16;
 - stock peer (bench/peer_trainer.py --recipe stock): Trainer + peft, DataCollatorWithPadding,
@@ -647,9 +648,15 @@ def describe(r: dict) -> str:
     return (
         f"{h['cpu']} ({flags}) on {h['hostname']}, {h['cores']} cores, torch {h['torch']} with {h['threads']} "
         f"threads, transformers {h['transformers']}, peft {h['peft']}; tree {h['tree']}. AG News, "
-        f"{r['rows']['train']} train / {r['rows']['val']} val / {r['rows']['test']} test rows, one epoch, "
-        f"{a['repeats']} alternating repeats (medians), taken {r['date']}."
+        f"{r['rows']['train']} train / {r['rows']['val']} val / {r['rows']['test']} test rows, "
+        f"{_epochs(r)}, {a['repeats']} repeat(s) in benchlib.run_order (medians), taken {r['date']}."
     )
+
+
+def _epochs(r: dict) -> str:
+    epochs = r.get("flops", {}).get("epochs")
+    steps = next((run["steps"] for run in r.get("runs", []) if run.get("steps")), None)
+    return f"{epochs or 1} epoch(s)" + (f" = {steps} steps" if steps else "")
 
 
 def write_readme(r: dict, md: str) -> None:
