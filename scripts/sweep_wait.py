@@ -14,6 +14,7 @@ Exit 0 when every one succeeded, 1 (listing them) when some did not, 2 on a usag
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -28,15 +29,33 @@ STALLED_POLLS = 3  # queued, none running: workers are gone
 GONE_POLLS = 5  # absent from this many listings in a row: removed from the queue
 
 
+LISTING_TIMEOUT = 120  # seconds one listing may take before it counts as failed
+
+
 def states(rev: str | None = None) -> dict[str, str]:
     return experiment_states(exp_rows(repo=".", rev=rev))
+
+
+def states_in_child(rev: str | None) -> dict[str, str]:
+    """states() in a child process with a time limit: dvc.api.exp_show can also hang for good (seen in
+    tests: a futex wait after a queue worker deleted the temporary workspace it was reading), and a
+    killed child is a failed listing, retried like any other."""
+    cmd = [sys.executable, __file__, "states", *(["--rev", rev] if rev else [])]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=LISTING_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise UserError(f"dvc.api.exp_show() did not answer within {LISTING_TIMEOUT} s") from None
+    if out.returncode != 0:
+        lines = out.stderr.strip().splitlines()
+        raise UserError(lines[-1] if lines else f"listing exited {out.returncode}")
+    return json.loads(out.stdout)
 
 
 def listing_or_none(failures: int, rev: str | None) -> dict[str, str] | None:
     """states(), or None while a listing fails: exp_show can trip over a run's temporary workspace as a
     queue worker creates or removes it. Only GONE_POLLS failures in a row are an error."""
     try:
-        return states(rev)
+        return states_in_child(rev)
     except UserError as err:
         if failures + 1 >= GONE_POLLS:
             raise
@@ -89,6 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(prog="scripts/sweep_wait.py", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("names", help="print the names of the experiments that exist now, one per line")
+    listing = sub.add_parser("states", help="print {name: state} of the experiments as JSON (one listing)")
+    listing.add_argument("--rev", help="the commit whose experiments to list (default: HEAD)")
     waiting = sub.add_parser("wait", help="wait for the experiments not listed in --before")
     waiting.add_argument("--before", required=True, help="the output of `names` before queueing")
     waiting.add_argument("-j", "--jobs", type=int, default=1, help="queue workers to (re)start")
@@ -99,6 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "names":
         print("\n".join(states()))
+        return
+    if args.command == "states":
+        print(json.dumps(states(args.rev)))
         return
     before_file = Path(args.before)
     if not before_file.is_file():

@@ -385,7 +385,22 @@ def test_sweep_wait_follows_new_experiments_restarts_stalled_workers_and_retries
         return item
 
     restarts = []
-    monkeypatch.setattr(sweep_wait, "states", states)
+    monkeypatch.setattr(sweep_wait, "states_in_child", states)
     monkeypatch.setattr(sweep_wait, "restart_workers", restarts.append)
     assert sweep_wait.wait({"old"}, jobs=2, poll=0) == {"a": "Success", "b": "Failed"}
     assert restarts == [2]
+
+
+def test_sweep_wait_lists_in_a_child_and_a_hung_listing_is_a_failed_one(monkeypatch, tmp_path):
+    sweep_wait = load_sweep_wait()
+    # a real child: outside a DVC repository the listing fails with one line, not a hang
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(sweep_wait.UserError):
+        sweep_wait.states_in_child(None)
+    # a child that never answers (dvc.api.exp_show stuck in a futex wait) is killed and counts as failed
+    monkeypatch.setattr(sweep_wait, "LISTING_TIMEOUT", 1)
+    hang = tmp_path / "hang.py"
+    hang.write_text("import time\ntime.sleep(30)\n")
+    monkeypatch.setattr(sweep_wait, "__file__", str(hang))
+    with pytest.raises(sweep_wait.UserError, match="did not answer within 1 s"):
+        sweep_wait.states_in_child(None)
