@@ -32,6 +32,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from lora_dvc.provenance import cpu_model  # noqa: E402
+
 LEVERS = ["base", "fast_dropout", "fp32", "fp32_fast", "threads1", "no_dropout", "compile", "frozen_bf16"]
 LENGTHS = [40, 48, 56, 64, 44, 52, 36, 72]  # tokens per row; AG News rows average about 45
 
@@ -121,22 +124,12 @@ def main() -> None:
     record = {
         "command": "python bench/step_levers.py " + " ".join(sys.argv[1:]),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "host": {"cpu": _cpu_model(), "cores": os.cpu_count(), "machine": platform.machine()},
+        "host": {"cpu": cpu_model(), "cores": os.cpu_count(), "machine": platform.machine()},
         "torch": torch.__version__,
         "results": results,
     }
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"\nwrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

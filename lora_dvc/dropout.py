@@ -62,17 +62,23 @@ def attention_with_fast_dropout(module, query, key, value, attention_mask, dropo
     return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
 
 
-def use_fast_dropout(model: nn.Module) -> int:
-    """Swap every nn.Dropout in `model` for FastDropout and, where the model runs transformers' sdpa
-    attention, its attention dropout too. Returns how many modules were swapped."""
+def _swap(model: nn.Module, old: type, new: type) -> int:
+    """Replace every module of exactly type `old` with a `new` of the same p, inplace and mode."""
     swapped = 0
     for parent in model.modules():
         for name, child in list(parent.named_children()):
-            if type(child) is nn.Dropout:
-                fast = FastDropout(child.p, child.inplace)
-                fast.train(child.training)
-                setattr(parent, name, fast)
+            if type(child) is old:
+                replacement = new(child.p, child.inplace)
+                replacement.train(child.training)
+                setattr(parent, name, replacement)
                 swapped += 1
+    return swapped
+
+
+def use_fast_dropout(model: nn.Module) -> int:
+    """Swap every nn.Dropout in `model` for FastDropout and, where the model runs transformers' sdpa
+    attention, its attention dropout too. Returns how many modules were swapped."""
+    swapped = _swap(model, nn.Dropout, FastDropout)
     config = getattr(model, "config", None)
     if config is not None and getattr(config, "_attn_implementation", None) == "sdpa":
         from transformers import AttentionInterface
@@ -87,12 +93,7 @@ def use_fast_dropout(model: nn.Module) -> int:
 def restore_dropout(model: nn.Module) -> None:
     """Back to torch's dropout and sdpa attention (before saving: a saved config names no function
     that only this process registered)."""
-    for parent in model.modules():
-        for name, child in list(parent.named_children()):
-            if type(child) is FastDropout:
-                plain = nn.Dropout(child.p, child.inplace)
-                plain.train(child.training)
-                setattr(parent, name, plain)
+    _swap(model, FastDropout, nn.Dropout)
     config = getattr(model, "config", None)
     if config is not None and getattr(config, "_attn_implementation", None) == ATTENTION:
         model.set_attn_implementation("sdpa")
