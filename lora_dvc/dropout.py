@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 ATTENTION = "sdpa_fast_dropout"
-_INT16_MIN = -(2**15)
+_INT16_MIN, _INT16_MAX = -(2**15), 2**15 - 1
 
 
 def keep_mask(shape: torch.Size, p: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -26,7 +26,14 @@ def keep_mask(shape: torch.Size, p: float, dtype: torch.dtype, device: torch.dev
     count = shape.numel()
     words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), 2**63 - 1)
     uniform16 = words.view(torch.int16)[:count].view(shape)  # four uniforms over the int16 range per word
-    kept = uniform16 >= _INT16_MIN + round(p * 65536)
+    threshold = _INT16_MIN + round(p * 65536)  # kept where uniform16 >= threshold
+    if threshold == _INT16_MIN:  # p < 1/131072: every element kept
+        return torch.full(shape, 1.0 / (1.0 - p), dtype=dtype, device=device)
+    if threshold > _INT16_MAX:  # p > 1 - 1/131072: none kept
+        return torch.zeros(shape, dtype=dtype, device=device)
+    # clamp + subtract, not `>=`: the same 0/1 keep mask, while torch's CPU int16 comparison into bool
+    # and bool-to-float conversion cost 3x as much (bench/README.md, "Dropout masks")
+    kept = uniform16.clamp(threshold - 1, threshold).sub_(threshold - 1)
     return kept.to(dtype).mul_(1.0 / (1.0 - p))
 
 

@@ -173,6 +173,31 @@ def apply_method(model: torch.nn.Module, method: str, lora: LoraParams) -> torch
         return get_peft_model(model, lora_config(lora, model))
 
 
+def ready_for_bf16_autocast(model: torch.nn.Module) -> int:
+    """Ready a model for training under bf16 autocast; returns how many frozen tensors went to bf16.
+
+    - Frozen weights are stored in bf16: autocast would cast each of them again on every step.
+    - peft's cast of each LoRA input to the adapter's fp32 is off: autocast already gives every matmul
+      bf16 operands, and the cast copied every adapted layer's input twice a step (to fp32 for the
+      LoRA dropout, back to bf16 for lora_A).
+    - Trainable weights (adapters, head, or every weight in full fine-tuning) stay fp32: they are the
+      optimizer's master copy.
+
+    Measured with `python bench/step_levers.py` (bench/README.md).
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            module.cast_input_dtype_enabled = False
+    moved = 0
+    for param in model.parameters():
+        if not param.requires_grad and param.is_floating_point() and param.dtype != torch.bfloat16:
+            param.data = param.data.to(torch.bfloat16)
+            moved += 1
+    return moved
+
+
 def count_params(model: torch.nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
