@@ -707,6 +707,7 @@ def save(result: dict, folder: Path) -> Path:
 def main() -> None:
     args = parse_args()
     date = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    host = host_info()  # at the start: the tree the copy is made from, not one edited while the bench ran
     work = Path(tempfile.mkdtemp(prefix="lora-bench-"))
     copy = make_copy(work / "repo", "ag_news", args.rows, args.val_rows, args.test_rows, seed=0, overrides=args.set)
     log(f"temporary repository {copy}")
@@ -722,7 +723,7 @@ def main() -> None:
     result = {
         "command": " ".join(["python bench/run.py", *sys.argv[1:]]),
         "date": date,
-        "host": host_info(),
+        "host": host,
         "args": vars(args),
         "params": params,
         "rows": rows,

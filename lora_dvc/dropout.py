@@ -34,6 +34,9 @@ def keep_mask(shape: torch.Size, p: float, dtype: torch.dtype, device: torch.dev
     # clamp + subtract, not `>=`: the same 0/1 keep mask, while torch's CPU int16 comparison into bool
     # and bool-to-float conversion cost 3x as much (bench/README.md, "Dropout masks")
     kept = uniform16.clamp(threshold - 1, threshold).sub_(threshold - 1)
+    if dtype.is_floating_point and dtype.itemsize == 2:  # bf16 or fp16: the mask's bits in one int16 multiply
+        scale_bits = torch.tensor(1.0 / (1.0 - p), dtype=dtype).view(torch.int16).item()
+        return kept.mul_(scale_bits).view(dtype)
     return kept.to(dtype).mul_(1.0 / (1.0 - p))
 
 

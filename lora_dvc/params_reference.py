@@ -63,7 +63,8 @@ MAPS_TO = {
     "train.patience": "transformers `EarlyStoppingCallback(early_stopping_patience=)` with "
     "`load_best_model_at_end=True`, `metric_for_best_model` val macro-F1",
     "train.device": "torch device: `cpu`, `cuda`, `xla` (torch_xla); `auto` picks the best present",
-    "train.precision": "transformers `TrainingArguments.bf16` (`torch.autocast(dtype=torch.bfloat16)`)",
+    "train.precision": "transformers `TrainingArguments.bf16` (`torch.autocast(dtype=torch.bfloat16)`); on CPU "
+    "and CUDA the frozen weights are stored in bf16 (`lora_dvc.modeling.ready_for_bf16_autocast`)",
     "train.cores": "`torch_xla.launch` over the host's TPU cores (data parallel) when `all`",
     "train.processes": "`torchrun --nproc_per_node=` (torch DDP; `TrainingArguments` runs one process per device)",
     "train.fast_dropout": "this project's `lora_dvc.dropout.FastDropout` for every `nn.Dropout` and the "

@@ -44,6 +44,7 @@ from lora_dvc.collators import EpochSeededLengthSampler, SplitDataset, make_coll
 from lora_dvc.device import keep_padding_masks_on_device, resolve_precision, train_device, xla_available, xla_has_tpu
 from lora_dvc.dropout import restore_dropout, use_fast_dropout
 from lora_dvc.errors import UserError
+from lora_dvc.fused_lora import use_fused_lora
 from lora_dvc.metrics import classification_metrics
 from lora_dvc.modeling import (
     apply_method,
@@ -326,6 +327,8 @@ def train_transformer(params: Params) -> None:
         log.info("fast dropout masks in %d dropout modules and the attention", use_fast_dropout(model))
     if precision == "bf16" and device in ("cpu", "cuda"):
         log.info("bf16: %d frozen weight tensors stored in bf16", ready_for_bf16_autocast(model))
+    if device in ("cpu", "cuda"):
+        use_fused_lora(model)  # each LoRA layer's scale and sum in its matmul (lora_dvc/fused_lora.py)
     store = CheckpointStore(fingerprint(params))
     is_main = int(os.environ.get("RANK", "0")) == 0 if device != "xla" else _xla_is_main()
     if is_main:

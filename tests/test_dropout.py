@@ -124,3 +124,38 @@ def test_training_attention_is_sdpa_attention_up_to_the_dropped_elements(monkeyp
     assert torch.allclose(model(**padded_elsewhere).logits, out, atol=1e-6)
     torch.manual_seed(6)
     assert not torch.allclose(model(**inputs).logits, out)  # the masks do drop something
+
+
+@pytest.mark.parametrize("p", [0.1, 0.37, 0.5])
+def test_masks_are_the_uniform16_threshold_rule(p):
+    """keep_mask builds its 0/1 mask with clamp + subtract (cheaper than `>=` into bool on CPU): it must keep
+    exactly the elements whose 16-bit uniform is at or above the threshold, from the same generator draws."""
+    shape = torch.Size([64, 1001])
+    torch.manual_seed(11)
+    mask = keep_mask(shape, p, torch.float32, torch.device("cpu"))
+    torch.manual_seed(11)
+    words = torch.empty((shape.numel() + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1)
+    uniform16 = words.view(torch.int16)[: shape.numel()].view(shape)
+    expected = uniform16 >= -(2**15) + round(p * 65536)
+    assert torch.equal(mask > 0, expected)
+
+
+@pytest.mark.parametrize(("p", "kept"), [(1e-7, 1.0), (1 - 1e-7, 0.0)])
+def test_masks_at_the_ends_of_the_16_bit_resolution(p, kept):
+    """p below 1/131072 keeps everything, above 1 - 1/131072 nothing (the threshold leaves int16's range)."""
+    mask = keep_mask(torch.Size([4096]), p, torch.bfloat16, torch.device("cpu"))
+    assert mask.dtype == torch.bfloat16
+    assert (mask > 0).float().mean().item() == kept
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_16_bit_masks_equal_the_generic_path(p, dtype):
+    """bf16/fp16 masks are built from their bit pattern (one int16 multiply): the same values as the
+    0/1 mask converted and scaled in that dtype, from the same draws."""
+    torch.manual_seed(5)
+    bits_built = keep_mask(torch.Size([32, 77, 9]), p, dtype, torch.device("cpu"))
+    torch.manual_seed(5)
+    generic = (keep_mask(torch.Size([32, 77, 9]), p, torch.float32, torch.device("cpu")) > 0).to(dtype)
+    assert bits_built.dtype == dtype
+    assert torch.equal(bits_built, generic.mul_(1.0 / (1.0 - p)))

