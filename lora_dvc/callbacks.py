@@ -232,10 +232,18 @@ def restore_live(checkpoint: Path, live_dir: Path) -> None:
 
 
 class StopOnSignal(TrainerCallback):
-    """SIGINT/SIGTERM: finish the step, save a checkpoint, stop (no evaluation, no second save)."""
+    """SIGINT/SIGTERM: finish the step, save a checkpoint, stop (no evaluation, no second save).
 
-    def __init__(self) -> None:
+    A signal on an epoch's last step stops after that epoch's val pass and checkpoint instead, as an
+    uninterrupted run has them: the val pass draws from torch's generator (its DataLoader's seed), so a
+    checkpoint taken before it, resumed straight into the next epoch, would shift every later dropout
+    mask and lose the epoch's val metrics.
+    """
+
+    def __init__(self, steps_per_epoch: int) -> None:
         self.signal: int | None = None
+        self.steps_per_epoch = steps_per_epoch
+        self.stopped_mid_epoch = False
         if threading.current_thread() is threading.main_thread():  # not in torch_xla.launch threads
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, self._handle)
@@ -244,11 +252,16 @@ class StopOnSignal(TrainerCallback):
         self.signal = signum
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.signal is not None:
+        if self.signal is not None and state.global_step % self.steps_per_epoch:
             control.should_save = control.should_log = control.should_training_stop = True
+            self.stopped_mid_epoch = True
         return control
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        if self.signal is not None:
+        if self.signal is None:
+            return control
+        if self.stopped_mid_epoch:  # saved at the step already
             control.should_evaluate = control.should_save = control.should_log = False
+        else:  # the epoch's own val pass and checkpoint (save_strategy "epoch"), then stop
+            control.should_log = control.should_training_stop = True
         return control

@@ -290,7 +290,7 @@ def build_trainer(
     # the optimizer must hold the parameters where they will live (a GPU, an XLA device), so the
     # model goes there before make_optimizer, not later inside Trainer
     model = model.to(args.device)
-    stop = StopOnSignal()
+    stop = StopOnSignal(steps_per_epoch)
     callbacks = [
         LiveCallback(live, tallies, args.num_train_epochs, xla=device == "xla"),
         CheckpointCallback(tp.checkpoint_every, steps_per_epoch, store, tallies, LIVE_DIR, live, started),

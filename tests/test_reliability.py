@@ -284,6 +284,53 @@ def test_sigterm_saves_checkpoint_and_exits(repo, tmp_path):
     assert json.loads((repo / "metrics/train/metrics.json").read_text())["epochs_run"] == 2
 
 
+# the train stage, with SIGTERM delivered to itself right before the callbacks see the epoch's last step
+TRAIN_SIGNALLED_AT_EPOCH_END = """
+import os, signal
+from lora_dvc import callbacks
+step_end = callbacks.StopOnSignal.on_step_end
+def on_step_end(self, args, state, control, **kwargs):
+    if state.global_step == self.steps_per_epoch:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return step_end(self, args, state, control, **kwargs)
+callbacks.StopOnSignal.on_step_end = on_step_end
+from lora_dvc.runner import run_stage
+from lora_dvc.training import run
+run_stage(run)
+"""
+
+
+def train_outcome(repo: Path) -> dict:
+    metrics = json.loads((repo / "metrics/train/metrics.json").read_text())
+    return {
+        "adapter": {f.name: f.read_bytes() for f in sorted((repo / "models/classifier").iterdir())},
+        "val": (repo / "metrics/train/plots/metrics/val/accuracy.tsv").read_text(),
+        "metrics": {k: v for k, v in metrics.items() if k not in TIMING_KEYS | {"provenance"}},
+    }
+
+
+def test_sigterm_on_an_epochs_last_step_resumes_like_an_uninterrupted_run(repo, tmp_path):
+    """A signal on the last step of an epoch stops after that epoch's val pass and checkpoint: the val pass
+    draws from torch's generator, so a checkpoint taken before it and resumed into the next epoch shifted
+    every later dropout mask (a queued run killed there ended with another adapter)."""
+    store = tmp_path / "checkpoints"
+    write_params(repo, {"train": {"epochs": 2, "checkpoint_every": 0, "log_every": 2}})
+    run([sys.executable, "-m", "stages.prepare"], repo)
+    run([sys.executable, "-m", "stages.tokenize"], repo)
+    run([sys.executable, "-m", "stages.train"], repo, env=checkpoint_env(store))
+    whole = train_outcome(repo)
+    assert len(whole["val"].splitlines()) == 3  # header and one val pass per epoch
+
+    stopped = run([sys.executable, "-c", TRAIN_SIGNALLED_AT_EPOCH_END], repo, check=False, env=checkpoint_env(store))
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
+    assert len(complete_checkpoints(store)) == 1
+    assert "epoch 1/2: val accuracy" in stopped.stderr  # the epoch's val pass ran before the stop
+
+    resumed = run([sys.executable, "-m", "stages.train"], repo, env=checkpoint_env(store))
+    assert "resuming from" in resumed.stderr
+    assert train_outcome(repo) == whole
+
+
 def test_stale_checkpoints_pruned(tmp_path, monkeypatch, caplog):
     from lora_dvc.checkpoints import MAX_AGE_DAYS, prune_stale
 
