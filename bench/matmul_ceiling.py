@@ -17,19 +17,10 @@ peak than this. Writes bench/results/matmul-ceiling-<date>.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import sys
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from lora_dvc.provenance import cpu_model  # noqa: E402
+from run import best_seconds, matmul_peak, save_probe
 
 HIDDEN, FFN, HEADS, RANK = 384, 1536, 12, 16  # all-MiniLM-L6-v2, LoRA r=16
 
@@ -63,26 +54,13 @@ def layer_matmuls(batch: int, length: int) -> list[tuple[str, int, int, int, int
     return shapes
 
 
-def best_seconds(fn, seconds: float) -> float:
-    fn()  # warm-up: oneDNN picks and caches its kernel
-    best, deadline = float("inf"), time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def measure(dtype: torch.dtype, batch: int, length: int, seconds: float) -> dict:
-    n = 2048
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    peak = 2 * n**3 / best_seconds(lambda: torch.matmul(a, b), 3 * seconds)
+def measure(dtype: torch.dtype, peak: float, batch: int, length: int, seconds: float) -> dict:
     rows, total_flops, total_s = [], 0.0, 0.0
-    for what, count, m, k, n_ in layer_matmuls(batch, length):
-        x, w = torch.randn(count, m, k, dtype=dtype).squeeze(0), torch.randn(count, k, n_, dtype=dtype).squeeze(0)
+    for what, count, m, k, n in layer_matmuls(batch, length):
+        x, w = torch.randn(count, m, k, dtype=dtype).squeeze(0), torch.randn(count, k, n, dtype=dtype).squeeze(0)
         s = best_seconds(lambda x=x, w=w: torch.matmul(x, w), seconds)
-        flops = 2 * count * m * k * n_
-        rows.append({"matmul": what, "shape": [count, m, k, n_], "seconds": s, "flops_per_s": flops / s})
+        flops = 2 * count * m * k * n
+        rows.append({"matmul": what, "shape": [count, m, k, n], "seconds": s, "flops_per_s": flops / s})
         total_flops, total_s = total_flops + flops, total_s + s
     ceiling = total_flops / total_s
     return {
@@ -102,9 +80,10 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=1.0, help="timing per matmul shape")
     ap.add_argument("--out", type=Path, help="JSON path (default bench/results/matmul-ceiling-<date>.json)")
     args = ap.parse_args()
+    peak = matmul_peak(seconds=3 * args.seconds)["flops_per_s"]  # the bench's peak: 2048 x 2048, best time
     result = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        result[name] = measure(dtype, args.batch, args.length, args.seconds)
+        result[name] = measure(dtype, peak[name], args.batch, args.length, args.seconds)
         r = result[name]
         print(
             f"{name}: peak {r['peak_flops_per_s'] / 1e9:,.0f} GFLOP/s; the model's matmuls at their shapes "
@@ -119,20 +98,7 @@ def main() -> None:
             f"| {b16['matmul']} {'x'.join(map(str, b16['shape']))} | {f32['flops_per_s'] / 1e9:,.0f} | "
             f"{b16['flops_per_s'] / 1e9:,.0f} | {100 * share:.1f}% |"
         )
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    path = args.out or ROOT / "bench" / "results" / f"matmul-ceiling-{stamp}.json"
-    record = {
-        "command": "python bench/matmul_ceiling.py " + " ".join(sys.argv[1:]),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "host": {"cpu": cpu_model(), "cores": os.cpu_count(), "machine": platform.machine()},
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "batch": args.batch,
-        "length": args.length,
-        "results": result,
-    }
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"\nwrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    save_probe("matmul-ceiling", {"batch": args.batch, "length": args.length, "results": result}, args.out)
 
 
 if __name__ == "__main__":

@@ -334,6 +334,18 @@ def tree_version() -> str:
     return f"{head.strip() or 'unknown'}{' + uncommitted changes' if dirty else ''}"
 
 
+def best_seconds(fn, seconds: float) -> float:
+    """The best time of fn() over `seconds` of repeats, after one warm-up call (oneDNN picks and caches its
+    kernel): another process on a core only ever slows a call down."""
+    fn()
+    best, deadline = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def matmul_peak(n: int = 2048, seconds: float = 3.0) -> dict:
     """Best achieved FLOP/s of an n x n matmul on all threads, fp32 and bf16: the machine's practical peak."""
     import torch
@@ -341,13 +353,7 @@ def matmul_peak(n: int = 2048, seconds: float = 3.0) -> dict:
     peak = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        torch.matmul(a, b)  # warm-up: oneDNN picks and caches its kernel
-        best, deadline = float("inf"), time.perf_counter() + seconds
-        while time.perf_counter() < deadline:
-            t0 = time.perf_counter()
-            torch.matmul(a, b)
-            best = min(best, time.perf_counter() - t0)
-        peak[name] = matmul_flops(n) / best
+        peak[name] = matmul_flops(n) / best_seconds(lambda a=a, b=b: torch.matmul(a, b), seconds)
     return {"n": n, "threads": torch.get_num_threads(), "flops_per_s": peak}
 
 
@@ -702,6 +708,24 @@ def save(result: dict, folder: Path) -> Path:
     tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
     tmp.replace(out)  # atomic: a half-written result never lands under bench/results
     return out
+
+
+def save_probe(script: str, record: dict, out: Path | None = None) -> Path:
+    """A probe's raw figures (bench/step_levers.py, bench/matmul_ceiling.py) with its command, date and host,
+    to `out` or bench/results/<script>-<date>.json, written atomically."""
+    now = dt.datetime.now(dt.timezone.utc)
+    path = out or BENCH / "results" / f"{script}-{now.strftime('%Y%m%dT%H%M%S')}.json"
+    full = {
+        "command": " ".join([f"python bench/{script.replace('-', '_')}.py", *sys.argv[1:]]),
+        "date": now.isoformat(timespec="seconds"),
+        "host": host_info(),
+        **record,
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(full, indent=2) + "\n")
+    tmp.replace(path)
+    print(f"\nwrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    return path
 
 
 def main() -> None:

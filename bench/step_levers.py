@@ -32,15 +32,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
+from run import save_probe
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from lora_dvc.provenance import cpu_model  # noqa: E402
 
 LEVERS = [
     "base",
@@ -147,19 +145,7 @@ def main() -> None:
     for r in results:
         ratio = f"{base['base'] / r['s_per_step']:.2f}x" if "base" in base else "n/a"
         print(f"| {r['lever']} | {r['s_per_step']:.3f} | {ratio} | {r['warmup_s']:.1f} |")
-    import torch
-
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    path = args.out or ROOT / "bench" / "results" / f"step-levers-{stamp}.json"
-    record = {
-        "command": "python bench/step_levers.py " + " ".join(sys.argv[1:]),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "host": {"cpu": cpu_model(), "cores": os.cpu_count(), "machine": platform.machine()},
-        "torch": torch.__version__,
-        "results": results,
-    }
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"\nwrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    save_probe("step-levers", {"results": results}, args.out)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ Only CPU training uses it: GPUs and TPUs draw masks with parallel counter-based 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -35,9 +37,14 @@ def keep_mask(shape: torch.Size, p: float, dtype: torch.dtype, device: torch.dev
     # and bool-to-float conversion cost 3x as much (bench/README.md, "Dropout masks")
     kept = uniform16.clamp(threshold - 1, threshold).sub_(threshold - 1)
     if dtype.is_floating_point and dtype.itemsize == 2:  # bf16 or fp16: the mask's bits in one int16 multiply
-        scale_bits = torch.tensor(1.0 / (1.0 - p), dtype=dtype).view(torch.int16).item()
-        return kept.mul_(scale_bits).view(dtype)
+        return kept.mul_(_scale_bits(p, dtype)).view(dtype)
     return kept.to(dtype).mul_(1.0 / (1.0 - p))
+
+
+@functools.cache
+def _scale_bits(p: float, dtype: torch.dtype) -> int:
+    """The bit pattern of 1 / (1 - p) in a 16-bit float dtype, as an int16 (once per p and dtype)."""
+    return torch.tensor(1.0 / (1.0 - p), dtype=dtype).view(torch.int16).item()
 
 
 class FastDropout(nn.Dropout):

@@ -29,9 +29,9 @@ class FusedLoraLinear(LoraLinear):
         if name not in self.lora_A or name in self.lora_variant or self.lora_B[name].bias is not None:
             return super().forward(x, *args, **kwargs)
         lora_A, weight_B = self.lora_A[name], self.lora_B[name].weight
-        result = self.base_layer(x)
-        if result.dtype != weight_B.dtype and not torch.is_autocast_enabled(result.device.type):
+        if self.base_layer.weight.dtype != weight_B.dtype and not torch.is_autocast_enabled(x.device.type):
             return super().forward(x, *args, **kwargs)  # peft's path promotes mixed dtypes
+        result = self.base_layer(x)
         h = lora_A(self.lora_dropout[name](self._cast_input_dtype(x, lora_A.weight.dtype)))
         out_features = result.shape[-1]
         fused = torch.addmm(

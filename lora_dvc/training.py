@@ -153,7 +153,7 @@ def make_optimizer(model: torch.nn.Module, params: Params) -> torch.optim.Optimi
     """AdamW over the trainable weights (decay on all of them, as before Trainer), or LoRA+.
 
     torch's fused AdamW (one kernel for every tensor) where the weights live on the CPU or a CUDA GPU
-    (1.02x a bf16 CPU step, bench/step_levers.py); torch_xla has no fused kernel.
+    (0.99-1.02x a bf16 CPU step: noise level, bench/step_levers.py); torch_xla has no fused kernel.
     """
     tp = params.train
     fused = next(model.parameters()).device.type in ("cpu", "cuda")

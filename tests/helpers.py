@@ -46,6 +46,16 @@ def build_tiny_model(folder: Path, kind: str = "bert") -> Path:
     return folder
 
 
+def tiny_classifier(kind: str = "bert", **config):
+    """A 2-layer, 32-wide sequence classifier (vocabulary 100, 3 labels) built from a config in memory;
+    `config` overrides any field (dropout rates, attention implementation, ...)."""
+    from transformers import AutoModelForSequenceClassification, BertConfig, RobertaConfig, XLMRobertaConfig
+
+    config_cls = {"bert": BertConfig, "roberta": RobertaConfig, "xlm-roberta": XLMRobertaConfig}[kind]
+    fields = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    return AutoModelForSequenceClassification.from_config(config_cls(**{**fields, "num_labels": 3, **config}))
+
+
 def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
     """Run a command with the test interpreter's bin dir first on PATH (dvc stages call `python`)."""
     env = os.environ.copy()

@@ -7,8 +7,8 @@ import copy
 
 import pytest
 import torch
+from helpers import tiny_classifier
 from torch import nn
-from transformers import AutoModelForSequenceClassification, BertConfig
 
 from lora_dvc import dropout
 from lora_dvc.dropout import FastDropout, keep_mask, restore_dropout, use_fast_dropout
@@ -18,17 +18,7 @@ from lora_dvc.params import LoraParams
 
 def tiny_lora_bert(attention_dropout: float = 0.1) -> nn.Module:
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=3,
-        attention_probs_dropout_prob=attention_dropout,
-        attn_implementation="sdpa",
-    )
-    model = AutoModelForSequenceClassification.from_config(config)
+    model = tiny_classifier(attention_probs_dropout_prob=attention_dropout, attn_implementation="sdpa")
     return apply_method(model, "lora", LoraParams(r=4, alpha=8, dropout=0.1, targets="all"))
 
 

@@ -7,8 +7,8 @@ import copy
 
 import pytest
 import torch
+from helpers import tiny_classifier
 from peft.tuners.lora.layer import Linear as LoraLinear
-from transformers import AutoModelForSequenceClassification, BertConfig
 
 from lora_dvc.fused_lora import FusedLoraLinear, use_fused_lora
 from lora_dvc.modeling import apply_method
@@ -17,17 +17,7 @@ from lora_dvc.params import LoraParams
 
 def tiny_lora(**lora) -> torch.nn.Module:
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=3,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    model = AutoModelForSequenceClassification.from_config(config)
+    model = tiny_classifier(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     model = apply_method(model, "lora", LoraParams(**{"r": 4, "alpha": 8, "dropout": 0.0, "targets": "all", **lora}))
     for name, param in model.named_parameters():  # B starts at zero: give it weights so the adapter counts
         if "lora_B" in name:

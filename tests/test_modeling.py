@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, BertConfig, RobertaConfig, XLMRobertaConfig
+from helpers import tiny_classifier
 
 from lora_dvc.errors import UserError
 from lora_dvc.modeling import (
@@ -16,23 +16,19 @@ from lora_dvc.modeling import (
 )
 from lora_dvc.params import LoraParams
 
-CONFIGS = {"bert": BertConfig, "roberta": RobertaConfig, "xlm-roberta": XLMRobertaConfig}
+KINDS = ("bert", "roberta", "xlm-roberta")
 HIDDEN, INTER, LAYERS, LABELS = 32, 64, 2, 3
 
 
 def tiny(kind: str) -> torch.nn.Module:
-    config = CONFIGS[kind](
-        vocab_size=100,
-        hidden_size=HIDDEN,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=2,
-        intermediate_size=INTER,
-        num_labels=LABELS,
-    )
-    return AutoModelForSequenceClassification.from_config(config)
+    model = tiny_classifier(kind)
+    config = model.config
+    shape = (config.hidden_size, config.intermediate_size, config.num_hidden_layers, config.num_labels)
+    assert shape == (HIDDEN, INTER, LAYERS, LABELS)  # the parameter formulas below assume these
+    return model
 
 
-@pytest.mark.parametrize("kind", CONFIGS)
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(
     "alias, leaves",
     [
@@ -65,7 +61,7 @@ def head_params(kind: str) -> int:
     return (HIDDEN * HIDDEN + HIDDEN) + (HIDDEN * LABELS + LABELS)  # RoBERTa head: dense(H, H) + out_proj(H, LABELS)
 
 
-@pytest.mark.parametrize("kind", CONFIGS)
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("targets, r", [("qv", 4), ("all", 8), ("qkv", 16)])
 def test_trainable_params_match_formula_and_peft(kind, targets, r):
     base = tiny(kind)
