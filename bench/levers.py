@@ -98,7 +98,7 @@ def time_train(repo: Path, overrides: dict, lever: str, base_params: str) -> dic
     started = time.perf_counter()
     out = run([sys.executable, "-c", WRAPPER], repo, env=env)
     seconds = time.perf_counter() - started
-    metrics = json.loads((repo / "metrics/train/metrics.json").read_text())
+    metrics = json.loads((repo / "records/train/metrics.json").read_text())
     return {
         "seconds": round(seconds, 2),
         "train_seconds": metrics["train_seconds"],

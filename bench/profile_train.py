@@ -219,7 +219,7 @@ def main() -> None:
         "profile",
     )
     wall = time.perf_counter() - t0
-    metrics = bench.read_json(copy / "metrics/train/metrics.json")
+    metrics = bench.read_json(copy / "records/train/metrics.json")
     report = [
         f"# train stage profile, {dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
         f"`python bench/profile_train.py {' '.join(sys.argv[1:])}`",

@@ -59,6 +59,7 @@ GENERATED = (
     "data/tokenized",
     "models/",
     "metrics/",
+    "records/",
     "plots/",
     "reports/",
     "dvc.lock",
@@ -403,7 +404,7 @@ def run_ours(copy: Path, precision: str, with_test: bool, extra_env: dict | None
     """`dvc repro -f -s train` at this precision: whole-process wall, the stage's own figures, accuracy."""
     write_params(copy, [f"train.precision={precision}"])
     t = timed([sys.executable, "-m", "dvc", "repro", "-f", "-s", "train"], copy, "ours", extra_env)
-    m = read_json(copy / "metrics/train/metrics.json")
+    m = read_json(copy / "records/train/metrics.json")
     run = {
         **t,
         "side": "ours",
@@ -415,7 +416,7 @@ def run_ours(copy: Path, precision: str, with_test: bool, extra_env: dict | None
     }
     if with_test:
         timed([sys.executable, "-m", "dvc", "repro", "-f", "-s", "evaluate"], copy, "ours")
-        ev = read_json(copy / "metrics/evaluate/metrics.json")
+        ev = read_json(copy / "records/evaluate/metrics.json")
         run.update(test_accuracy=dig(ev, "test", "accuracy"), majority_accuracy=dig(ev, "test", "majority_accuracy"))
     return run
 
@@ -743,7 +744,7 @@ def main() -> None:
     peak = best_peak(peak, matmul_peak())  # again after the runs: the quieter of the two is the peak
     lengths = token_lengths(copy)
     params = yaml.safe_load((copy / "params.yaml").read_text())
-    rows = read_json(copy / "metrics/prepare.json")["rows"]
+    rows = read_json(copy / "records/prepare.json")["rows"]
     result = {
         "command": " ".join(["python bench/run.py", *sys.argv[1:]]),
         "date": date,

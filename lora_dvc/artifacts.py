@@ -1,15 +1,21 @@
 """Every file that passes between stages: its path, and the one function that writes or reads it.
 
-`dvc.yaml` names the same paths (it cannot import Python); tests/test_artifacts.py checks that
+`dvc.yaml` names the same paths (it cannot import Python); tests/test_stage_deps.py checks that
 each path here appears there, so the two cannot drift. A stage never builds a path by itself.
+
+Two kinds of results: `metrics/` holds only the numbers people compare across experiments (what
+`dvc exp show` and `dvc metrics show` list: test and val scores, fit time, trainable parameters);
+`records/` holds everything else a run produced (data hygiene counts, token lengths, per-class
+scores, provenance, DVCLive's curves), which the report, the model card and `lora-dvc compare` read.
 
     data/prepared/{train,val,test}.csv, labels.json     prepare  -> tokenize, train (tfidf), evaluate (tfidf)
     data/tokenized/{train,val,test}.npz, meta.json      tokenize -> train, evaluate
     models/classifier/                                  train    -> evaluate, export, predict
-    metrics/{prepare,tokenize}.json                     prepare, tokenize -> report, export
-    metrics/train/, metrics/evaluate/                   train, evaluate (DVCLive) -> report, export
+    metrics/train.json, metrics/test.json               train, evaluate: the compared numbers
+    records/{prepare,tokenize}.json                     prepare, tokenize -> report, export
+    records/train/, records/evaluate/                   train, evaluate (DVCLive) -> report, export, compare
     reports/report.md, plots/                           report
-    models/export/                                      export
+    models/export/                                      export (the registered, shareable model)
 """
 
 from __future__ import annotations
@@ -33,13 +39,15 @@ TOKENIZED = Path("data/tokenized")
 TOKENIZED_META = TOKENIZED / "meta.json"
 MODEL = Path("models/classifier")
 EXPORT = Path("models/export")
-PREPARE_METRICS = Path("metrics/prepare.json")
-TOKENIZE_METRICS = Path("metrics/tokenize.json")
-TRAIN_LIVE = Path("metrics/train")
-TRAIN_METRICS = TRAIN_LIVE / "metrics.json"
+PREPARE_STATS = Path("records/prepare.json")
+TOKENIZE_STATS = Path("records/tokenize.json")
+TRAIN_METRICS = Path("metrics/train.json")  # val.*, fit.*: compared across experiments
+TEST_METRICS = Path("metrics/test.json")  # test.*: compared across experiments
+TRAIN_LIVE = Path("records/train")
+TRAIN_SUMMARY = TRAIN_LIVE / "metrics.json"  # DVCLive's summary: every detail of the run
 TRAIN_PLOTS = TRAIN_LIVE / "plots/metrics"
-EVAL_LIVE = Path("metrics/evaluate")
-EVAL_METRICS = EVAL_LIVE / "metrics.json"
+EVAL_LIVE = Path("records/evaluate")
+EVAL_SUMMARY = EVAL_LIVE / "metrics.json"  # per-class scores, confidence, majority floor
 EVAL_PREDICTIONS = EVAL_LIVE / "predictions.csv"
 CONFUSION = EVAL_LIVE / "plots/sklearn/confusion_matrix.json"
 REPORT = Path("reports/report.md")

@@ -139,8 +139,8 @@ class LiveCallback(TrainerCallback):
             "macro_f1": metrics["eval_macro_f1"],
         }
         if val["macro_f1"] > progress["best_f1"]:  # strictly better, as Trainer's best-model tracking
-            progress.update(best_f1=val["macro_f1"], best_epoch=epoch)
-        progress["epochs_run"] = epoch
+            progress.update(best_f1=val["macro_f1"], best_epoch=epoch, best_val=val)
+        progress.update(epochs_run=epoch, last_val=val)
         log.info(
             "epoch %d/%d: val accuracy %.4f, macro-F1 %.4f, loss %.4f",
             epoch,

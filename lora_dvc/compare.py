@@ -70,7 +70,7 @@ def read_runs(args: argparse.Namespace) -> tuple[list[runs.Run], list[runs.Other
     if args.input:
         rows, source, keys = runs.load_rows(args.input), f"`{args.input}`", runs.param_keys()
     else:
-        rows = runs.exp_rows(repo=".", all_commits=args.all_commits, rev=args.rev)
+        rows = runs.with_records(runs.exp_rows(repo=".", all_commits=args.all_commits, rev=args.rev))
         source = "dvc.api.exp_show()" + (
             " of every commit" if args.all_commits else f" of commit {args.rev}" if args.rev else ""
         )

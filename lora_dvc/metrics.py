@@ -69,7 +69,7 @@ def not_learned_advice(split: str, macro_f1: float, baseline_macro_f1: float) ->
         f"always predicting the majority class (macro-F1 {baseline_macro_f1:.4f}). Try more optimizer steps "
         "(train.epochs, "
         "train.min_steps), a higher train.lr, or a larger model.max_length if many texts are truncated "
-        "(metrics/tokenize.json truncated_fraction)."
+        "(records/tokenize.json truncated_fraction)."
     )
 
 
@@ -81,3 +81,30 @@ def test_summary(test_labels: np.ndarray, train_labels: np.ndarray, probs: np.nd
     metrics["majority_macro_f1"] = round(baseline_f1, 6)
     metrics["learned"] = learned(metrics["macro_f1"], baseline_f1, metrics["accuracy"], metrics["majority_accuracy"])
     return metrics
+
+
+def compared_train(val: dict, best_epoch: int, seconds: float, samples_per_second: float, trainable: int) -> dict:
+    """metrics/train.json: the numbers of a training run that people compare across experiments.
+
+    `val` holds the kept model's val scores (the best epoch's when train.patience restores it, else the
+    last epoch's). Top-level names are not params sections, so `dvc exp show` columns never collide.
+    """
+    return {
+        "val": {
+            "accuracy": round(float(val["accuracy"]), 6),
+            "macro_f1": round(float(val["macro_f1"]), 6),
+            "loss": round(float(val["loss"]), 6),
+            "best_epoch": int(best_epoch),
+        },
+        "fit": {
+            "seconds": round(float(seconds), 1),
+            "samples_per_second": round(float(samples_per_second), 2),
+            "trainable_params": int(trainable),
+        },
+    }
+
+
+def compared_test(summary: dict) -> dict:
+    """metrics/test.json: test accuracy, macro-F1, loss and `learned` (1 or 0) from test_summary's dict."""
+    keys = ("accuracy", "macro_f1", "loss")
+    return {"test": {**{k: summary[k] for k in keys}, "learned": int(bool(summary["learned"]))}}

@@ -1,6 +1,6 @@
 """Where a result came from: git revision, package versions, Python, host CPU and threads.
 
-The train stage writes this into metrics/train/metrics.json (`provenance`) and the report prints
+The train stage writes this into records/train/metrics.json (`provenance`) and the report prints
 it, so a number in `dvc exp show` or a report always says which code, libraries and host made it.
 """
 

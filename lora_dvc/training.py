@@ -13,8 +13,8 @@ CPU, NCCL on CUDA). What Trainer cannot do itself is in lora_dvc/callbacks.py (t
 DVCLive keys, the train-accuracy tally, signal handling, checkpoint bookkeeping), lora_dvc/
 checkpoints.py (where checkpoints live) and lora_dvc/collators.py (resumable length grouping).
 
-Outputs: models/classifier/ (peft adapter incl. classifier head, or full model), metrics/train/
-(DVCLive). Only rank 0 writes them.
+Outputs: models/classifier/ (peft adapter incl. classifier head, or full model), metrics/train.json
+(the compared numbers), records/train/ (DVCLive: curves and every detail). Only rank 0 writes them.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 from dvclive import Live
 from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainingArguments, set_seed
 
-from lora_dvc.artifacts import LABELS, PREPARED, TokenizedSplit
+from lora_dvc.artifacts import LABELS, PREPARED, TRAIN_METRICS, TokenizedSplit, write_metrics
 from lora_dvc.artifacts import MODEL as MODEL_DIR
 from lora_dvc.artifacts import TOKENIZED as DATA_DIR
 from lora_dvc.artifacts import TRAIN_LIVE as LIVE_DIR
@@ -45,7 +45,7 @@ from lora_dvc.device import keep_padding_masks_on_device, resolve_precision, tra
 from lora_dvc.dropout import restore_dropout, use_fast_dropout
 from lora_dvc.errors import UserError
 from lora_dvc.fused_lora import use_fused_lora
-from lora_dvc.metrics import classification_metrics
+from lora_dvc.metrics import classification_metrics, compared_train
 from lora_dvc.modeling import (
     apply_method,
     count_params,
@@ -421,6 +421,14 @@ def finish(
     )
     live.make_summary()
     live.end()
+    # the kept model's val scores; a checkpoint written before they were tracked falls back to the last logged
+    kept_val = progress.get("best_val" if trainer.args.load_best_model_at_end else "last_val") or live.summary["val"]
+    write_metrics(
+        TRAIN_METRICS,
+        compared_train(
+            kept_val, progress["best_epoch"], seconds, progress["samples"] / seconds, count_params(model)[0]
+        ),
+    )
     restore_dropout(model)  # the saved model names no function only this process registered
     save_model(model.to("cpu"), params)
     store.clean()
@@ -463,6 +471,10 @@ def train_tfidf(params: Params) -> None:
         )
     with atomic_dir(MODEL_DIR) as tmp:
         model.save(tmp)
+    write_metrics(
+        TRAIN_METRICS,
+        compared_train(metrics["val"], 1, seconds, len(frames["train"]) / seconds, model.n_params),
+    )
     log.info(
         "tfidf: val accuracy %.4f, macro-F1 %.4f (%.0f s)",
         metrics["val"]["accuracy"],

@@ -67,7 +67,7 @@ SETS+=(-S train.epochs=1 -S train.checkpoint_every=0)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")
 [ "$KEEP" = 1 ] && echo "work folder: $WORK (kept)" || trap 'rm -rf "$WORK"' EXIT
 (cd "$ROOT" && git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t "$WORK" 2>/dev/null || true)
-rm -rf "$WORK/dvc.lock" "$WORK/metrics" "$WORK/models" "$WORK/plots" "$WORK/reports"
+rm -rf "$WORK/dvc.lock" "$WORK/metrics" "$WORK/records" "$WORK/models" "$WORK/plots" "$WORK/reports"
 cd "$WORK"
 git init -q -b main && git add -A && git -c user.email=check@localhost -c user.name=gpu-check commit -qm copy
 
@@ -84,8 +84,8 @@ print("\n".join(sorted(walk(json.load(open(sys.argv[1]))))))' "$1"
 }
 check_run() {  # check_run LABEL: samples/s and accuracy of the workspace's last run, against the floor
   local sps acc
-  sps=$(metric metrics/train/metrics.json train_samples_per_second)
-  acc=$(metric metrics/evaluate/metrics.json test.accuracy)
+  sps=$(metric records/train/metrics.json train_samples_per_second)
+  acc=$(metric records/evaluate/metrics.json test.accuracy)
   echo "$1: train $sps samples/s, test accuracy $acc"
   "$PY" -c 'import sys; sys.exit(float(sys.argv[1]) < float(sys.argv[2]))' "$acc" "$FLOOR" \
     || fail "$1: test accuracy $acc is under the floor $FLOOR"
@@ -98,7 +98,7 @@ if ! dvc exp run evaluate -n gpu-check-1 "${SETS[@]}" >"$WORK/run1.log" 2>&1; th
   exit 1
 fi
 check_run "1 process"
-keys metrics/train/metrics.json >"$WORK/keys1.txt"
+keys records/train/metrics.json >"$WORK/keys1.txt"
 
 # --- 3. predict ----------------------------------------------------------------------------------
 PRED=$("$PY" -m lora_dvc.predict "Stocks fell sharply on Wall Street after the rate decision" 2>"$WORK/predict.log") \
@@ -116,7 +116,7 @@ elif ! grep -Eq '^\s+processes:' params.yaml; then
 else
   if dvc exp run evaluate -n gpu-check-ddp "${SETS[@]}" -S "train.processes=$PROCS" >"$WORK/ddp.log" 2>&1; then
     check_run "$PROCS processes"
-    keys metrics/train/metrics.json >"$WORK/keysN.txt"
+    keys records/train/metrics.json >"$WORK/keysN.txt"
     diff "$WORK/keys1.txt" "$WORK/keysN.txt" >&2 || fail "DDP: train metrics keys differ from the 1-process run's"
   else
     tail -30 "$WORK/ddp.log" >&2

@@ -6,8 +6,9 @@ writes accuracy, macro-F1, log loss, per-class precision/recall/F1, mean confide
 majority-class floor (accuracy and macro-F1) and `learned`: false when test macro-F1 is within
 metrics.LEARNED_MARGIN of that floor, with a warning that says what to try.
 
-Outputs: metrics/evaluate/metrics.json and metrics/evaluate/plots/sklearn/confusion_matrix.json
-(DVCLive), metrics/evaluate/predictions.csv.
+Outputs: metrics/test.json (test accuracy, macro-F1, loss, learned as 1/0: the compared numbers);
+records/evaluate/metrics.json (every score above) and records/evaluate/plots/sklearn/confusion_matrix.json
+(DVCLive), records/evaluate/predictions.csv.
 """
 
 from __future__ import annotations
@@ -18,10 +19,19 @@ import time
 import pandas as pd
 from dvclive import Live
 
-from lora_dvc.artifacts import EVAL_LIVE, EVAL_PREDICTIONS, MODEL, read_prepared, read_tokenized, write_table
+from lora_dvc.artifacts import (
+    EVAL_LIVE,
+    EVAL_PREDICTIONS,
+    MODEL,
+    TEST_METRICS,
+    read_prepared,
+    read_tokenized,
+    write_metrics,
+    write_table,
+)
 from lora_dvc.classifier import load_classifier
 from lora_dvc.device import Runtime
-from lora_dvc.metrics import not_learned_advice, test_summary
+from lora_dvc.metrics import compared_test, not_learned_advice, test_summary
 from lora_dvc.params import load_params
 from lora_dvc.runner import run_stage
 
@@ -57,7 +67,7 @@ def main() -> None:
 
 
 def write_outputs(metrics: dict, truth, probs, labels: list[str]) -> None:
-    """metrics.json and the confusion matrix through DVCLive; predictions.csv beside them."""
+    """The details and the confusion matrix through DVCLive, predictions.csv beside them; metrics/test.json."""
     actual = [labels[i] for i in truth]
     predicted = [labels[i] for i in probs.argmax(axis=1)]
     with Live(dir=str(EVAL_LIVE), save_dvc_exp=False, dvcyaml=None) as live:
@@ -69,6 +79,7 @@ def write_outputs(metrics: dict, truth, probs, labels: list[str]) -> None:
         pd.DataFrame({"label": actual, "predicted": predicted, "confidence": probs.max(axis=1).round(6)}),
         EVAL_PREDICTIONS,
     )
+    write_metrics(TEST_METRICS, compared_test(metrics))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ fixed label order, then, counting every row it drops by reason:
 carves val (and test, when the source has no official test split) from the pool, stratified and
 seeded, and optionally subsamples train to `data.max_train_rows`.
 
-Outputs: data/prepared/{train,val,test}.csv + labels.json, metrics/prepare.json.
+Outputs: data/prepared/{train,val,test}.csv + labels.json, records/prepare.json.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def main() -> None:
     params = load_params()
     splits, labels, stats = make_splits(params.data)
     artifacts.write_prepared(splits, labels)
-    artifacts.write_metrics(artifacts.PREPARE_METRICS, stats)
+    artifacts.write_metrics(artifacts.PREPARE_STATS, stats)
     log.info("rows: %s; dropped: %s", stats["rows"], stats["dropped"])
 
 

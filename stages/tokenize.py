@@ -3,7 +3,7 @@
 Each split becomes one .npz: `ids` (all token ids, int32, concatenated), `offsets` (row i is
 ids[offsets[i]:offsets[i+1]]) and `labels`. No padding is stored: train and evaluate pad each
 batch to the smallest of `model.length_buckets` that fits, so an XLA device compiles one graph
-per bucket. Token-length statistics per split go to metrics/tokenize.json.
+per bucket. Token-length statistics per split go to records/tokenize.json.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def main() -> None:
         "max_length": params.model.max_length,
     }
     artifacts.write_tokenized(encoded, meta)
-    artifacts.write_metrics(artifacts.TOKENIZE_METRICS, stats)
+    artifacts.write_metrics(artifacts.TOKENIZE_STATS, stats)
     for split, s in stats.items():
         log.info(
             "%s: %d rows, mean %.1f tokens, p95 %d, %.1f%% truncated",

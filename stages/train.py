@@ -2,7 +2,7 @@
 
 `train.method` picks what is trained: `lora` (a peft adapter over `model.name`, classifier head
 included), `full` (every weight) or `tfidf` (the TF-IDF + logistic regression baseline). Training
-runs on transformers' Trainer; DVCLive logs the curves to metrics/train/; an interrupted run
+runs on transformers' Trainer; DVCLive logs the curves to records/train/; an interrupted run
 resumes from its last checkpoint (kept outside the workspace, see lora_dvc/checkpoints.py). With
 `train.processes` > 1 the stage restarts itself under torchrun, one process per rank.
 The engine lives in lora_dvc/training.py.

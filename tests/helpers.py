@@ -118,7 +118,7 @@ def make_repo(dest: Path, model: Path) -> Path:
     ).stdout.split("\n")
     for name in filter(None, files):
         if name.startswith(
-            ("data/prepared", "data/tokenized", "models/", "metrics/", "plots/", "reports/", "dvc.lock")
+            ("data/prepared", "data/tokenized", "models/", "metrics/", "records/", "plots/", "reports/", "dvc.lock")
         ):
             continue
         if not (ROOT / name).is_file():

@@ -54,10 +54,10 @@ def row(
     trainable: float = 1000.0,
     **params,
 ) -> dict:
-    """One exp_show row: metrics of both metrics files, params with dotted overrides."""
+    """One exp_show row: both metrics files, the records compare reads beside them, params with dotted overrides."""
     metrics = {
         "steps": 10.0,
-        "trainable_params": trainable,
+        "fit.trainable_params": trainable,
         "total_params": 100_000.0,
         "lora_weight_mean": 1e-3,
         "train.accuracy": "!",
@@ -129,7 +129,7 @@ def test_cells_decode_to_what_params_yaml_held():
 
 def test_metric_prefixed_with_its_file_is_found():
     r = row("a", 0.8)
-    r["metrics/evaluate/metrics.json:test.accuracy"] = r.pop("test.accuracy")
+    r["metrics/test.json:test.accuracy"] = r.pop("test.accuracy")
     assert parse(r)[0][0].metrics["test.accuracy"] == 0.8
 
 
@@ -346,6 +346,9 @@ def test_real_experiments_compared_through_dvc_api(repo):
     header = header_of(text, "## All experiments")
     seeds = table_row(text, "seed1, seed2")  # log_every does not change a result: one row
     assert seeds[header.index("seeds")] == "1, 2" and " ± " in seeds[header.index("test acc")]
+    # read from each experiment's records/ at its commit, not from the metrics files
+    assert int(seeds[header.index("steps")].replace(",", "")) > 0
+    assert seeds[header.index("train acc")][:2] == "0."
     assert table_row(text, "tfidf")[header.index("method")].strip("*") == "tfidf"
     assert "**Baseline** (auto): tfidf (tfidf)" in text
     status = run_compare(["--status"], repo).stdout.splitlines()

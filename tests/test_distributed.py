@@ -30,19 +30,19 @@ LOSS_TOLERANCE = 0.02  # nats, per logged window of 5 steps
 
 
 def losses(repo: Path) -> dict[int, float]:
-    rows = (repo / "metrics/train/plots/metrics/train_step/loss.tsv").read_text().splitlines()[1:]
+    rows = (repo / "records/train/plots/metrics/train_step/loss.tsv").read_text().splitlines()[1:]
     return {int(step): float(loss) for step, loss in (row.split("\t") for row in rows)}
 
 
 def train(repo: Path, processes: int, store: Path) -> tuple[dict, dict[int, float], list[str], str]:
     write_params(repo, {"train": {"processes": processes}})
     result = run([sys.executable, "-m", "stages.train"], repo, env={"LORA_DVC_CHECKPOINTS": str(store)})
-    metrics = json.loads((repo / "metrics/train/metrics.json").read_text())
+    metrics = json.loads((repo / "records/train/metrics.json").read_text())
     files = sorted(p.relative_to(repo).as_posix() for p in (repo / "models/classifier").rglob("*"))
-    files += sorted(p.relative_to(repo).as_posix() for p in (repo / "metrics/train").rglob("*"))
+    files += sorted(p.relative_to(repo).as_posix() for p in (repo / "records/train").rglob("*"))
     curve = losses(repo)
     shutil.rmtree(repo / "models/classifier")
-    shutil.rmtree(repo / "metrics/train")
+    shutil.rmtree(repo / "records/train")
     return metrics, curve, files, result.stderr
 
 
@@ -92,7 +92,7 @@ def test_killed_two_process_run_resumes_to_the_same_adapter(repo, tmp_path):
     run([sys.executable, "-m", "stages.train"], repo, env={"LORA_DVC_CHECKPOINTS": str(whole_store)})
     whole = adapter_md5()
     shutil.rmtree(repo / "models/classifier")
-    shutil.rmtree(repo / "metrics/train")
+    shutil.rmtree(repo / "records/train")
 
     env = {**os.environ, "LORA_DVC_CHECKPOINTS": str(store)}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"

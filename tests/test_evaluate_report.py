@@ -14,7 +14,7 @@ REPORT_STAGES = ["repro", "report"]
 def evaluate_and_report(repo, train: dict) -> tuple[dict, str, str]:
     write_params(repo, {"train": train})
     out = dvc(REPORT_STAGES, repo)
-    test = json.loads((repo / "metrics/evaluate/metrics.json").read_text())["test"]
+    test = json.loads((repo / "records/evaluate/metrics.json").read_text())["test"]
     return test, (repo / "reports/report.md").read_text(), out.stdout + out.stderr
 
 

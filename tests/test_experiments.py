@@ -37,21 +37,47 @@ def commit_small(repo: Path) -> None:
     run(["git", "commit", "-qam", "small data, one epoch"], repo)
 
 
+def metric_leaves(tree, prefix: str = "") -> dict:
+    """Every value of a metrics file, by dotted name."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    return {k: v for key, sub in tree.items() for k, v in metric_leaves(sub, f"{prefix}{key}.").items()}
+
+
 def experiments(repo: Path) -> dict[str, dict]:
-    """name -> {state, params, train, test} from `dvc exp show --json`."""
+    """name -> {state, params, train, test, metrics (every metric value, dotted), rev} from `dvc exp show --json`."""
     out = {}
     for commit in json.loads(dvc(["exp", "show", "--json"], repo).stdout):
         for exp in commit.get("experiments") or []:
             rev = exp["revs"][0]
             data = rev.get("data") or {}
-            metrics = data.get("metrics") or {}
+            metrics = {path: (m or {}).get("data") or {} for path, m in (data.get("metrics") or {}).items()}
             out[exp["name"]] = {
                 "state": ((exp.get("executor") or {}).get("state")) or ("failed" if rev.get("error") else "success"),
                 "params": ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {},
-                "train": (metrics.get("metrics/train/metrics.json") or {}).get("data") or {},
-                "test": ((metrics.get("metrics/evaluate/metrics.json") or {}).get("data") or {}).get("test") or {},
+                "train": metrics.get("metrics/train.json") or {},
+                "test": (metrics.get("metrics/test.json") or {}).get("test") or {},
+                "metrics": {f"{path}:{k}": v for path, m in metrics.items() for k, v in metric_leaves(m).items()},
+                "rev": rev.get("rev"),
             }
     return out
+
+
+def record(repo: Path, rev: str, path: str) -> dict:
+    """A records/ file as the experiment's commit holds it."""
+    return json.loads(run(["git", "show", f"{rev}:{path}"], repo).stdout)
+
+
+def assert_metrics_are_the_compared_numbers(exps: dict[str, dict]) -> None:
+    """What `dvc exp show` lists per experiment: at most 12 numbers, none a string or a bool."""
+    for name, e in exps.items():
+        if e["state"] != "success":
+            continue
+        values = e["metrics"]
+        assert 0 < len(values) <= 12, (name, sorted(values))
+        assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()), values
+        # no metric name starts with a params section: `dvc exp show` columns never collide
+        assert not {k.split(":")[1].split(".")[0] for k in values} & {"data", "model", "lora", "train", "evaluate"}
 
 
 def expected_trainable(model_dir: Path, r: int, n_labels: int) -> int:
@@ -78,16 +104,20 @@ def test_exp_run_rank_sets_trainable_params_and_plots_diff_is_offline(repo, tiny
     dvc(["exp", "run", "-n", "rank6", "-S", "lora.r=6", "train"], repo)
 
     exps = experiments(repo)
+    assert_metrics_are_the_compared_numbers(exps)
     n_labels = len(json.loads((repo / "data/prepared/labels.json").read_text()))
     for name, r in (("rank2", 2), ("rank6", 6)):
         assert exps[name]["params"]["lora"]["r"] == r
-        assert exps[name]["train"]["trainable_params"] == expected_trainable(tiny_model, r, n_labels)
+        assert exps[name]["train"]["fit"]["trainable_params"] == expected_trainable(tiny_model, r, n_labels)
         assert 0 <= exps[name]["train"]["val"]["accuracy"] <= 1
     # 4 more ranks on 4 adapted 32x32 linears: 4 x 4 x 64 = 1024 more weights, all trainable
     config = json.loads((tiny_model / "config.json").read_text())
     extra = (6 - 2) * 2 * config["num_hidden_layers"] * 2 * config["hidden_size"]
-    assert exps["rank6"]["train"]["trainable_params"] - exps["rank2"]["train"]["trainable_params"] == extra
-    assert exps["rank6"]["train"]["total_params"] - exps["rank2"]["train"]["total_params"] == extra
+    assert (
+        exps["rank6"]["train"]["fit"]["trainable_params"] - exps["rank2"]["train"]["fit"]["trainable_params"] == extra
+    )
+    total = {name: record(repo, exps[name]["rev"], "records/train/metrics.json")["total_params"] for name in exps}
+    assert total["rank6"] - total["rank2"] == extra
 
     # dvc plots diff with the configured template: every script inline, nothing remote
     config_text = (repo / ".dvc/config").read_text()
@@ -106,7 +136,7 @@ def test_exp_run_rank_sets_trainable_params_and_plots_diff_is_offline(repo, tiny
     report = (repo / "reports/comparison.md").read_text()
     for name in ("rank2", "rank6"):
         row = next(line for line in report.splitlines() if line.startswith(("| " + name, "| **" + name)))
-        assert f"{exps[name]['train']['trainable_params']:,}" in row
+        assert f"{exps[name]['train']['fit']['trainable_params']:,}" in row
     assert (repo / "reports/comparison.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -133,8 +163,10 @@ def test_queued_sweep_survives_a_failing_experiment(repo, tiny_model):
     assert sorted(e["params"]["train"]["seed"] for e in grid.values()) == [1, 2, 3]
     for e in grid.values():
         assert e["params"]["lora"]["r"] == 4 and e["params"]["lora"]["alpha"] == 8
-        assert e["train"]["trainable_params"] > 0 and 0 <= e["test"]["accuracy"] <= 1
-        assert e["test"]["majority_accuracy"] > 0
+        assert e["train"]["fit"]["trainable_params"] > 0 and 0 <= e["test"]["accuracy"] <= 1
+        assert e["test"]["learned"] in (0, 1)
+        assert record(repo, e["rev"], "records/evaluate/metrics.json")["test"]["majority_accuracy"] > 0
+    assert_metrics_are_the_compared_numbers(exps)
 
     status = dvc(["queue", "status"], repo).stdout
     states = {line.split()[1]: line.split()[-1] for line in status.splitlines()[1:] if len(line.split()) >= 4}

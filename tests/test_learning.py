@@ -78,7 +78,7 @@ def keyword_repo(tmp_path_factory, tiny_model) -> Path:
 
 
 def tsv(repo: Path, name: str) -> pd.DataFrame:
-    return pd.read_csv(repo / "metrics/train/plots/metrics" / f"{name}.tsv", sep="\t")
+    return pd.read_csv(repo / "records/train/plots/metrics" / f"{name}.tsv", sep="\t")
 
 
 def test_training_lowers_the_loss_and_beats_the_majority_class(keyword_repo):
@@ -86,12 +86,12 @@ def test_training_lowers_the_loss_and_beats_the_majority_class(keyword_repo):
     loss = tsv(keyword_repo, "train/loss")["loss"].tolist()
     assert len(loss) == 10, loss
     assert loss[-1] < 0.6 * loss[0], f"train loss per epoch did not fall: {loss}"
-    test = json.loads((keyword_repo / "metrics/evaluate/metrics.json").read_text())["test"]
+    test = json.loads((keyword_repo / "records/evaluate/metrics.json").read_text())["test"]
     assert test["majority_accuracy"] > 0.4  # the task is imbalanced: the floor is not 1/3
     assert test["accuracy"] >= test["majority_accuracy"] + 0.2, test
     assert test["macro_f1"] >= test["majority_macro_f1"] + 0.3, test
     assert test["learned"] is True
-    val = json.loads((keyword_repo / "metrics/train/metrics.json").read_text())["val"]
+    val = json.loads((keyword_repo / "records/train/metrics.json").read_text())["val"]
     assert val["accuracy"] >= test["majority_accuracy"] + 0.2, val
 
 
@@ -209,7 +209,7 @@ def test_early_stopping_restores_exactly_the_best_epochs_weights(stopped_repo):
     from lora_dvc.classifier import load_classifier
     from lora_dvc.metrics import classification_metrics
 
-    summary = json.loads((stopped_repo / "metrics/train/metrics.json").read_text())
+    summary = json.loads((stopped_repo / "records/train/metrics.json").read_text())
     best, ran = summary["best_epoch"], summary["epochs_run"]
     assert ran < 30, "patience 1 never stopped the run"
     assert best < ran  # the run stopped because the last epoch was worse: the two weight sets differ

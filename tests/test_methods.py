@@ -20,7 +20,7 @@ def prepared(repo, **overrides):
 
 
 def train_metrics(repo):
-    return json.loads((repo / "metrics/train/metrics.json").read_text())
+    return json.loads((repo / "records/train/metrics.json").read_text())
 
 
 def test_tfidf_baseline_runs_through_prepare_and_evaluate(repo):
@@ -28,7 +28,7 @@ def test_tfidf_baseline_runs_through_prepare_and_evaluate(repo):
     dvc(["repro"], repo)
     assert (repo / "models/classifier/tfidf_model.safetensors").exists()
     assert not list((repo / "models/classifier").glob("*.pkl"))
-    test = json.loads((repo / "metrics/evaluate/metrics.json").read_text())["test"]
+    test = json.loads((repo / "records/evaluate/metrics.json").read_text())["test"]
     # on 340 training rows TF-IDF is well above chance (0.25) on 4 balanced classes
     assert test["accuracy"] > 0.4
     assert train_metrics(repo)["trainable_params"] > 0
@@ -48,7 +48,7 @@ def test_trainable_budget_refused_before_training(repo):
     assert result.returncode == 2
     assert "lora.max_trainable: this config trains" in result.stderr and "over the budget of 1,000" in result.stderr
     assert "Traceback" not in result.stderr
-    assert not (repo / "models/classifier").exists() and not (repo / "metrics/train").exists()
+    assert not (repo / "models/classifier").exists() and not (repo / "records/train").exists()
 
 
 def test_early_stopping_keeps_best_epoch(repo):

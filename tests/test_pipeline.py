@@ -9,6 +9,14 @@ from conftest import dvc, head_params_after_peft_load
 STAGES = ("prepare", "tokenize", "train", "evaluate", "report")
 
 
+def flatten(tree: dict, prefix: str = "") -> dict:
+    return {
+        k: v
+        for key, sub in tree.items()
+        for k, v in (flatten(sub, f"{prefix}{key}.") if isinstance(sub, dict) else {f"{prefix}{key}": sub}).items()
+    }
+
+
 def test_dvc_repro_end_to_end(repo, tiny_model):
     out = dvc(["repro"], repo)
     for stage in STAGES:
@@ -28,16 +36,27 @@ def test_dvc_repro_end_to_end(repo, tiny_model):
     # the adapter loads with plain peft, head included, in a fresh process
     assert head_params_after_peft_load(repo, tiny_model, adapter) > 0
 
-    metrics = json.loads(dvc(["metrics", "show", "--json"], repo).stdout)
-    flat = json.dumps(metrics)
-    for key in ('"accuracy"', '"macro_f1"', '"trainable_params"', '"conflicting_label"', '"tokens_p95"'):
-        assert key in flat
-    test = json.loads((repo / "metrics/evaluate/metrics.json").read_text())["test"]
+    # `dvc metrics show` lists the compared numbers only; the details are records the report reads
+    shown = json.loads(dvc(["metrics", "show", "--json"], repo).stdout)[""]["data"]
+    assert {path: sorted(flatten(m["data"])) for path, m in shown.items()} == {
+        "metrics/train.json": sorted(
+            f"{section}.{key}"
+            for section, keys in (
+                ("val", ("accuracy", "macro_f1", "loss", "best_epoch")),
+                ("fit", ("seconds", "samples_per_second", "trainable_params")),
+            )
+            for key in keys
+        ),
+        "metrics/test.json": ["test.accuracy", "test.learned", "test.loss", "test.macro_f1"],
+    }
+    assert json.loads((repo / "records/prepare.json").read_text())["dropped"]["conflicting_label"] >= 0
+    assert json.loads((repo / "records/tokenize.json").read_text())["train"]["tokens_p95"] > 0
+    test = json.loads((repo / "records/evaluate/metrics.json").read_text())["test"]
     assert 0 <= test["accuracy"] <= 1 and set(test["per_class"]) == {"World", "Sports", "Business", "Sci/Tech"}
-    train = json.loads((repo / "metrics/train/metrics.json").read_text())
+    train = json.loads((repo / "records/train/metrics.json").read_text())
     assert train["trainable_params"] < train["total_params"]
     assert train["step"] == train["steps"]
-    val_acc = (repo / "metrics/train/plots/metrics/val/accuracy.tsv").read_text().splitlines()
+    val_acc = (repo / "records/train/plots/metrics/val/accuracy.tsv").read_text().splitlines()
     assert len(val_acc) == 1 + 2  # header + one row per epoch
 
     report = (repo / "reports/report.md").read_text()

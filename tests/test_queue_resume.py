@@ -43,11 +43,11 @@ def exp_outcome(repo: Path, name: str) -> dict:
 
     lock = yaml.safe_load(show("dvc.lock"))
     adapter = next(o["md5"] for o in lock["stages"]["train"]["outs"] if o["path"] == "models/classifier")
-    metrics = json.loads(show("metrics/train/metrics.json"))
+    metrics = json.loads(show("records/train/metrics.json"))
     skip = {"train_seconds", "train_samples_per_second", "provenance"}
     return {
         "adapter_md5": adapter,
-        "steps": show("metrics/train/plots/metrics/train_step/loss.tsv"),
+        "steps": show("records/train/plots/metrics/train_step/loss.tsv"),
         "metrics": {k: v for k, v in metrics.items() if k not in skip},
     }
 

@@ -132,7 +132,7 @@ def test_bad_input_one_line_no_outputs(request, case, setup, stage, fragment, co
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and fragment in lines[0], result.stderr
     assert "Traceback" not in result.stderr
-    outputs = {"prepare": ["data/prepared", "metrics/prepare.json"], "train": ["models/classifier", "metrics/train"]}[
+    outputs = {"prepare": ["data/prepared", "records/prepare.json"], "train": ["models/classifier", "records/train"]}[
         stage
     ]
     for out in outputs:
@@ -166,7 +166,7 @@ def test_fixable_input_is_fixed_and_counted(repo, case, content):
         repo, {"data": {"dataset": "banglasenti", "path": "my_data", "val_fraction": 0.2, "test_fraction": 0.2}}
     )
     run([sys.executable, "-m", "stages.prepare"], repo)
-    stats = json.loads((repo / "metrics/prepare.json").read_text())
+    stats = json.loads((repo / "records/prepare.json").read_text())
     assert sum(stats["rows"].values()) == 30
     assert stats["dropped"]["empty_text"] == (2 if case == "empty and blank texts" else 0)
     train = (repo / "data/prepared/train.csv").read_text(encoding="utf-8")
@@ -179,20 +179,20 @@ def test_ids_for_names_in_ag_news(repo):
     (repo / "my_data/dev.tsv").write_text(rows)
     write_params(repo, {"data": {"dataset": "ag_news", "path": "my_data", "val_fraction": 0.2, "test_fraction": 0.2}})
     run([sys.executable, "-m", "stages.prepare"], repo)
-    counts = json.loads((repo / "metrics/prepare.json").read_text())["class_counts"]["train"]
+    counts = json.loads((repo / "records/prepare.json").read_text())["class_counts"]["train"]
     assert all(n > 0 for n in counts.values())
 
 
 # ---------------------------------------------------------------- interruption and determinism
-RESULT_FILES = ("models/classifier", "metrics/train/plots/metrics/train_step/loss.tsv")
+RESULT_FILES = ("models/classifier", "records/train/plots/metrics/train_step/loss.tsv")
 TIMING_KEYS = {"train_seconds", "train_samples_per_second"}
 
 
 def outcome(repo: Path) -> dict:
     """What must match between runs: adapter bytes, step history, metrics less timings."""
-    metrics = json.loads((repo / "metrics/train/metrics.json").read_text())
+    metrics = json.loads((repo / "records/train/metrics.json").read_text())
     history = (repo / RESULT_FILES[1]).read_text().splitlines()  # step and loss (dvclive writes no timestamps)
-    test = json.loads((repo / "metrics/evaluate/metrics.json").read_text())["test"]
+    test = json.loads((repo / "records/evaluate/metrics.json").read_text())["test"]
     test.pop("samples_per_second")
     adapter = {f.name: f.read_bytes() for f in sorted((repo / "models/classifier").iterdir())}  # weights and config
     return {
@@ -270,7 +270,7 @@ def test_sigterm_saves_checkpoint_and_exits(repo, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    step_log = repo / "metrics/train/plots/metrics/train_step/loss.tsv"
+    step_log = repo / "records/train/plots/metrics/train_step/loss.tsv"
     deadline = time.time() + 120
     while not step_log.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
@@ -281,7 +281,7 @@ def test_sigterm_saves_checkpoint_and_exits(repo, tmp_path):
     assert len(complete_checkpoints(store)) == 1
     done = run([sys.executable, "-m", "stages.train"], repo, env=checkpoint_env(store))
     assert "resuming from" in done.stderr
-    assert json.loads((repo / "metrics/train/metrics.json").read_text())["epochs_run"] == 2
+    assert json.loads((repo / "records/train/metrics.json").read_text())["epochs_run"] == 2
 
 
 # the train stage, with SIGTERM delivered to itself right before the callbacks see the epoch's last step
@@ -301,10 +301,10 @@ run_stage(run)
 
 
 def train_outcome(repo: Path) -> dict:
-    metrics = json.loads((repo / "metrics/train/metrics.json").read_text())
+    metrics = json.loads((repo / "records/train/metrics.json").read_text())
     return {
         "adapter": {f.name: f.read_bytes() for f in sorted((repo / "models/classifier").iterdir())},
-        "val": (repo / "metrics/train/plots/metrics/val/accuracy.tsv").read_text(),
+        "val": (repo / "records/train/plots/metrics/val/accuracy.tsv").read_text(),
         "metrics": {k: v for k, v in metrics.items() if k not in TIMING_KEYS | {"provenance"}},
     }
 

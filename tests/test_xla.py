@@ -87,15 +87,15 @@ def tsv(path: Path) -> list[dict]:
 
 
 def check_train_outputs(repo: Path, stderr: str) -> dict:
-    metrics = json.loads((repo / "metrics/train/metrics.json").read_text())
+    metrics = json.loads((repo / "records/train/metrics.json").read_text())
     assert metrics["step"] == metrics["steps"] == 2 * metrics["steps_per_epoch"]
     # DVCLive wrote each epoch once (one process logs, whatever the number of cores)
-    assert [row["step"] for row in tsv(repo / "metrics/train/plots/metrics/val/accuracy.tsv")] == [
+    assert [row["step"] for row in tsv(repo / "records/train/plots/metrics/val/accuracy.tsv")] == [
         str(metrics["steps_per_epoch"]),
         str(metrics["steps"]),
     ]
     # compilations: logged per epoch, none new in the second epoch, bounded by the buckets
-    per_epoch = [int(row["compilations"]) for row in tsv(repo / "metrics/train/plots/metrics/xla/compilations.tsv")]
+    per_epoch = [int(row["compilations"]) for row in tsv(repo / "records/train/plots/metrics/xla/compilations.tsv")]
     assert len(per_epoch) == 2 and 0 <= per_epoch[1] - per_epoch[0] <= MAX_NEW_IN_EPOCH_2, per_epoch
     assert 0 < metrics["xla"]["compilations"] <= MAX_COMPILES, metrics["xla"]
     assert metrics["xla"]["compile_seconds"] > 0
@@ -121,11 +121,11 @@ def test_xla_train_one_core_then_evaluate(tokenized, tmp_path, tiny_model):
 
     # evaluate on XLA (padded, bucketed batches) agrees with evaluate on the CPU
     stage(repo, "evaluate")
-    on_xla = tsv_csv(repo / "metrics/evaluate/predictions.csv")
-    xla_metrics = json.loads((repo / "metrics/evaluate/metrics.json").read_text())["test"]
+    on_xla = tsv_csv(repo / "records/evaluate/predictions.csv")
+    xla_metrics = json.loads((repo / "records/evaluate/metrics.json").read_text())["test"]
     write_params(repo, {"train": {"device": "cpu"}})
     stage(repo, "evaluate")
-    on_cpu = tsv_csv(repo / "metrics/evaluate/predictions.csv")
+    on_cpu = tsv_csv(repo / "records/evaluate/predictions.csv")
     assert len(on_xla) == len(on_cpu) == 200
     confidence = np.array([[float(a["confidence"]), float(b["confidence"])] for a, b in zip(on_xla, on_cpu)])
     assert np.abs(confidence[:, 0] - confidence[:, 1]).max() < 0.02  # bf16 on XLA vs fp32 on CPU

@@ -5,8 +5,11 @@
 every metric and param under its dotted name. Cell values are rendered for a table: a missing
 value is `!`, null is the string `None`, booleans and lists are strings, integers are floats.
 `decode_cell` undoes that. Which columns are params comes from `dvc.api.params_show()`
-(params.yaml at HEAD) plus the schema, since metric names such as `train.loss` share the
-`train.` prefix with params.
+(params.yaml at HEAD) plus the schema.
+
+The metrics files hold only the compared numbers (val.*, fit.*, test.*); what the comparison shows
+besides them (train-split scores, steps, total parameters, the LoRA weight mean, the majority floor)
+is read from each experiment's `records/` at its commit (`with_records`), as `<file>:<key>` cells.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lora_dvc.artifacts import EVAL_METRICS, TRAIN_METRICS
+from lora_dvc.artifacts import EVAL_SUMMARY, TEST_METRICS, TRAIN_METRICS, TRAIN_SUMMARY
 from lora_dvc.errors import UserError
 from lora_dvc.params import all_keys
 
@@ -32,16 +35,18 @@ LEGACY_PARAM_KEYS = frozenset({"lora.enabled"})  # params of older experiments, 
 SPLITS = ("train", "val", "test")
 SCORES = ("accuracy", "macro_f1", "loss")
 METRICS = tuple(f"{split}.{score}" for split in SPLITS for score in SCORES)
-# report name -> (metrics file, name in it)
+# report name -> (file, name in it): the metrics files, then the records read at each experiment's commit
 METRIC_SOURCES = {
-    **{m: (TRAIN_METRICS, m) for m in METRICS if not m.startswith("test.")},
-    **{m: (EVAL_METRICS, m) for m in METRICS if m.startswith("test.")},
-    "test.majority_accuracy": (EVAL_METRICS, "test.majority_accuracy"),
-    "steps": (TRAIN_METRICS, "steps"),
-    "trainable_params": (TRAIN_METRICS, "trainable_params"),
-    "total_params": (TRAIN_METRICS, "total_params"),
-    "lora_weight_mean": (TRAIN_METRICS, "lora_weight_mean"),
+    **{f"val.{m}": (TRAIN_METRICS, f"val.{m}") for m in SCORES},
+    **{f"test.{m}": (TEST_METRICS, f"test.{m}") for m in SCORES},
+    "trainable_params": (TRAIN_METRICS, "fit.trainable_params"),
+    **{f"train.{m}": (TRAIN_SUMMARY, f"train.{m}") for m in SCORES},
+    "test.majority_accuracy": (EVAL_SUMMARY, "test.majority_accuracy"),
+    "steps": (TRAIN_SUMMARY, "steps"),
+    "total_params": (TRAIN_SUMMARY, "total_params"),
+    "lora_weight_mean": (TRAIN_SUMMARY, "lora_weight_mean"),
 }
+RECORDS = (TRAIN_SUMMARY, EVAL_SUMMARY)
 UNFINISHED = ("Queued", "Running", "Failed")
 MISSING = "!"
 
@@ -111,9 +116,10 @@ def decode_param(value: Any) -> Any:
 
 
 def metric_value(row: dict, name: str) -> float | None:
-    """A metric of the row, or None; DVC prefixes a name with its file when two files share it."""
+    """A value of the row, or None; DVC prefixes a name with its file when two files share it, and
+    `with_records` adds records under `<file>:<key>`."""
     path, key = METRIC_SOURCES[name]
-    value = decode_cell(row.get(key, row.get(f"{path}:{key}")))
+    value = decode_cell(row.get(f"{path}:{key}", row.get(key)))
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         return None
     return float(value)
@@ -180,6 +186,40 @@ def exp_rows(repo: str | None = None, all_commits: bool = False, rev: str | None
         return dvc.api.exp_show(repo=repo, revs=rev, num=-1 if all_commits else 1)
     except Exception as err:  # noqa: BLE001 - DVC raises many types; the user needs its message
         raise UserError(f"dvc.api.exp_show() failed (run from the repository root): {err}") from None
+
+
+def read_record(repo: Path, rev: str, path: Path) -> dict:
+    """A records JSON file as committed at `rev` (the file itself for the workspace), or {} if absent."""
+    import subprocess
+
+    if rev == "workspace":
+        file = repo / path
+        text = file.read_text(encoding="utf-8") if file.is_file() else ""
+    else:
+        shown = subprocess.run(
+            ["git", "show", f"{rev}:{path.as_posix()}"], cwd=repo, capture_output=True, text=True, check=False
+        )
+        text = shown.stdout if shown.returncode == 0 else ""
+    try:
+        return json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def with_records(rows: list[dict], repo: str | Path = ".") -> list[dict]:
+    """Each finished row plus its experiment's records (RECORDS, flattened) as `<file>:<key>` cells."""
+    out = []
+    for row in rows:
+        if row.get("State") in UNFINISHED or not row.get("rev"):
+            out.append(row)
+            continue
+        extra = {
+            f"{path}:{key}": value
+            for path in RECORDS
+            for key, value in flatten(read_record(Path(repo), str(row["rev"]), path)).items()
+        }
+        out.append({**extra, **row})
+    return out
 
 
 def load_rows(path: str) -> list[dict]:
