@@ -138,10 +138,13 @@ def load_classifier(
     base: str | None = None,
     batch_size: int | None = None,
     merge: bool = True,
+    precision: str | None = "fp32",
 ) -> Classifier:
     """Load a trained classifier. `root` holds params.yaml and data/prepared/labels.json (the
     workspace, or a revision from `revision_root`); a relative `folder` is taken under it.
-    `device`: anything torch.device takes (cpu, cuda:1, xla) or auto / None (train.device's choice)."""
+    `device`: anything torch.device takes (cpu, cuda:1, xla) or auto / None (train.device's choice).
+    `precision`: a `train.precision` choice, resolved for the device by the rule training uses
+    (lora_dvc.device.resolve_precision); None takes params' train.precision; fp32 by default."""
     root = Path(root)
     folder = _existing_folder(root, Path(folder))
     kind = model_kind(folder)
@@ -158,6 +161,10 @@ def load_classifier(
     if merge and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()  # one matmul per layer instead of base + A @ B
     model.to(torch_device).eval()
+    from lora_dvc.device import AUTOCAST_DTYPES, Runtime, resolve_precision
+
+    choice = precision or (params.train.precision if params else "auto")
+    dtype = AUTOCAST_DTYPES.get(resolve_precision(torch_device.type, choice))
     return Classifier(
         model=model,
         tokenizer=tokenizer,
@@ -169,6 +176,7 @@ def load_classifier(
         buckets=tuple(_buckets(params, max_length)),
         device=torch_device,
         batch_size=batch_size,
+        autocast=Runtime(torch_device, dtype).autocast if dtype is not None else None,
     )
 
 
@@ -176,12 +184,12 @@ def resolve_device(choice: Any):
     """A torch.device from what torch takes (cpu, cuda, cuda:1, xla, ...); auto picks like train.device."""
     import torch
 
-    from lora_dvc.device import pick_device
+    from lora_dvc.device import device_kind, torch_device
 
     if isinstance(choice, torch.device):
         return choice
     if choice in ("auto", "xla"):
-        return pick_device(choice)  # auto: TPU, else CUDA, else CPU; xla needs torch_xla's device
+        return torch_device(device_kind(choice))  # auto: TPU, else CUDA, else CPU; xla needs torch_xla's device
     try:
         device = torch.device(choice)
     except RuntimeError as err:

@@ -1,12 +1,16 @@
-"""Device and precision choice, in one place.
+"""Device and precision: the one rule that train, evaluate, predict and export follow.
 
-`train.device`: auto (TPU through torch_xla if it finds one, else CUDA, else CPU) | cpu | cuda | xla.
-`train.precision` for training (`resolve_precision`): auto = bf16 autocast where the hardware has
-native bf16 (CPUs with AVX512-BF16 or AMX, bf16-capable GPUs, TPUs), fp32 elsewhere | fp32 | bf16.
+`train.device`: auto (a TPU through torch_xla if it finds one, else CUDA, else CPU) | cpu | cuda | xla,
+resolved by `device_kind` to the kind Trainer and inference run on (`torch_device` gives its torch.device).
+`train.precision`, resolved by `resolve_precision` for that kind:
 
-Training runs on transformers' Trainer, which does its own device placement, mixed precision,
-gradient all-reduce and checkpointing: `train_device` and `resolve_precision` are what it is told.
-`Runtime` is what the evaluate stage uses for inference (device, autocast, static shapes on XLA).
+    kind   auto                                   bf16                         fp16             fp32
+    cpu    bf16 with AVX512-BF16/AMX, else fp32   bf16 (warns: emulated, slow)  refused          fp32
+    cuda   bf16 where the GPU has it, else fp16   refused on a GPU without it  fp16 (scaler)    fp32
+    xla    bf16                                   bf16                         refused          fp32
+
+bf16 and fp16 are autocast (`AUTOCAST_DTYPES`); fp16 training adds Trainer's own gradient scaler.
+`Runtime` is what inference uses (device, autocast, static shapes on XLA).
 """
 
 from __future__ import annotations
@@ -50,22 +54,26 @@ def xla_has_tpu() -> bool:
     return pjrt == "TPU" if pjrt else tpu_chips_attached()
 
 
-def pick_device(choice: str) -> torch.device:
-    if choice == "cpu":
-        return torch.device("cpu")
-    if choice == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError("train.device=cuda but torch sees no CUDA GPU; use train.device=auto or cpu")
-        return torch.device("cuda")
+def device_kind(choice: str) -> str:
+    """The device kind for `train.device`: cpu | cuda | xla (auto: a TPU, else CUDA, else CPU)."""
     if choice == "xla" or (choice == "auto" and xla_has_tpu()):
         if not xla_available():
             raise UserError("train.device=xla but torch_xla is not installed; see docs/tpu.md")
+        return "xla"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device=cuda but torch sees no CUDA GPU; use train.device=auto or cpu")
+    if choice == "cpu":
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def torch_device(kind: str) -> torch.device:
+    """The torch.device of a device kind (torch_xla's current device for xla)."""
+    if kind == "xla":
         import torch_xla
 
         return torch_xla.device()
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
+    return torch.device(kind)
 
 
 def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
@@ -77,48 +85,32 @@ def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-def train_device(choice: str) -> str:
-    """The device kind Trainer runs on: cpu | cuda | xla (checked as pick_device checks it)."""
-    if choice == "xla" or (choice == "auto" and xla_has_tpu()):
-        if not xla_available():
-            raise UserError("train.device=xla but torch_xla is not installed; see docs/tpu.md")
-        return "xla"
-    return pick_device(choice).type
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # fp32: no autocast
 
 
-def resolve_precision(device: str, choice: str) -> str:
-    """fp32 | bf16 | fp16 for training on `device` (see the module docstring)."""
+def resolve_precision(kind: str, choice: str) -> str:
+    """fp32 | bf16 | fp16 on device kind `kind` for `train.precision` `choice` (the table above)."""
     if choice == "fp32":
         return "fp32"
-    if device == "xla":
+    if choice == "fp16" and kind != "cuda":
+        raise UserError(f"train.precision=fp16 needs a CUDA GPU (this run is on {kind}); use auto, bf16 or fp32")
+    if kind == "xla":
         return "bf16"
-    if device == "cuda":
+    if kind == "cuda":
+        if choice == "fp16":
+            return "fp16"
         if torch.cuda.is_bf16_supported():
             return "bf16"
         if choice == "bf16":
-            raise UserError("train.precision=bf16 but this GPU has no bf16; use auto or fp32")
-        return "fp32"
-    if choice == "bf16" or cpu_has_native_bf16():
-        return "bf16"
-    return "fp32"
-
-
-def pick_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32."""
-    if precision == "fp32":
-        return None
-    if device.type == "xla":
-        return torch.bfloat16
-    if device.type == "cuda":
-        if torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        if precision == "bf16":
             raise UserError("train.precision=bf16 but this GPU has no bf16; use auto (fp16) or fp32")
-        return torch.float16
-    if precision == "bf16" or cpu_has_native_bf16():
-        # the same rule as training (resolve_precision): bf16 only where the CPU computes it natively
-        return torch.bfloat16
-    return None
+        return "fp16"
+    native = cpu_has_native_bf16()
+    if choice == "bf16" and not native:
+        log.warning(
+            "train.precision=bf16 on a CPU without native bf16 (no AVX512-BF16 or AMX): bf16 is emulated "
+            "and much slower than fp32; use train.precision=auto or fp32"
+        )
+    return "bf16" if choice == "bf16" or native else "fp32"
 
 
 @dataclass
@@ -130,8 +122,9 @@ class Runtime:
 
     @classmethod
     def create(cls, device_choice: str, precision: str) -> Runtime:
-        device = pick_device(device_choice)
-        dtype = pick_dtype(device, precision)
+        kind = device_kind(device_choice)
+        device = torch_device(kind)
+        dtype = AUTOCAST_DTYPES.get(resolve_precision(kind, precision))
         rank, world = 0, 1
         if device.type == "xla":
             import torch_xla.runtime as xr

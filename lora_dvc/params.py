@@ -25,7 +25,7 @@ DATASETS = ("ag_news", "banglasenti", "csv")
 DEVICES = ("auto", "cpu", "cuda", "xla")
 LORA_BIAS = ("none", "all", "lora_only")
 METHODS = ("lora", "full", "tfidf")  # a peft adapter | every weight | TF-IDF + logistic regression
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def check(rule: Callable[[Any], bool], allowed: str):

@@ -27,7 +27,7 @@ COMMAND = "python -m lora_dvc.params_reference"
 
 # param key -> what it is called in the library that consumes it (or how this project uses it)
 MAPS_TO = {
-    "data.dataset": "lora_dvc.datasets loader (`csv` = any CSV/TSV/JSONL with the two columns below)",
+    "data.dataset": "lora_dvc.datasets loader (`csv` = any CSV/TSV file with the two columns below)",
     "data.path": "the loader's input folder or file (a DVC dependency of `prepare`)",
     "data.text_column": "pandas column read as the text",
     "data.label_column": "pandas column read as the label",
@@ -63,8 +63,10 @@ MAPS_TO = {
     "train.patience": "transformers `EarlyStoppingCallback(early_stopping_patience=)` with "
     "`load_best_model_at_end=True`, `metric_for_best_model` val macro-F1",
     "train.device": "torch device: `cpu`, `cuda`, `xla` (torch_xla); `auto` picks the best present",
-    "train.precision": "transformers `TrainingArguments.bf16` (`torch.autocast(dtype=torch.bfloat16)`); on CPU "
-    "and CUDA the frozen weights are stored in bf16 (`lora_dvc.modeling.ready_for_bf16_autocast`)",
+    "train.precision": "transformers `TrainingArguments.bf16` / `.fp16` (`torch.autocast`; fp16 with Trainer's "
+    "gradient scaler), resolved for the device by `lora_dvc.device.resolve_precision` for train, evaluate and "
+    "predict; under bf16 on CPU and CUDA the frozen weights are stored in bf16 "
+    "(`lora_dvc.modeling.ready_for_bf16_autocast`)",
     "train.cores": "`torch_xla.launch` over the host's TPU cores (data parallel) when `all`",
     "train.processes": "`torchrun --nproc_per_node=` (torch DDP; `TrainingArguments` runs one process per device)",
     "train.fast_dropout": "this project's `lora_dvc.dropout.FastDropout` for every `nn.Dropout` and the "

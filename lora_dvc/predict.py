@@ -16,7 +16,8 @@ input columns plus `predicted`, `confidence`, `prob_<label>`).
 
 The model is models/classifier by default; --rev reads the model, labels and params of any git
 revision or experiment from the DVC cache; --model takes any folder lora_dvc.classifier loads (an
-adapter, a full model, the TF-IDF baseline, an export). --device takes what torch takes.
+adapter, a full model, the TF-IDF baseline, an export). --device takes what torch takes; --precision
+is resolved for that device by the rule training follows (lora_dvc.device), train.precision by default.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import pandas as pd
 from lora_dvc.artifacts import LABELS, MODEL
 from lora_dvc.classifier import KIND_NAMES, load_classifier, read_label_file, revision_root
 from lora_dvc.errors import UserError
+from lora_dvc.params import PRECISIONS
 from lora_dvc.runner import ArgumentParser, run_stage
 
 STDIN = "-"
@@ -156,6 +158,11 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--base", help="base model name or folder for an adapter (default: the one it records)")
     p.add_argument("--device", help="a torch device: cpu, cuda, cuda:1, xla (default: train.device's choice)")
     p.add_argument("--batch-size", type=int, help="texts per batch (default: params' evaluate.batch_size)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="auto | fp32 | bf16 | fp16, resolved for the device as in training (default: params' train.precision)",
+    )
     args = p.parse_args(argv)
     if args.texts == [STDIN] and not args.file:
         args.file, args.texts = STDIN, []
@@ -173,7 +180,9 @@ def parse_args(argv: list[str] | None = None):
 def load(args):
     """The classifier --model/--rev/--labels/--base/--device name."""
     labels = read_label_file(args.labels) if args.labels else None
-    options = dict(device=args.device, labels=labels, base=args.base, batch_size=args.batch_size)
+    options = dict(
+        device=args.device, labels=labels, base=args.base, batch_size=args.batch_size, precision=args.precision
+    )
     if not args.rev:
         return load_classifier(args.model, **options)
     with revision_root(args.rev, args.model) as root:

@@ -1,11 +1,14 @@
-"""Where a result came from: git revision, package versions, Python, host CPU and threads.
+"""Where a result came from: git revision, the stage's code, package versions, Python, host CPU and threads.
 
 The train stage writes this into records/train/metrics.json (`provenance`) and the report prints
 it, so a number in `dvc exp show` or a report always says which code, libraries and host made it.
+The git revision alone cannot say that: DVC deletes a stage's outputs before running it, so the work
+tree always differs from HEAD; `code_md5` hashes the files the stage actually runs instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import subprocess
 from importlib import metadata
@@ -14,22 +17,24 @@ from pathlib import Path
 PACKAGES = ("torch", "transformers", "peft", "accelerate", "dvc", "dvclive")
 
 
-def git_revision(root: Path = Path(".")) -> dict:
-    """HEAD's commit and whether the work tree differs from it (None outside a git repository).
+def git_commit(root: Path = Path(".")) -> str | None:
+    """HEAD's commit (None outside a git repository)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
 
-    Inside `dvc exp run` the work tree holds the experiment's params, so `dirty` is true there:
-    the experiment's own commit records them."""
 
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
+def code_md5(stage_module: str, root: Path = Path(".")) -> str:
+    """md5 over the path and bytes of every project file `stage_module` runs (its import closure, the
+    code deps dvc.yaml lists): equal hashes mean the same code, committed or not."""
+    from lora_dvc.deps import closure
 
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+    digest = hashlib.md5()
+    for path in sorted(closure(stage_module, root)):
+        digest.update(path.encode() + b"\0" + (root / path).read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def versions() -> dict:
@@ -52,10 +57,11 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def provenance() -> dict:
-    """git, versions, python and host; the trainer adds device, precision, threads and data md5s."""
+def provenance(stage_module: str) -> dict:
+    """git commit and the stage's code hash, versions, python and host; the trainer adds device, precision,
+    threads and data md5s."""
     return {
-        "git": git_revision(),
+        "git": {"commit": git_commit(), "code_md5": code_md5(stage_module)},
         "versions": versions(),
         "python": platform.python_version(),
         "host": {"cpu": cpu_model(), "machine": platform.machine(), "system": platform.system()},

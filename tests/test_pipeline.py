@@ -63,7 +63,7 @@ def test_dvc_repro_end_to_end(repo, tiny_model):
     assert "## Results" in report and f"{test['accuracy']:.4f}" in report
     # provenance: the summary's git revision, versions and data md5 reach the report
     found = train["provenance"]
-    assert found["git"]["commit"] and found["git"]["commit"] in report
+    assert found["git"]["commit"] and found["git"]["commit"] in report and found["git"]["code_md5"] in report
     assert f"torch {found['versions']['torch']}" in report and found["precision"] in report
     assert found["data_md5"]["train.npz"] in report
     assert (

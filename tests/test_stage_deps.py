@@ -52,3 +52,17 @@ def test_editing_a_library_module_marks_exactly_its_importers_changed(repo):
     stale = run([sys.executable, "scripts/check_lock.py"], repo, check=False)
     assert stale.returncode == 1
     assert {line.split("'")[1] for line in stale.stderr.splitlines() if line.startswith("error:")} == importers
+
+
+def test_provenance_code_hash_follows_exactly_the_stage_code(tmp_path):
+    from lora_dvc.provenance import code_md5
+
+    for folder in ("stages", "lora_dvc"):
+        shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    before = code_md5("stages.train", tmp_path)
+    assert before == code_md5("stages.train", ROOT)  # the same files: the same hash, wherever they lie
+    (tmp_path / "lora_dvc/report.py").write_text("# not run by train\n")
+    assert code_md5("stages.train", tmp_path) == before
+    with (tmp_path / "lora_dvc/training.py").open("a") as f:
+        f.write("\n# an edit\n")
+    assert code_md5("stages.train", tmp_path) != before

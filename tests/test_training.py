@@ -13,24 +13,6 @@ import torch
 from lora_dvc.artifacts import TokenizedSplit
 
 
-def test_precision_bf16_only_where_native(tmp_path, monkeypatch):
-    from lora_dvc import device
-
-    with_bf16, without = tmp_path / "bf16", tmp_path / "plain"
-    with_bf16.write_text("flags\t\t: fpu avx512f avx512_bf16 amx_tile\n")
-    without.write_text("flags\t\t: fpu avx2 avx512f\n")
-    assert device.cpu_has_native_bf16(str(with_bf16)) and not device.cpu_has_native_bf16(str(without))
-    assert not device.cpu_has_native_bf16(str(tmp_path / "missing"))
-
-    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
-    assert device.resolve_precision("cpu", "auto") == "bf16"
-    assert device.resolve_precision("cpu", "fp32") == "fp32"
-    assert device.resolve_precision("xla", "auto") == "bf16"
-    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
-    assert device.resolve_precision("cpu", "auto") == "fp32"
-    assert device.resolve_precision("cpu", "bf16") == "bf16"  # asked for: autocast works, just slower
-
-
 def test_length_grouped_order_replays_per_epoch():
     """Same (seed, epoch) -> same order, whatever ran before: what a mid-epoch resume relies on."""
     from lora_dvc.collators import EpochSeededLengthSampler
