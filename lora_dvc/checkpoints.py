@@ -27,23 +27,23 @@ import fsspec
 import numpy as np
 
 from lora_dvc.artifacts import TOKENIZED
-from lora_dvc.params import Params
+from lora_dvc.params import RESULT_NEUTRAL_KEYS, Params
 
 ENV_VAR = "LORA_DVC_CHECKPOINTS"
 MAX_AGE_DAYS = 14
 COMPLETE = "lora_dvc_state.json"  # written last into a checkpoint: its presence means complete
-# params that change where or how often things are written, not the result
-VOLATILE_TRAIN_KEYS = ("device", "log_every", "checkpoint_every", "processes")
 _STEP = re.compile(r"^checkpoint-(\d+)$")
 log = logging.getLogger("train")
 
 
 def fingerprint(params: Params) -> str:
     """sha256 over the result-changing params, the tokenized train/val data and the package code."""
-    keys = {k: asdict(getattr(params, k)) for k in ("model", "lora", "train")}
-    for volatile in VOLATILE_TRAIN_KEYS:
-        keys["train"].pop(volatile, None)
-    keys["evaluate_batch_size"] = params.evaluate.batch_size
+    keys = {
+        f"{section}.{key}": value
+        for section in ("model", "lora", "train", "evaluate")
+        for key, value in asdict(getattr(params, section)).items()
+        if f"{section}.{key}" not in RESULT_NEUTRAL_KEYS
+    }
     digest = hashlib.sha256(json.dumps(keys, sort_keys=True).encode())
     for split in ("train", "val"):
         # the arrays, not the .npz bytes: numpy stamps the zip entries with the time of writing, so a

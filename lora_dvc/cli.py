@@ -2,7 +2,7 @@
 
     lora-dvc predict "some text"        label texts with the trained classifier (lora_dvc.predict)
     lora-dvc compare                    every experiment side by side (lora_dvc.compare)
-    lora-dvc export --out DIR           the trained model in Hugging Face's layout (stages.export)
+    lora-dvc export --out DIR           the trained model in Hugging Face's layout (lora_dvc.exporting)
     lora-dvc sky launch -S 'lora.r=4,16' one SkyPilot managed job per grid point (lora_dvc.grid)
 
 Each is also `python -m <module>`.
@@ -16,7 +16,7 @@ import sys
 COMMANDS = {
     "predict": ("lora_dvc.predict", "label texts with the trained classifier"),
     "compare": ("lora_dvc.compare", "compare every experiment: reports/comparison.md and a figure"),
-    "export": ("stages.export", "the trained model in Hugging Face's layout, with a model card"),
+    "export": ("lora_dvc.exporting", "the trained model in Hugging Face's layout, with a model card"),
     "sky": ("lora_dvc.grid", "sky launch -S ...: one SkyPilot managed job per grid point (docs/scaling.md)"),
 }
 

@@ -10,7 +10,7 @@ Run after experiments (not a pipeline stage):
     lora-dvc compare --status             # one line per experiment: its State (Queued, Running, ...)
 
 Each finished experiment is one run. Runs whose config is the same except for `train.seed` (and
-the knobs that do not change a result, lora_dvc.comparison.runs.RESULT_NEUTRAL_KEYS) form one
+the knobs that do not change a result, lora_dvc.params.RESULT_NEUTRAL_KEYS) form one
 row, with every metric as mean ± sample standard deviation over the seeds. The method comes from
 the params: `tfidf` / `full` (train.method; `lora.enabled: false` of older runs is `full`),
 `dora` / `rslora` (those flags), else `lora`. The best row (highest mean of --best-by, test

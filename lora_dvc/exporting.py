@@ -1,26 +1,40 @@
-"""The export folder: a trained classifier in Hugging Face's layout, and the check that it reloads.
+"""export: the trained model -> a folder in Hugging Face's layout with a model card, ready to share.
 
+    python -m stages.export                       # models/classifier -> models/export (the DVC stage)
+    lora-dvc export --merge --out DIR             # also a merged full model in DIR/merged/
+    python -m lora_dvc.exporting --help           # the same command
+
+The folder (models/export is the registered `text-classifier` artifact in dvc.yaml):
 - LoRA: the peft adapter byte for byte as trained, plus the base model's `config.json` carrying
-  `num_labels`, `id2label` and `label2id`; with `merged`, also `merged/` (merge_and_unload);
+  `num_labels`, `id2label` and `label2id`; with `--merge`, also `merged/` (merge_and_unload);
 - full fine-tune: `model.safetensors` and its config;
 - TF-IDF: the pickle-free files as trained plus `labels.json`;
-- the tokenizer, its `model_max_length` set to the length the model was trained with.
+- the tokenizer, its `model_max_length` set to the length the model was trained with;
+- README.md, the model card (lora_dvc.model_card) with facts from params.yaml, the records of the
+  run and the dataset's metadata: run from the repository root.
 
 `check_export` loads the folder back the way the model card tells a user to (transformers + peft
-and no code of ours, or lora_dvc.classifier for TF-IDF) and compares its probabilities.
+and no code of ours, or lora_dvc.classifier for TF-IDF) and compares its probabilities with the
+trained model's; only then does the new folder replace the old one.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import logging
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from lora_dvc.classifier import Classifier, load_classifier
+from lora_dvc.artifacts import EVAL_SUMMARY, EXPORT, MODEL, PREPARE_STATS, TRAIN_SUMMARY
+from lora_dvc.atomic import atomic_dir, read_json, write_text
+from lora_dvc.classifier import KIND_NAMES, Classifier, load_classifier
 from lora_dvc.errors import UserError
+from lora_dvc.model_card import CardFacts, render_model_card
+from lora_dvc.params import load_params
+from lora_dvc.runner import ArgumentParser, run_stage
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 TOLERANCE = 1e-4  # max absolute difference in probabilities between the export and the trained model
@@ -33,6 +47,7 @@ CHECK_TEXTS = [
     "",
 ]
 LOADED_WITH = {"lora": "transformers + peft", "full": "transformers", "tfidf": "lora_dvc.classifier"}
+log = logging.getLogger("export")
 
 
 def write_export(clf: Classifier, folder: Path) -> None:
@@ -107,3 +122,77 @@ def _plain_transformers_probabilities(folder: Path, clf: Classifier, kind: str) 
     with torch.inference_mode():
         batch = tokenizer(CHECK_TEXTS, padding=True, truncation=True, return_tensors="pt")
         return model.eval()(**batch).logits.float().softmax(-1).numpy()
+
+
+# -- command line -----------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None):
+    p = ArgumentParser(prog="lora-dvc export", description="Export the trained model in Hugging Face's layout.")
+    p.add_argument("--model", type=Path, default=MODEL, help=f"the trained model folder (default: {MODEL})")
+    p.add_argument(
+        "--out", type=Path, default=EXPORT, help=f"the export folder, replaced atomically (default: {EXPORT})"
+    )
+    p.add_argument("--merge", action="store_true", help="also write merged/, the adapter merged into the base weights")
+    p.add_argument("--name", help="the model's name in the card (default: <base>-<lora|full>-<dataset>)")
+    args = p.parse_args(argv)
+    if args.out.resolve() == args.model.resolve() or args.model.resolve().is_relative_to(args.out.resolve()):
+        raise UserError(f"--out {args.out} would replace the model it exports; choose another folder")
+    return args
+
+
+def optional_record(path: Path) -> dict | None:
+    if not path.exists():
+        log.warning("%s not found: the model card leaves those numbers out", path)
+        return None
+    return read_json(path)
+
+
+def card_facts(clf: Classifier, params, args) -> CardFacts:
+    """What the model card states about `clf`, from params.yaml and the run's records."""
+    stem = "tfidf" if clf.kind == "tfidf" else f"{Path(clf.base).name}-{'lora' if clf.kind == 'lora' else 'full'}"
+    adapter = json.loads((args.model / "adapter_config.json").read_text()) if clf.kind == "lora" else None
+    return CardFacts(
+        name=args.name or f"{stem}-{params.data.dataset}",
+        kind=clf.kind,
+        base=clf.base,
+        labels=clf.labels,
+        max_length=clf.max_length,
+        params=params,
+        adapter_config=adapter,
+        train=optional_record(TRAIN_SUMMARY),
+        test=(optional_record(EVAL_SUMMARY) or {}).get("test"),
+        prepare=optional_record(PREPARE_STATS),
+        merged=args.merge and clf.kind == "lora",
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    params = load_params()
+    # on the CPU and unmerged: the files are written from CPU tensors, the adapter as trained
+    clf = load_classifier(args.model, device="cpu", merge=False)
+    if args.merge and clf.kind != "lora":
+        log.info("%s is a %s model: --merge has nothing to merge", args.model, KIND_NAMES[clf.kind])
+    expected = clf.probabilities(CHECK_TEXTS)  # the trained model, as predict and evaluate see it
+    facts = card_facts(clf, params, args)
+    with atomic_dir(args.out) as tmp:
+        write_export(clf, tmp)
+        write_text(tmp / "README.md", render_model_card(facts))
+        diff = check_export(tmp, clf, clf.kind, expected)
+        log.info(
+            "checked: the export reloads with %s and matches the trained model (max |dp| %.1e)",
+            LOADED_WITH[clf.kind],
+            diff,
+        )
+        if facts.merged:
+            write_merged(clf, tmp / "merged")
+            diff = check_export(tmp / "merged", clf, "full", expected)
+            log.info("merged/: the adapter merged into the base weights (max |dp| %.1e)", diff)
+    files = sorted(p.relative_to(args.out).as_posix() for p in args.out.rglob("*") if p.is_file())
+    size = sum((args.out / f).stat().st_size for f in files)
+    log.info("exported %s to %s: %d files, %.1f MB", facts.name, args.out, len(files), size / 1e6)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -46,9 +46,9 @@ class CardFacts:
     max_length: int
     params: Any  # lora_dvc.params.Params
     adapter_config: dict | None = None
-    train: dict | None = None  # metrics/train/metrics.json
-    test: dict | None = None  # metrics/evaluate/metrics.json's "test"
-    prepare: dict | None = None  # metrics/prepare.json
+    train: dict | None = None  # records/train/metrics.json
+    test: dict | None = None  # records/evaluate/metrics.json's "test"
+    prepare: dict | None = None  # records/prepare.json
     merged: bool = False
 
 

@@ -94,16 +94,35 @@ class TrainParams:
     cores: int | str = field(default=1, metadata=check(lambda v: v in (1, "all"), "1 or all (TPU cores of this host)"))
     log_every: int = field(default=20, metadata=check(positive, "a positive integer"))
     checkpoint_every: int = field(default=100, metadata=check(lambda v: v >= 0, "an integer >= 0"))
-    # data-parallel processes on this host (DDP under torchrun); batch_size is the global batch,
-    # each process takes batch_size / processes rows a step
     # at least this many optimizer steps: more epochs than train.epochs on a small data file (None = off)
     min_steps: int | None = field(
         default=250, metadata=check(lambda v: v is None or v >= 1, "null or a positive integer")
     )
+    # data-parallel processes on this host (DDP under torchrun); batch_size is the global batch,
+    # each process takes batch_size / processes rows a step
     processes: int = field(default=1, metadata=check(lambda v: 1 <= v <= 1024, "an integer in [1, 1024]"))
+    # micro-batches per optimizer step: each process runs batch_size / processes / grad_accum rows at a
+    # time, and the update is still that of one batch of batch_size (less memory, same result)
+    grad_accum: int = field(default=1, metadata=check(lambda v: 1 <= v <= 1024, "an integer in [1, 1024]"))
+    # recompute activations in backward instead of keeping them (less memory, one more forward pass a step)
+    gradient_checkpointing: bool = False
     # CPU training: dropout masks drawn four per 64-bit random word (lora_dvc/dropout.py) instead of
     # torch's bernoulli_; the same Bernoulli masks, a different random stream
     fast_dropout: bool = True
+
+
+# Knobs that change where or how fast a run goes, not what it learns: rows of the comparison that differ
+# only here are one configuration, and a checkpoint resumes across them (lora_dvc.checkpoints.fingerprint).
+RESULT_NEUTRAL_KEYS = frozenset(
+    {
+        "train.device",
+        "train.log_every",
+        "train.checkpoint_every",
+        "train.processes",
+        "train.gradient_checkpointing",
+        "evaluate.batch_size",
+    }
+)
 
 
 @dataclass

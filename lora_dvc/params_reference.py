@@ -69,6 +69,10 @@ MAPS_TO = {
     "(`lora_dvc.modeling.ready_for_bf16_autocast`)",
     "train.cores": "`torch_xla.launch` over the host's TPU cores (data parallel) when `all`",
     "train.processes": "`torchrun --nproc_per_node=` (torch DDP; `TrainingArguments` runs one process per device)",
+    "train.grad_accum": "transformers `TrainingArguments.gradient_accumulation_steps` (micro-batches of "
+    "batch_size / processes / grad_accum rows)",
+    "train.gradient_checkpointing": "transformers `TrainingArguments.activation_checkpointing` "
+    "(`gradient_checkpointing_enable(use_reentrant=False)`)",
     "train.fast_dropout": "this project's `lora_dvc.dropout.FastDropout` for every `nn.Dropout` and the "
     "attention dropout (CPU training only; false = torch's `bernoulli_` masks)",
     "train.log_every": "transformers `TrainingArguments.logging_steps` (DVCLive step logs)",

@@ -147,7 +147,8 @@ def model_table(train: dict, test: dict) -> str:
         (
             "batch",
             f"{train.get('processes', 1)} process(es) x {train.get('per_process_batch_size', '?')} rows"
-            f" = global batch {train.get('global_batch_size', '?')}",
+            f" = global batch {train.get('global_batch_size', '?')}"
+            + (f", in {train['grad_accum']} micro-batches each" if train.get("grad_accum", 1) > 1 else ""),
         ),
         ("training time", f"{train['train_seconds']:.0f} s ({train['train_samples_per_second']:.1f} samples/s)"),
         ("test inference", f"{test['samples_per_second']:.0f} samples/s"),

@@ -176,7 +176,7 @@ sweep_rc=0
 echo "sweep done in $(( $(date +%s) - started ))s"
 
 "${DVC[@]}" exp show --no-pager --md --rev "$BASE_REV" --drop '.*' \
-  --keep '^(Experiment|State)$|^lora\.(r|alpha|targets|dropout|rslora|dora)$|^train\.(method|batch_size|lr|epochs|seed)$|^(steps|trainable_params|lora_weight_mean)$|^(train|val|test)\.(accuracy|macro_f1|loss)$|^test\.majority_accuracy$' \
+  --keep '^(Experiment|State)$|^lora\.(r|alpha|targets|dropout|rslora|dora)$|^train\.(method|batch_size|lr|epochs|seed)$|^(val|test)\.(accuracy|macro_f1|loss)$|^fit\.(trainable_params|seconds)$|^test\.learned$' \
   --sort-by test.accuracy --sort-order desc || true
 if [[ "$COMPARE" -eq 1 ]]; then
   "$PYTHON" -m lora_dvc.compare --rev "$BASE_REV" || echo "warning: python -m lora_dvc.compare failed" >&2

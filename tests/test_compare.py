@@ -16,7 +16,7 @@ from conftest import ROOT, dvc, run, write_params
 
 from lora_dvc import compare
 from lora_dvc.comparison import aggregate, render, runs
-from lora_dvc.comparison.runs import RESULT_NEUTRAL_KEYS
+from lora_dvc.params import RESULT_NEUTRAL_KEYS
 
 PARAMS = {
     "data.dataset": "ag_news",

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from conftest import dvc, make_repo, run
 
+from lora_dvc import exporting
 from lora_dvc import predict as predict_stage
 from lora_dvc.runner import run_stage
-from stages import export as export_stage
 
 LABELS = ["World", "Sports", "Business", "Sci/Tech"]
 PROBS = [f"prob_{label}" for label in LABELS]
@@ -114,8 +114,8 @@ def test_export_stage_is_a_dvc_output_in_hugging_face_layout(trained):
     assert "up to date" in dvc(["status", "export"], trained).stdout  # cached like any output: `dvc push` carries it
 
     card = (folder / "README.md").read_text()
-    test = json.loads((trained / "metrics/evaluate/metrics.json").read_text())["test"]
-    train = json.loads((trained / "metrics/train/metrics.json").read_text())
+    test = json.loads((trained / "records/evaluate/metrics.json").read_text())["test"]
+    train = json.loads((trained / "records/train/metrics.json").read_text())
     assert card.startswith("---\nlibrary_name: peft\n")
     for needle in (
         f"| accuracy | {test['accuracy']:.4f} |",
@@ -145,17 +145,22 @@ def test_exported_folders_give_predicts_predictions_in_a_fresh_process(trained, 
     assert preds["predicted"].tolist() == [LABELS[i] for i in probs.argmax(axis=1)]
     np.testing.assert_allclose(preds["confidence"], probs.max(axis=1), atol=1e-6)
     # the evaluate stage saw the same test rows with the same model
-    evaluated = pd.read_csv(trained / "metrics/evaluate/predictions.csv").head(SAMPLE_ROWS)
+    evaluated = pd.read_csv(trained / "records/evaluate/predictions.csv").head(SAMPLE_ROWS)
     assert preds["predicted"].head(SAMPLE_ROWS).tolist() == evaluated["predicted"].tolist()
     # on a CPU with native bf16 both run under bf16 autocast (train.precision auto), whose rounding
     # depends on the batch's padded shape: 1e-4-level differences, far below the gaps between classes
     np.testing.assert_allclose(preds["confidence"].head(SAMPLE_ROWS), evaluated["confidence"], atol=5e-4)
 
-    # a merged full model (--merge), and the export of a full model (what lora.enabled false trains)
-    call(export_stage.main, ["--merge", "--out", str(tmp_path / "with_merged")])
+    # a merged full model (--merge), through the installed `lora-dvc` (no `stages` package on its path:
+    # the command is the library's), and the export of a full model (what train.method full trains)
+    lora_dvc = Path(sys.executable).parent / "lora-dvc"
+    cmd = [str(lora_dvc), "export", "--model", "models/classifier", "--merge", "--out", str(tmp_path / "with_merged")]
+    exported = run(cmd, trained)
+    assert "checked: the export reloads with transformers + peft" in exported.stderr
+    assert (tmp_path / "with_merged/README.md").read_text().startswith("---\nlibrary_name: peft\n")
     merged = tmp_path / "with_merged/merged"
     assert (merged / "model.safetensors").exists() and not (merged / "adapter_config.json").exists()
-    call(export_stage.main, ["--model", str(merged), "--out", str(tmp_path / "full")])
+    call(exporting.main, ["--model", str(merged), "--out", str(tmp_path / "full")])
     assert (tmp_path / "full/model.safetensors").exists()
     assert (tmp_path / "full/README.md").read_text().startswith("---\nlibrary_name: transformers\n")
     call(predict_stage.main, ["--model", str(merged), "--file", str(sample), "--out", str(tmp_path / "full.csv")])
@@ -235,7 +240,7 @@ def test_bad_input_is_one_line_and_exit_2(trained, sample, monkeypatch, capsys, 
     wrong.write_text(json.dumps(["neg", "pos", "neutral"]))
     assert "does not have 3 outputs" in one_line_error(predict_stage.main, ["x", "--labels", str(wrong)], capsys)
     export_args = ["--model", "models/nothing", "--out", str(tmp_path / "e")]
-    assert "no trained model" in one_line_error(export_stage.main, export_args, capsys)
+    assert "no trained model" in one_line_error(exporting.main, export_args, capsys)
     assert not (tmp_path / "e").exists()
     # the real entry point: exit status 2 and one line, no traceback
     result = run([sys.executable, "-m", "lora_dvc.predict", "--file", "missing.csv"], trained, check=False)
@@ -254,7 +259,7 @@ def test_tfidf_baseline_predicts_and_exports(trained, monkeypatch, capsys, tmp_p
     call(predict_stage.main, ["--model", str(model_dir), *texts])
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(records) == 2 and all(set(r["probabilities"]) == set(LABELS) for r in records)
-    call(export_stage.main, ["--model", str(model_dir), "--out", str(tmp_path / "export")])
+    call(exporting.main, ["--model", str(model_dir), "--out", str(tmp_path / "export")])
     assert json.loads((tmp_path / "export/labels.json").read_text()) == LABELS
     assert "library_name: scikit-learn" in (tmp_path / "export/README.md").read_text()
     call(predict_stage.main, ["--model", str(tmp_path / "export"), *texts])

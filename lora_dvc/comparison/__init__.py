@@ -1,8 +1,7 @@
 """The experiment comparison, in three steps.
 
 - `runs`: experiments read through `dvc.api.exp_show()` / `params_show()` -> `Run` (finished, with
-  metrics) and `Other` (queued, running, failed); `RESULT_NEUTRAL_KEYS`, the knobs that do not
-  change a result.
+  metrics) and `Other` (queued, running, failed), merged over lora_dvc.params.RESULT_NEUTRAL_KEYS.
 - `aggregate`: runs -> rows (seeds merged as mean ± sample std), best row, baseline, % change.
 - `render`: rows -> markdown tables and the matplotlib figure.
 

@@ -9,8 +9,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lora_dvc.comparison.runs import RESULT_NEUTRAL_KEYS, SEED_KEY, Run
+from lora_dvc.comparison.runs import SEED_KEY, Run
 from lora_dvc.errors import UserError
+from lora_dvc.params import RESULT_NEUTRAL_KEYS
 
 LOWER_IS_BETTER = {"loss"}
 METHOD_ORDER = ("tfidf", "full", "lora", "rslora", "dora", "dora+rslora")

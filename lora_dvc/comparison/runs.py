@@ -25,10 +25,6 @@ from lora_dvc.artifacts import EVAL_SUMMARY, TEST_METRICS, TRAIN_METRICS, TRAIN_
 from lora_dvc.errors import UserError
 from lora_dvc.params import all_keys
 
-# Knobs that do not change what is learned: where it ran, how often it logged or checkpointed,
-# the evaluation batch size. The one list for the comparison (rows that differ only here merge)
-# and for the training fingerprint (a checkpoint resumes across them).
-RESULT_NEUTRAL_KEYS = frozenset({"train.device", "train.log_every", "train.checkpoint_every", "evaluate.batch_size"})
 SEED_KEY = "train.seed"  # changes the result, but a row of the comparison aggregates over it
 LEGACY_PARAM_KEYS = frozenset({"lora.enabled"})  # params of older experiments, read to derive the method
 
