@@ -4,6 +4,7 @@
     lora-dvc compare                    every experiment side by side (lora_dvc.compare)
     lora-dvc export --out DIR           the trained model in Hugging Face's layout (lora_dvc.exporting)
     lora-dvc sky launch -S 'lora.r=4,16' one SkyPilot managed job per grid point (lora_dvc.grid)
+    lora-dvc study show NAME            a seed study as named experiments (lora_dvc.studies, studies/)
 
 Each is also `python -m <module>`.
 """
@@ -18,6 +19,7 @@ COMMANDS = {
     "compare": ("lora_dvc.compare", "compare every experiment: reports/comparison.md and a figure"),
     "export": ("lora_dvc.exporting", "the trained model in Hugging Face's layout, with a model card"),
     "sky": ("lora_dvc.grid", "sky launch -S ...: one SkyPilot managed job per grid point (docs/scaling.md)"),
+    "study": ("lora_dvc.studies", "the seed projects' studies as named experiments: list | show | run (studies/)"),
 }
 
 

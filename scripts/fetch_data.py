@@ -3,6 +3,7 @@ and travel through the DVC remote like every other output. Needs a network; run 
 
     python scripts/fetch_data.py banglasenti           # full BanglaSenti CSV (122,577 rows, ~17 MB)
     python scripts/fetch_data.py ag_news               # canonical AG News train (120,000) + test (7,600)
+    python scripts/fetch_data.py imdb                  # IMDB reviews train (25,000) + test (25,000), Parquet
     python scripts/fetch_data.py banglasenti --update  # re-fetch after upstream changed (dvc update)
     python scripts/fetch_data.py banglasenti --url banglasenti.csv=https://mirror/banglasenti.csv
 
@@ -28,6 +29,8 @@ import yaml
 BANGLASENTI_URL = "https://raw.githubusercontent.com/niloydebbarma-code/banglasenti-dataset-prep/main/banglasenti.csv"
 # AG News as published by Zhang, Zhao & LeCun (2015): headerless "class","title","description", classes 1-4.
 AG_NEWS_BASE = "https://raw.githubusercontent.com/mhjabreel/CharCnn_Keras/master/data/ag_news_csv"
+# IMDB (Maas et al., 2011) as the Hugging Face hub's stanfordnlp/imdb publishes it: Parquet, text + label 0/1
+IMDB_BASE = "https://huggingface.co/datasets/stanfordnlp/imdb/resolve/main/plain_text"
 
 
 class FetchError(Exception):
@@ -60,12 +63,24 @@ def check_ag_news(path: Path) -> None:
         )
 
 
+def check_imdb(path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    try:
+        columns = pq.read_schema(path).names
+    except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a file that is not Parquet
+        raise FetchError(f"{path}: not a Parquet file ({err}); the URL served something else") from None
+    if not {"text", "label"} <= set(columns):
+        raise FetchError(f"{path}: expected Parquet columns text, label; found {columns}")
+
+
 @dataclass(frozen=True)
 class Dataset:
     folder: str
     files: dict[str, str]  # file name -> URL
     data_path: str  # what params.yaml's data.path should say
     check: Callable[[Path], None]
+    train_args: str = ""  # the -S overrides that train on it, besides data.path
 
 
 DATASETS = {
@@ -80,6 +95,16 @@ DATASETS = {
         {"train.csv": f"{AG_NEWS_BASE}/train.csv", "test.csv": f"{AG_NEWS_BASE}/test.csv"},
         "data/external/ag_news",
         check_ag_news,
+    ),
+    "imdb": Dataset(
+        "data/external/imdb",
+        {
+            "train.parquet": f"{IMDB_BASE}/train-00000-of-00001.parquet",
+            "test.parquet": f"{IMDB_BASE}/test-00000-of-00001.parquet",
+        },
+        "data/external/imdb",
+        check_imdb,
+        "-S data.dataset=csv -S data.labels=[neg,pos]",
     ),
 }
 
@@ -151,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         f"next: git add {' '.join(tracked)} {spec.folder}/.gitignore && "
         f"git commit -m 'Track full {args.dataset}' && dvc push"
     )
-    print(f"train: dvc exp run -S data.dataset={args.dataset} -S data.path={spec.data_path}")
+    dataset = spec.train_args or f"-S data.dataset={args.dataset}"
+    print(f"train: dvc exp run {dataset} -S data.path={spec.data_path}")
     return 0
 
 

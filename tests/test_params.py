@@ -27,6 +27,17 @@ def test_shipped_params_are_valid():
     assert params.buckets[-1] == params.model.max_length
 
 
+def test_exponent_without_a_dot_is_a_number_as_dvc_writes_it(tmp_path):
+    # `dvc exp run -S train.lr=5e-5` writes `lr: 5e-05`: a float in YAML 1.2, a string in PyYAML's YAML 1.1
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text().replace("  lr: 0.001", "  lr: 5e-05"))
+    assert "lr: 5e-05" in path.read_text()
+    assert load_params(path).train.lr == 5e-05
+    path.write_text((ROOT / "params.yaml").read_text().replace("  lr: 0.001", "  lr: 1E+2"))
+    with pytest.raises(UserError, match="train.lr"):  # read as the number 100, then refused by the range
+        load_params(path)
+
+
 @pytest.mark.parametrize(
     "key, value, fragment",
     [
