@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from transformers import DataCollatorWithPadding
-from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from lora_dvc.artifacts import TokenizedSplit
 
@@ -47,24 +46,43 @@ class SplitDataset(torch.utils.data.Dataset):
         return {"input_ids": self.split.ids[start:end].tolist(), "labels": int(self.split.labels[row])}
 
 
-class EpochSeededLengthSampler(LengthGroupedSampler):
-    """transformers' LengthGroupedSampler with an order that depends only on (seed, epoch).
+def length_grouped_order(lengths: list[int], batch_size: int, generator: torch.Generator) -> list[int]:
+    """Row indices in a random order with rows of similar length together (transformers' length grouping):
+    shuffled, cut into mega-batches of up to 50 batches (at most a quarter of the rows each), each sorted
+    longest first, and the longest row of all moved to the very front (an out-of-memory shows at once)."""
+    multiple = max(min(len(lengths) // (batch_size * 4), 50), 1)
+    size = multiple * batch_size
+    shuffled = torch.randperm(len(lengths), generator=generator).tolist()
+    megabatches = [
+        sorted(shuffled[i : i + size], key=lambda row: lengths[row], reverse=True)
+        for i in range(0, len(lengths), size)
+    ]
+    longest = max(range(len(megabatches)), key=lambda i: lengths[megabatches[i][0]])  # the first, on a tie
+    megabatches[0][0], megabatches[longest][0] = megabatches[longest][0], megabatches[0][0]
+    return [row for megabatch in megabatches for row in megabatch]
 
-    Stock, it draws from the global torch RNG, whose state at an epoch's start is not what a
-    checkpoint holds: a run resumed mid-epoch would see another order and end elsewhere. Trainer
-    calls `set_epoch` before each epoch (also when it resumes), so the order replays exactly.
+
+class EpochSeededLengthSampler(torch.utils.data.Sampler):
+    """A length-grouped order (`length_grouped_order`) that depends only on (seed, epoch).
+
+    Drawn from its own generator, not the global torch RNG, whose state at an epoch's start is not what a
+    checkpoint holds: a run resumed mid-epoch would see another order and end elsewhere. Trainer calls
+    `set_epoch` before each epoch (also when it resumes), so the order replays exactly.
     """
 
     def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
-        super().__init__(batch_size, lengths=lengths)
+        self.batch_size, self.lengths = batch_size, lengths
         self.seed, self.epoch = seed, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def __len__(self) -> int:
+        return len(self.lengths)
+
     def __iter__(self):
-        self.generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return super().__iter__()
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(length_grouped_order(self.lengths, self.batch_size, generator))
 
 
 class BucketCollator:

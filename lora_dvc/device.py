@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lora_dvc.compat import keep_padding_masks_on_device
 from lora_dvc.errors import UserError
 
 log = logging.getLogger("device")
@@ -158,33 +159,6 @@ class Runtime:
         for inference tensor"), so predict_proba's inference_mode would break every XLA forward.
         """
         return _Forward(self.kind, self.dtype)
-
-
-def keep_padding_masks_on_device() -> None:
-    """Stop transformers from reading the attention mask on the host in every forward, on XLA.
-
-    transformers drops the mask of a batch without padding, and to find out it asks
-    `padding_mask.all()` on the host (masking_utils `_ignore_*_mask_sdpa`). On an XLA device that is
-    a device-to-host sync in the middle of every step, plus a second graph per bucket for batches
-    that happen to have no padding. For masks on an XLA device the mask is now always kept, which
-    is what transformers already does while tracing or exporting; other devices are unchanged.
-    """
-    try:
-        from transformers import masking_utils
-    except ImportError:  # pragma: no cover
-        return
-    for name in ("_ignore_bidirectional_mask_sdpa", "_ignore_causal_mask_sdpa"):
-        original = getattr(masking_utils, name, None)
-        if original is None or getattr(original, "keeps_xla_masks", False):
-            continue
-
-        def keep_on_xla(padding_mask, *args, _original=original, **kwargs):
-            if padding_mask is not None and padding_mask.device.type == "xla":
-                return False
-            return _original(padding_mask, *args, **kwargs)
-
-        keep_on_xla.keeps_xla_masks = True
-        setattr(masking_utils, name, keep_on_xla)
 
 
 class _Forward:

@@ -15,9 +15,20 @@ Only CPU training uses it: GPUs and TPUs draw masks with parallel counter-based 
 from __future__ import annotations
 
 import functools
+import logging
 
 import torch
 from torch import nn
+
+from lora_dvc.compat import (
+    attn_implementation,
+    refuse_attention_arguments,
+    register_sdpa_variant,
+    sdpa_attention,
+    sdpa_is_causal,
+)
+
+log = logging.getLogger("train")
 
 ATTENTION = "sdpa_fast_dropout"
 _INT16_MIN, _INT16_MAX = -(2**15), 2**15 - 1
@@ -58,22 +69,58 @@ class FastDropout(nn.Dropout):
         return x * keep_mask(x.shape, self.p, x.dtype, x.device)
 
 
-def attention_with_fast_dropout(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
-    """transformers' sdpa attention, except in training with dropout: softmax attention computed
-    directly, its probabilities dropped with `keep_mask` (SDPA would draw them with bernoulli_)."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+def attention_with_fast_dropout(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    position_bias: torch.Tensor | None = None,
+    cache=None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """transformers' sdpa attention (the same parameters), except in training with dropout: softmax attention
+    computed directly, its probabilities dropped with `keep_mask` (SDPA would draw them with bernoulli_).
 
+    That path does what sdpa does with the same arguments: key/value heads repeated for grouped-query
+    attention, the causal mask where sdpa would apply one itself (a decoder batch without padding comes
+    with no mask), a position bias added to the scores; arguments it cannot honour fail loudly."""
     if dropout == 0.0 or not module.training:
-        return sdpa_attention_forward(
-            module, query, key, value, attention_mask, dropout=0.0, scaling=scaling, **kwargs
+        return sdpa_attention()(
+            module,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=0.0,
+            scaling=scaling,
+            is_causal=is_causal,
+            position_bias=position_bias,
+            cache=cache,
+            **kwargs,
         )
+    refuse_attention_arguments(cache=cache, **kwargs)
+    groups, remainder = divmod(query.shape[1], key.shape[1])
+    if remainder:
+        raise ValueError(f"{query.shape[1]} query heads do not share {key.shape[1]} key/value heads evenly")
+    if groups > 1:  # each key/value head serves `groups` consecutive query heads
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
     scaling = query.size(-1) ** -0.5 if scaling is None else scaling
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if attention_mask is not None:  # sdpa's mask: True where a query may attend
+    if position_bias is not None:
+        scores = scores + position_bias
+    if attention_mask is not None:  # sdpa's mask: True where a query may attend, or added to the scores
         if attention_mask.dtype == torch.bool:
             scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
         else:
             scores = scores + attention_mask
+    elif sdpa_is_causal(module, is_causal, query.shape[2], attention_mask):
+        # top-left aligned, as sdpa's is_causal: query i sees keys 0..i
+        causal = torch.ones(query.shape[2], key.shape[2], dtype=torch.bool, device=query.device).tril()
+        scores = scores.masked_fill(~causal, torch.finfo(scores.dtype).min)
     probs = nn.functional.softmax(scores, dim=-1)
     probs = probs * keep_mask(probs.shape, dropout, probs.dtype, probs.device)
     return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
@@ -96,14 +143,13 @@ def use_fast_dropout(model: nn.Module) -> int:
     """Swap every nn.Dropout in `model` for FastDropout and, where the model runs transformers' sdpa
     attention, its attention dropout too. Returns how many modules were swapped."""
     swapped = _swap(model, nn.Dropout, FastDropout)
-    config = getattr(model, "config", None)
-    if config is not None and getattr(config, "_attn_implementation", None) == "sdpa":
-        from transformers import AttentionInterface
-        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-        AttentionInterface.register(ATTENTION, attention_with_fast_dropout)
-        AttentionMaskInterface.register(ATTENTION, sdpa_mask)
+    if attn_implementation(model) == "sdpa" and register_sdpa_variant(ATTENTION, attention_with_fast_dropout):
         model.set_attn_implementation(ATTENTION)
+        if attn_implementation(model) != ATTENTION:  # transformers declines models off its interface
+            log.warning(
+                "%s does not take a registered attention function: its attention dropout stays torch's",
+                type(model).__name__,
+            )
     return swapped
 
 
@@ -111,6 +157,5 @@ def restore_dropout(model: nn.Module) -> None:
     """Back to torch's dropout and sdpa attention (before saving: a saved config names no function
     that only this process registered)."""
     _swap(model, FastDropout, nn.Dropout)
-    config = getattr(model, "config", None)
-    if config is not None and getattr(config, "_attn_implementation", None) == ATTENTION:
+    if attn_implementation(model) == ATTENTION:
         model.set_attn_implementation("sdpa")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from lora_dvc.compat import disable_lora_input_cast
 from lora_dvc.errors import UserError
 from lora_dvc.params import LoraParams
 
@@ -241,23 +242,25 @@ def apply_method(model: torch.nn.Module, method: str, lora: LoraParams) -> torch
 def ready_for_bf16_autocast(model: torch.nn.Module) -> int:
     """Ready a model for training under bf16 autocast; returns how many frozen tensors went to bf16.
 
-    - Frozen weights are stored in bf16: autocast would cast each of them again on every step.
-    - peft's cast of each LoRA input to the adapter's fp32 is off: autocast already gives every matmul
-      bf16 operands, and the cast copied every adapted layer's input twice a step (to fp32 for the
-      LoRA dropout, back to bf16 for lora_A).
+    - Frozen Linear weights and biases are stored in bf16: they are matmul operands, which autocast would
+      cast to bf16 again on every step.
+    - Every other tensor keeps its dtype: embeddings and normalisation layers (LayerNorm, RMSNorm, ...),
+      which autocast never lowers, and a Linear's tensor that another module shares (tied embeddings).
+    - peft's cast of each LoRA input to the adapter's fp32 is off (`lora_dvc.compat.disable_lora_input_cast`):
+      autocast already gives every matmul bf16 operands, and the cast copied every adapted layer's input
+      twice a step (to fp32 for the LoRA dropout, back to bf16 for lora_A).
     - Trainable weights (adapters, head, or every weight in full fine-tuning) stay fp32: they are the
       optimizer's master copy.
 
     Measured with `python bench/step_levers.py` (bench/README.md).
     """
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    for module in model.modules():
-        if isinstance(module, BaseTunerLayer):
-            module.cast_input_dtype_enabled = False
+    disable_lora_input_cast(model)
+    linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    shared = {id(p) for m in model.modules() if m not in linear for p in m.parameters(recurse=False)}
     moved = 0
-    for param in model.parameters():
-        if not param.requires_grad and param.is_floating_point() and param.dtype != torch.bfloat16:
+    for param in (p for m in linear for p in m.parameters(recurse=False)):
+        frozen = not param.requires_grad and param.is_floating_point() and id(param) not in shared
+        if frozen and param.dtype != torch.bfloat16:
             param.data = param.data.to(torch.bfloat16)
             moved += 1
     return moved

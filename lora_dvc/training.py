@@ -5,8 +5,8 @@ LoRA+ through peft's create_loraplus_optimizer), `full` trains every weight, `tf
 TF-IDF + logistic regression baseline instead. Training itself is stock `transformers.Trainer`:
 linear warmup and decay, gradient clipping, bf16 autocast where the hardware has native bf16
 (lora_dvc.device), length-grouped batches padded to their longest row (to their length bucket on
-XLA, lora_dvc.collators), a val pass per epoch, early stopping with the best epoch restored
-(`train.patience`: EarlyStoppingCallback + load_best_model_at_end), checkpoints every
+XLA, lora_dvc.collators), a val pass per epoch, the best val epoch kept whenever more than one epoch
+runs (load_best_model_at_end), early stopping (`train.patience`: EarlyStoppingCallback), checkpoints every
 `train.checkpoint_every` steps and at each epoch end, resumed after any interruption (Trainer's
 resume_from_checkpoint), data parallel over `train.processes` processes under torchrun (DDP: gloo on
 CPU, NCCL on CUDA). What Trainer cannot do itself is in lora_dvc/callbacks.py (the pipeline's
@@ -41,7 +41,7 @@ from lora_dvc.atomic import atomic_dir
 from lora_dvc.callbacks import CheckpointCallback, LiveCallback, StopOnSignal, Tallies, restore_live
 from lora_dvc.checkpoints import CheckpointStore, fingerprint, prune_stale
 from lora_dvc.collators import EpochSeededLengthSampler, SplitDataset, make_collator
-from lora_dvc.device import keep_padding_masks_on_device, resolve_precision, train_device, xla_available, xla_has_tpu
+from lora_dvc.device import device_kind, keep_padding_masks_on_device, resolve_precision, xla_available, xla_has_tpu
 from lora_dvc.dropout import restore_dropout, use_fast_dropout
 from lora_dvc.errors import UserError
 from lora_dvc.fused_lora import use_fused_lora
@@ -75,6 +75,10 @@ class TallyingTrainer(Trainer):
     """Trainer plus two small things it lacks: a train-accuracy tally fed from the logits it already
     computes, and a length-grouped order that a run resumed mid-epoch replays exactly."""
 
+    # sequence classifiers return each micro-batch's mean loss whatever Trainer passes them, so Trainer must
+    # divide it by train.grad_accum itself (it skips that for models whose forward takes **kwargs)
+    loss_is_scaled_for_ga = False
+
     def __init__(self, *args, tallies: Tallies, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.tallies = tallies
@@ -94,11 +98,23 @@ class TallyingTrainer(Trainer):
         finally:
             self.args.dataloader_drop_last = drop_last
 
-    def _get_train_sampler(self, train_dataset=None):
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
-        return EpochSeededLengthSampler(
-            self.args.train_batch_size * self.args.gradient_accumulation_steps, dataset.lengths, self.args.seed
+    def get_train_dataloader(self):
+        # Trainer's public hook (its sampler hook is private): the DataLoader Trainer would build, drawing
+        # from a length-grouped order that replays per epoch; accelerate shards it over processes as before
+        args = self.args
+        sampler = EpochSeededLengthSampler(
+            args.train_batch_size * args.gradient_accumulation_steps, self.train_dataset.lengths, args.seed
         )
+        loader = torch.utils.data.DataLoader(
+            self.train_dataset,
+            batch_size=args.train_batch_size,
+            sampler=sampler,
+            collate_fn=self.data_collator,
+            drop_last=args.dataloader_drop_last,
+            num_workers=args.dataloader_num_workers,
+            pin_memory=args.dataloader_pin_memory,
+        )
+        return self.accelerator.prepare(loader)
 
 
 def save_model(model, params: Params) -> None:
@@ -173,14 +189,16 @@ def make_optimizer(model: torch.nn.Module, params: Params) -> torch.optim.Optimi
     return torch.optim.AdamW(trainable, lr=tp.lr, weight_decay=tp.weight_decay, fused=fused)
 
 
-def per_process_batch(params: Params) -> int:
-    """train.batch_size is the global batch; each of train.processes processes takes an equal share."""
-    size, processes = params.train.batch_size, params.train.processes
-    if size % processes:
+def micro_batch(params: Params) -> int:
+    """train.batch_size is the global batch: each of train.processes processes takes an equal share, in
+    train.grad_accum micro-batches of this many rows."""
+    size, processes, accum = params.train.batch_size, params.train.processes, params.train.grad_accum
+    if size % (processes * accum):
         raise UserError(
-            f"train.batch_size={size} does not split over train.processes={processes}; use a multiple of {processes}"
+            f"train.batch_size={size} does not split over train.processes={processes} x train.grad_accum={accum}; "
+            f"use a multiple of {processes * accum}"
         )
-    return size // processes
+    return size // (processes * accum)
 
 
 def training_arguments(params: Params, output_dir: str, precision: str, device: str) -> TrainingArguments:
@@ -190,7 +208,10 @@ def training_arguments(params: Params, output_dir: str, precision: str, device: 
         output_dir=output_dir,
         seed=tp.seed,
         data_seed=tp.seed,
-        per_device_train_batch_size=per_process_batch(params),
+        per_device_train_batch_size=micro_batch(params),
+        gradient_accumulation_steps=tp.grad_accum,
+        activation_checkpointing=tp.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False},  # the reentrant variant needs inputs with grads
         per_device_eval_batch_size=params.evaluate.batch_size,
         num_train_epochs=tp.epochs,
         learning_rate=tp.lr,
@@ -201,7 +222,7 @@ def training_arguments(params: Params, output_dir: str, precision: str, device: 
         eval_strategy="epoch",
         save_strategy="epoch",
         save_total_limit=2,  # the latest and the best
-        load_best_model_at_end=tp.patience is not None,
+        load_best_model_at_end=tp.patience is not None,  # and whenever more than one epoch runs (build_trainer)
         metric_for_best_model="macro_f1",
         greater_is_better=True,
         logging_strategy="steps",
@@ -240,7 +261,7 @@ def data_md5() -> dict:
 
 def provenance_summary(device: str, precision: str) -> dict:
     """Where the result came from: git, versions and host (lora_dvc.provenance), device, precision, threads, data."""
-    found = provenance()
+    found = provenance("stages.train")
     found.update(device=device, precision=precision, threads=torch.get_num_threads(), data_md5=data_md5())
     return found
 
@@ -278,15 +299,18 @@ def build_trainer(
     train_set = SplitDataset(TokenizedSplit.load(DATA_DIR / "train.npz"))
     val_set = SplitDataset.by_length(TokenizedSplit.load(DATA_DIR / "val.npz"))
     args = training_arguments(params, str(store.local), precision, device)
-    global_batch = args.train_batch_size * args.world_size
-    # drop_last on XLA: full batches only
-    steps_per_epoch = len(train_set) // global_batch if device == "xla" else -(-len(train_set) // global_batch)
+    micro_batches = args.train_batch_size * args.world_size  # rows per forward pass, over all processes
+    # drop_last on XLA: full batches only; an optimizer step every grad_accum micro-batches, as Trainer counts
+    batches = len(train_set) // micro_batches if device == "xla" else -(-len(train_set) // micro_batches)
+    steps_per_epoch = -(-batches // args.gradient_accumulation_steps)
     if steps_per_epoch == 0:
         raise UserError(
             f"train split has {len(train_set)} rows: too few for one batch of {tp.batch_size}; "
             "lower train.batch_size or add data"
         )
     args.num_train_epochs = planned_epochs(params, steps_per_epoch)
+    # keep the best val epoch, not the last: on a small file min_steps runs many epochs, and later ones overfit
+    args.load_best_model_at_end = args.num_train_epochs > 1 or tp.patience is not None
     # the optimizer must hold the parameters where they will live (a GPU, an XLA device), so the
     # model goes there before make_optimizer, not later inside Trainer
     model = model.to(args.device)
@@ -315,7 +339,7 @@ def build_trainer(
 
 def train_transformer(params: Params) -> None:
     tp = params.train
-    device = train_device(tp.device)
+    device = device_kind(tp.device)
     precision = resolve_precision(device, tp.precision)
     if device == "xla":
         keep_padding_masks_on_device()
@@ -362,13 +386,20 @@ def train_transformer(params: Params) -> None:
         params, model, labels, device, precision, store, live, tallies, started
     )
     trainable, total = count_params(trainer.model)
-    world, per_process = trainer.args.world_size, trainer.args.train_batch_size
+    world, micro, accum = (
+        trainer.args.world_size,
+        trainer.args.train_batch_size,
+        trainer.args.gradient_accumulation_steps,
+    )
+    per_process = micro * accum
     log.info(
-        "device %s, precision %s, %d process(es) x %d rows = global batch %d",
+        "device %s, precision %s, %d process(es) x %d rows (%d micro-batch(es) of %d) = global batch %d",
         device,
         precision,
         world,
         per_process,
+        accum,
+        micro,
         per_process * world,
     )
     if live is not None:
@@ -383,6 +414,7 @@ def train_transformer(params: Params) -> None:
                 "device": device,
                 "processes": world,
                 "per_process_batch_size": per_process,
+                "grad_accum": accum,
                 "global_batch_size": per_process * world,
             }
         )
@@ -517,7 +549,7 @@ def main() -> None:
         torch_xla.launch(_xla_worker, args=(params,))
         return
     if params.train.processes > 1 and "LOCAL_RANK" not in os.environ:
-        per_process_batch(params)  # a user error is said once, before any process starts
+        micro_batch(params)  # a user error is said once, before any process starts
         return launch_processes(params.train.processes)
     train_transformer(params)
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from lora_dvc import dropout
 from lora_dvc.dropout import FastDropout, keep_mask, restore_dropout, use_fast_dropout
+from lora_dvc.errors import UserError
 from lora_dvc.modeling import apply_method
 from lora_dvc.params import LoraParams
 
@@ -149,3 +150,58 @@ def test_16_bit_masks_equal_the_generic_path(p, dtype):
     generic = (keep_mask(torch.Size([32, 77, 9]), p, torch.float32, torch.device("cpu")) > 0).to(dtype)
     assert bits_built.dtype == dtype
     assert torch.equal(bits_built, generic.mul_(1.0 / (1.0 - p)))
+
+
+def tiny_decoder() -> nn.Module:
+    """A 2-layer Llama classifier with grouped-query attention: 4 query heads share 2 key/value heads."""
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        attention_dropout=0.1,
+        pad_token_id=0,
+        num_labels=3,
+        attn_implementation="sdpa",
+    )
+    return LlamaForSequenceClassification(config)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_training_attention_of_a_decoder_is_causal_with_grouped_query_heads(monkeypatch, padded):
+    """A decoder batch without padding comes to the attention with no mask, causality in `is_causal`, and its
+    key/value heads unrepeated: with every mask forced to keep all, the training path computes sdpa's
+    attention (causal, each key/value head serving its query heads), not a bidirectional one."""
+    model = tiny_decoder()
+    reference = copy.deepcopy(model)
+    for module in reference.modules():
+        if hasattr(module, "attention_dropout"):
+            module.attention_dropout = 0.0
+    use_fast_dropout(model)
+    assert model.config._attn_implementation == dropout.ATTENTION
+    model.train(), reference.train()
+    ids = torch.randint(5, 100, (3, 10))
+    mask = torch.ones_like(ids)
+    if padded:
+        mask[1, 6:] = 0
+        ids[1, 6:] = 0
+    monkeypatch.setattr(dropout, "keep_mask", lambda shape, p, dtype, device: torch.ones(shape, dtype=dtype))
+    out = model(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(out, reference(input_ids=ids, attention_mask=mask).logits, rtol=1e-5, atol=1e-5)
+    later = ids.clone()
+    later[0, -1] = 7 if ids[0, -1] != 7 else 8  # a later token changes no earlier position's state
+    hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert torch.equal(model.model(input_ids=later, attention_mask=mask).last_hidden_state[0, :-1], hidden[0, :-1])
+
+
+def test_training_attention_refuses_arguments_it_cannot_honour():
+    model = tiny_lora_bert()
+    layer = next(m for m in model.modules() if type(m).__name__ == "BertSelfAttention").train()
+    q = torch.randn(2, 2, 5, 16)
+    with pytest.raises(UserError, match=r"transformers \S+: this model passes softcap .* train.fast_dropout: false"):
+        dropout.attention_with_fast_dropout(layer, q, q, q, None, dropout=0.1, softcap=30.0)

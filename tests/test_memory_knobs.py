@@ -10,8 +10,6 @@ written into a temporary working folder, as the stage reads them:
 from __future__ import annotations
 
 import json
-import os
-import resource
 import sys
 import time
 from pathlib import Path

@@ -1,0 +1,273 @@
+"""The one door to library internals: every private or version-specific peft / transformers API this
+project uses, each behind a check that either fails loudly (UserError, one line) or falls back with a
+logged warning naming the library, its version and the lever that went off. Never silently.
+
+    internal                                          used by                    when it is missing or changed
+    peft tuners.lora.layer.Linear: the class itself,  fused LoRA layer           warning; peft's own forward
+      _cast_input_dtype, disable_adapters, merged,    (lora_dvc/fused_lora.py)   (same result, slower); also
+      active_adapters, per layer lora_A, lora_B,                                 when peft is not 0.21.x
+      lora_dropout, scaling, lora_variant, base_layer
+    peft BaseTunerLayer.cast_input_dtype_enabled      ready_for_bf16_autocast    warning; peft keeps casting
+    transformers config._attn_implementation,         fast attention dropout     warning; torch's dropout
+      AttentionInterface / AttentionMaskInterface     (lora_dvc/dropout.py)      inside sdpa
+      "sdpa" entries, sdpa's parameters and its
+      is_causal rule (`sdpa_is_causal`)
+    attention arguments the fast path cannot honour   the same, in training      UserError: set
+      (a paged cache, softcap, attention sinks)                                  train.fast_dropout: false
+    transformers masking_utils._ignore_*_mask_sdpa    padding masks on XLA       warning; a host sync a step
+
+The library objects are looked up when a lever is switched on, not at import: the tokenize stage, which
+imports lora_dvc.modeling, does not pay for importing peft.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import inspect
+import logging
+
+from torch import nn
+
+from lora_dvc.errors import UserError
+
+log = logging.getLogger("compat")
+
+# what requirements.txt pins, and the release series each lever below was written and tested against
+PINNED = {"peft": "0.21.2", "transformers": "5.23.0"}
+TESTED = {"peft": "0.21", "transformers": "5.23"}
+
+FUSED_LORA = "the fused LoRA layer (lora_dvc/fused_lora.py)"
+LORA_CAST_OFF = "bf16's LoRA inputs without peft's fp32 cast (lora_dvc.modeling.ready_for_bf16_autocast)"
+FAST_ATTENTION_DROPOUT = "train.fast_dropout's attention dropout"
+XLA_MASKS = "padding masks kept on the XLA device (no host sync a step)"
+
+
+def version(dist: str) -> str:
+    """The installed version of distribution `dist`, or "(not installed)"."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+def tested(dist: str) -> bool:
+    """Whether the installed `dist` is of the release series the levers were tested against."""
+    return version(dist).split(".")[:2] == TESTED[dist].split(".")
+
+
+def problem(dist: str, found: str, lever: str, instead: str) -> str:
+    """The one-line message of a check that tripped: library, version, what changed, the lever, the way back."""
+    return (
+        f"{dist} {version(dist)}: {found}; {lever} is off, {instead}. It needs {dist} {TESTED[dist]}.x: "
+        f"pin {dist}=={PINNED[dist]} (requirements.txt)"
+    )
+
+
+def _fall_back(dist: str, found: str, lever: str, instead: str) -> None:
+    log.warning(problem(dist, found, lever, instead))
+
+
+# -- peft: the LoRA Linear layer ------------------------------------------------------------------------------
+
+LORA_LINEAR_CLASS_ATTRS = ("_cast_input_dtype", "disable_adapters", "merged", "active_adapters")
+LORA_LINEAR_LAYER_ATTRS = ("base_layer", "lora_A", "lora_B", "lora_dropout", "scaling", "lora_variant")
+
+
+def _peft_lora_linear() -> type | None:
+    try:
+        from peft.tuners.lora.layer import Linear
+    except ImportError:
+        return None
+    return Linear
+
+
+@functools.cache
+def _subclass(mixin: type, base: type) -> type:
+    return type(mixin.__name__.removesuffix("Forward") + base.__name__, (mixin, base), {})
+
+
+def swap_lora_linears(model: nn.Module, mixin: type) -> int:
+    """Give every peft LoRA Linear in `model` the methods of `mixin` (in place: its class becomes a subclass of
+    peft's with `mixin` first; parameters, state dict and saving stay peft's). Returns how many.
+
+    The mixin reimplements peft 0.21's LoRA forward, so it is used only with peft 0.21.x and only where the
+    layer has every attribute that forward reads; otherwise no layer changes and a warning says why."""
+    instead = "peft's own LoRA forward runs (the same result, slower)"
+    base = _peft_lora_linear()
+    if base is None:
+        _fall_back("peft", "no peft.tuners.lora.layer.Linear", FUSED_LORA, instead)
+        return 0
+    if not tested("peft"):
+        _fall_back("peft", "a LoRA forward the fused layer was not checked against", FUSED_LORA, instead)
+        return 0
+    missing = [name for name in LORA_LINEAR_CLASS_ATTRS if not hasattr(base, name)]
+    layers = [module for module in model.modules() if type(module) is base]
+    for layer in layers[:1]:  # instance attributes, set in peft's __init__: one layer shows them
+        missing += [name for name in LORA_LINEAR_LAYER_ATTRS if not hasattr(layer, name)]
+    if missing:
+        _fall_back("peft", f"lora.layer.Linear has no {', '.join(missing)}", FUSED_LORA, instead)
+        return 0
+    fused = _subclass(mixin, base)
+    for layer in layers:
+        layer.__class__ = fused
+    return len(layers)
+
+
+def disable_lora_input_cast(model: nn.Module) -> int:
+    """Turn off peft's cast of each LoRA layer's input to the adapter weights' dtype (peft's
+    `cast_input_dtype_enabled`, what its public `peft.helpers.disable_input_dtype_casting` context sets), for
+    good. Returns how many layers; 0 and a warning if peft no longer has that switch."""
+    instead = "peft casts each LoRA input to fp32 (the same result, slower)"
+    try:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+    except ImportError:
+        _fall_back("peft", "no peft.tuners.tuners_utils.BaseTunerLayer", LORA_CAST_OFF, instead)
+        return 0
+    if not hasattr(BaseTunerLayer, "_cast_input_dtype"):
+        _fall_back("peft", "BaseTunerLayer has no _cast_input_dtype", LORA_CAST_OFF, instead)
+        return 0
+    layers = [module for module in model.modules() if isinstance(module, BaseTunerLayer)]
+    # setting an attribute peft no longer reads would change nothing, silently: peft must have set it already
+    if any(not isinstance(getattr(layer, "cast_input_dtype_enabled", None), bool) for layer in layers):
+        _fall_back("peft", "its LoRA layers have no cast_input_dtype_enabled", LORA_CAST_OFF, instead)
+        return 0
+    for layer in layers:
+        layer.cast_input_dtype_enabled = False
+    return len(layers)
+
+
+# -- transformers: attention functions -------------------------------------------------------------------------
+
+# the parameters of transformers 5.23's sdpa attention function that an attention registered in its place handles
+SDPA_PARAMETERS = (
+    "module",
+    "query",
+    "key",
+    "value",
+    "attention_mask",
+    "dropout",
+    "scaling",
+    "is_causal",
+    "position_bias",
+    "cache",
+    "kwargs",
+)
+
+
+def attn_implementation(model: nn.Module) -> str | None:
+    """The attention implementation `model` runs ("sdpa", "eager", ...: transformers' private
+    `config._attn_implementation`, which has no public reader); None when the model has no config."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return None
+    try:
+        return config._attn_implementation
+    except AttributeError:
+        _fall_back(
+            "transformers",
+            "a model config without _attn_implementation",
+            FAST_ATTENTION_DROPOUT,
+            "torch's dropout inside sdpa runs",
+        )
+        return None
+
+
+def sdpa_attention():
+    """transformers' own sdpa attention function, as its AttentionInterface lists it."""
+    from transformers import AttentionInterface
+
+    return AttentionInterface()["sdpa"]
+
+
+def register_sdpa_variant(name: str, attention) -> bool:
+    """Register `attention` under `name` as an attention function (transformers' public AttentionInterface),
+    masks made as for sdpa. `attention` takes sdpa's parameters (SDPA_PARAMETERS), so this refuses, with a
+    warning, a transformers whose sdpa function takes others. Returns whether it is registered."""
+    instead = "torch's dropout inside sdpa runs"
+    try:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface
+
+        sdpa, sdpa_mask = AttentionInterface()["sdpa"], AttentionMaskInterface()["sdpa"]
+        register, register_mask = AttentionInterface.register, AttentionMaskInterface.register
+    except (ImportError, KeyError, AttributeError) as err:
+        _fall_back("transformers", f"no sdpa attention or mask interface ({err})", FAST_ATTENTION_DROPOUT, instead)
+        return False
+    parameters = tuple(inspect.signature(sdpa).parameters)
+    if parameters != SDPA_PARAMETERS:
+        _fall_back(
+            "transformers",
+            f"sdpa attention takes ({', '.join(parameters)}), not ({', '.join(SDPA_PARAMETERS)})",
+            FAST_ATTENTION_DROPOUT,
+            instead,
+        )
+        return False
+    register(name, attention)
+    register_mask(name, sdpa_mask)
+    return True
+
+
+def sdpa_is_causal(module: nn.Module, is_causal: bool | None, query_length: int, attention_mask) -> bool:
+    """Whether transformers' sdpa attention applies a causal mask itself (its `is_causal` argument, else the
+    attention module's `is_causal`, else True), which it does only without a mask and for more than one
+    query: a decoder's mask is left out when nothing is padded, causality then rides on this flag."""
+    if is_causal is None:
+        is_causal = getattr(module, "is_causal", True)
+    return query_length > 1 and attention_mask is None and bool(is_causal)
+
+
+def refuse_attention_arguments(**arguments) -> None:
+    """Fail loudly on attention arguments that the fast-dropout attention cannot honour in training: a paged
+    cache (generation), logit soft-capping, attention sinks."""
+    for name in ("cache", "softcap", "s_aux", "sinks"):
+        if arguments.get(name) is not None:
+            raise UserError(
+                f"transformers {version('transformers')}: this model passes {name} to its attention, which "
+                f"{FAST_ATTENTION_DROPOUT} does not support; set train.fast_dropout: false"
+            )
+
+
+# -- transformers: attention masks on XLA -------------------------------------------------------------------------
+
+MASK_SKIPS = ("_ignore_bidirectional_mask_sdpa", "_ignore_causal_mask_sdpa")
+
+
+def keep_padding_masks_on_device() -> None:
+    """Stop transformers from reading the attention mask on the host in every forward, on XLA.
+
+    transformers drops the mask of a batch without padding, and to find out it asks
+    `padding_mask.all()` on the host (masking_utils `_ignore_*_mask_sdpa`). On an XLA device that is
+    a device-to-host sync in the middle of every step, plus a second graph per bucket for batches
+    that happen to have no padding. For masks on an XLA device the mask is now always kept, which
+    is what transformers already does while tracing or exporting; other devices are unchanged.
+    A transformers without those functions, or whose functions take something else first, is left as
+    it is, with a warning.
+    """
+    instead = "transformers reads each batch's mask on the host (a device sync a step)"
+    try:
+        from transformers import masking_utils
+    except ImportError:
+        _fall_back("transformers", "no masking_utils", XLA_MASKS, instead)
+        return
+    for name in MASK_SKIPS:
+        original = getattr(masking_utils, name, None)
+        if original is None:
+            _fall_back("transformers", f"masking_utils has no {name}", XLA_MASKS, instead)
+            continue
+        if getattr(original, "keeps_xla_masks", False):
+            continue
+        first = next(iter(inspect.signature(original).parameters), None)
+        if first != "padding_mask":
+            _fall_back(
+                "transformers", f"masking_utils.{name} takes {first} first, not padding_mask", XLA_MASKS, instead
+            )
+            continue
+
+        def keep_on_xla(padding_mask, *args, _original=original, **kwargs):
+            if padding_mask is not None and padding_mask.device.type == "xla":
+                return False
+            return _original(padding_mask, *args, **kwargs)
+
+        keep_on_xla.keeps_xla_masks = True
+        setattr(masking_utils, name, keep_on_xla)
