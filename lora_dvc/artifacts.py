@@ -67,7 +67,8 @@ def _require(path: Path, stage: str) -> Path:
 
 
 def write_prepared(splits: dict[str, pd.DataFrame], labels: list[str]) -> None:
-    """The `text,label` splits and the label names in id order, swapped in as one folder."""
+    """The `text,label` splits (`text,text_pair,label` for sentence pairs) and the label names in id
+    order, swapped in as one folder."""
     with atomic_dir(PREPARED) as tmp:
         for name, frame in splits.items():
             frame.to_csv(tmp / f"{name}.csv", index=False)
@@ -76,7 +77,7 @@ def write_prepared(splits: dict[str, pd.DataFrame], labels: list[str]) -> None:
 
 def read_prepared(split: str, root: Path = Path(".")) -> pd.DataFrame:
     path = _require(root / PREPARED / f"{split}.csv", "prepare")
-    return pd.read_csv(path, dtype={"text": str}, keep_default_na=False)
+    return pd.read_csv(path, dtype={"text": str, "text_pair": str}, keep_default_na=False)
 
 
 def read_labels(root: Path = Path(".")) -> list[str]:

@@ -65,11 +65,14 @@ class Classifier:
         pad = getattr(self.tokenizer, "pad_token_id", None)
         return 0 if pad is None else int(pad)
 
-    def tokenize(self, texts: list[str], progress: bool = False) -> TokenizedSplit:
-        """The texts as the tokenize stage would store them (truncated to max_length)."""
+    def tokenize(self, texts: list[str], progress: bool = False, pairs: list[str] | None = None) -> TokenizedSplit:
+        """The texts (or the sentence pairs (texts[i], pairs[i])) as the tokenize stage would store
+        them: the tokenizer's pair encoding, truncated to max_length."""
         from lora_dvc.tokenization import tokenize_texts
 
-        ids, truncated = tokenize_texts(self.tokenizer, texts, self.max_length, "tokenize", progress=progress)
+        ids, truncated = tokenize_texts(
+            self.tokenizer, texts, self.max_length, "tokenize", progress=progress, pairs=pairs
+        )
         if truncated.any():
             log.info(
                 "%d of %d texts are longer than %d tokens and were truncated",
@@ -80,13 +83,18 @@ class Classifier:
         return TokenizedSplit.from_ids(ids)
 
     def probabilities(
-        self, texts: list[str], tokenized: TokenizedSplit | None = None, progress: bool = False
+        self,
+        texts: list[str],
+        tokenized: TokenizedSplit | None = None,
+        progress: bool = False,
+        pairs: list[str] | None = None,
     ) -> np.ndarray:
         """(len(texts), classes) probabilities in input order. `tokenized`: the same texts already
-        tokenized by the tokenize stage (evaluate), so they are not tokenized twice."""
+        tokenized by the tokenize stage (evaluate), so they are not tokenized twice. `pairs`: each
+        text's second text, for a model trained on sentence pairs (the TF-IDF baseline reads `texts` only)."""
         if self.kind == "tfidf":
             return self._tfidf_probabilities(texts)
-        split = tokenized if tokenized is not None else self.tokenize(texts, progress)
+        split = tokenized if tokenized is not None else self.tokenize(texts, progress, pairs=pairs)
         if len(split) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         from lora_dvc.inference import batched_probabilities

@@ -1,22 +1,47 @@
-"""Dataset readers: each turns a raw source into `text,label` rows with label *names*.
+"""Dataset readers: each turns a raw source into `text,label` rows (plus `text_pair` for sentence
+pairs) with label *names*.
 
 - `banglasenti`: CSV `text,label`, labels 0 negative / 1 positive / 2 neutral (names accepted too).
 - `ag_news`: the canonical headerless CSV `class,title,description` (classes 1-4) or the alps TSV
   `description<TAB>class name`.
-- `csv`: any CSV/TSV with `data.text_column` / `data.label_column`, labels from `data.labels`
-  (in id order) or, if null, the sorted unique labels of the training pool.
+- `csv`: your own data in any format below, with `data.text_column` / `data.label_column` (and
+  `data.text_pair_column` for sentence pairs); labels from `data.labels` (in id order), else the
+  names a `datasets` ClassLabel column declares, else the sorted unique labels of the training pool.
 
-`data.path` is a folder or a file. A folder holds a training pool (`train.*`, else `dev.*`, else
-`val.*`) and, where the source has one, an official `test.*`, which is kept as test. A single file
-is split by `prepare` (stratified, seeded).
+Formats of `csv` (`data.format`; `auto` decides from the suffix, the folder's content, or, for a
+path that does not exist here, the Hugging Face Hub):
+
+- `csv` (.csv, .txt) and `tsv` (.tsv): pandas, every value read as a string (BOM, CRLF, quoted
+  newlines handled, non-UTF-8 refused with its line);
+- `json` (.json, .jsonl, .ndjson: records or JSON lines) and `parquet` (.parquet, .pq): the
+  `datasets` library's json / parquet builders;
+- `arrow`: a folder written by `Dataset.save_to_disk` (the pool) or `DatasetDict.save_to_disk`
+  (splits train|validation|dev|val and test), or a single .arrow file;
+- `hub`: a dataset name on the Hugging Face Hub (`imdb`, `owner/name`; `data.subset` picks its
+  configuration), read through `datasets.load_dataset` and its cache.
+
+`data.path` is a folder, a file or a hub name. A folder holds a training pool (`train.*`, else
+`dev.*`, else `val.*`, else `validation.*`) and, where the source has one, an official `test.*`,
+which is kept as test (likewise the splits of a saved DatasetDict or a hub dataset). A single file
+is split by `prepare` (stratified, seeded). A test split without labels (GLUE's hidden test sets) is set aside, and
+`prepare` splits test off the pool instead.
+
+`python -m lora_dvc.datasets NAME FOLDER` saves a hub dataset as an Arrow folder, so that it can be
+`dvc add`-ed and named in `data.path` like any local data.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import html
+import logging
+import math
+import os
 import re
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -26,43 +51,78 @@ from lora_dvc.params import DataParams
 
 BANGLASENTI_LABELS = ["negative", "positive", "neutral"]
 AG_NEWS_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
-POOL_NAMES = ("train", "dev", "val")
-SUFFIXES = (".csv", ".tsv", ".txt")
+POOL_NAMES = ("train", "dev", "val", "validation")
+SUFFIXES = (".csv", ".tsv", ".txt")  # the files banglasenti and ag_news come in
+# the file formats of data.format and their suffixes, in the order a folder is searched
+FORMAT_SUFFIXES = {
+    "csv": (".csv", ".txt"),
+    "tsv": (".tsv",),
+    "json": (".json", ".jsonl", ".ndjson"),
+    "parquet": (".parquet", ".pq"),
+    "arrow": (".arrow",),
+}
+SUFFIX_FORMAT = {suffix: fmt for fmt, suffixes in FORMAT_SUFFIXES.items() for suffix in suffixes}
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".jsonl", ".ndjson", ".parquet", ".pq")
+HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")  # `imdb`, `stanfordnlp/imdb`
+OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+log = logging.getLogger("data")  # not "datasets": that is the library's own logger
 
 
 @dataclass
 class Source:
     """What a reader returns: the training pool, the official test split if any, the label order."""
 
-    pool: pd.DataFrame  # columns text, label (label names)
+    pool: pd.DataFrame  # columns text, label (label names); text_pair too for sentence pairs
     test: pd.DataFrame | None
     labels: list[str]
     files: list[str]
+    format: str | None = None  # what the `csv` reader read: csv | tsv | json | parquet | arrow | hub
 
 
-def _find(folder: Path, stems: tuple[str, ...]) -> Path | None:
+@dataclass
+class Table:
+    """One raw split as read: its columns, each read as strings on demand (a hub dataset may carry
+    wide columns nobody asked for), where it came from, and the names of each `datasets` ClassLabel
+    column (a source's own label order)."""
+
+    columns: list
+    column: Callable[[str], pd.Series]  # one column's values as strings
+    where: str  # a file, or `folder[split]` / `hub name[split]`
+    class_names: dict[str, list[str]] = field(default_factory=dict)  # column -> ClassLabel names
+
+    @classmethod
+    def of_frame(cls, frame: pd.DataFrame, where: str) -> Table:
+        return cls(list(frame.columns), frame.__getitem__, where)
+
+
+def _find(folder: Path, stems: tuple[str, ...], suffixes: tuple[str, ...] = SUFFIXES) -> Path | None:
     for stem in stems:
-        for suffix in SUFFIXES:
+        for suffix in suffixes:
             candidate = folder / f"{stem}{suffix}"
             if candidate.is_file():
                 return candidate
     return None
 
 
-def source_files(data: DataParams) -> tuple[Path, Path | None]:
+def _missing(path: Path) -> UserError:
+    return UserError(f"data.path: '{path}' does not exist; set data.path to a data file or folder")
+
+
+def source_files(data: DataParams, suffixes: tuple[str, ...] = SUFFIXES) -> tuple[Path, Path | None]:
     """The training-pool file and the official test file (None when the source has none)."""
     path = Path(data.path)
     if path.is_file():
         return path, None
     if path.is_dir():
-        pool = _find(path, POOL_NAMES)
+        pool = _find(path, POOL_NAMES, suffixes)
         if pool is None:
+            found = ", ".join(sorted(p.name for p in path.iterdir())[:8]) or "nothing"
             raise UserError(
-                f"data.path: folder '{path}' holds no train/dev/val file "
-                f"({', '.join(s + '.csv|.tsv' for s in POOL_NAMES)}); point data.path at your data file"
+                f"data.path: folder '{path}' holds no train/dev/val/validation file with a suffix of "
+                f"{'|'.join(suffixes)} (it holds: {found}); point data.path at your data file"
             )
-        return pool, _find(path, ("test",))
-    raise UserError(f"data.path: '{path}' does not exist; set data.path to a data file or folder")
+        return pool, _find(path, ("test",), suffixes)
+    raise _missing(path)
 
 
 def _sep(path: Path) -> str:
@@ -81,36 +141,42 @@ def _check_utf8(path: Path) -> None:
 def read_table(path: Path, header: bool, sep: str | None = None) -> pd.DataFrame:
     """Read a CSV/TSV as strings: BOM stripped, CRLF and quoted newlines handled."""
     _check_utf8(path)
+    sep = sep or _sep(path)
     try:
         frame = pd.read_csv(
             path,
-            sep=sep or _sep(path),
+            sep=sep,
             header=0 if header else None,
             dtype=str,
             keep_default_na=False,
             encoding="utf-8-sig",
-            quoting=csv.QUOTE_MINIMAL if (sep or _sep(path)) == "," else csv.QUOTE_NONE,
+            quoting=csv.QUOTE_MINIMAL if sep == "," else csv.QUOTE_NONE,
         )
     except pd.errors.EmptyDataError:
         raise UserError(f"{path}: the file is empty; it needs a header and data rows") from None
     except pd.errors.ParserError as err:
-        raise UserError(f"{path}: cannot be parsed as {'TSV' if _sep(path) == chr(9) else 'CSV'}: {err}") from None
+        raise UserError(f"{path}: cannot be parsed as {'TSV' if sep == chr(9) else 'CSV'}: {err}") from None
     if len(frame) == 0:
         raise UserError(f"{path}: has a header but no data rows")
     return frame
 
 
-def _column(frame: pd.DataFrame, name: str, path: Path, param: str) -> pd.Series:
-    if name in frame.columns:
-        return frame[name]
-    stripped = {str(c).strip().lower(): c for c in frame.columns}
+def _pick(columns: list, name: str, where, param: str):
+    """The column called `name` (or differing only in case or surrounding spaces), else one line naming those found."""
+    if name in columns:
+        return name
+    stripped = {str(c).strip().lower(): c for c in columns}
     if name.strip().lower() in stripped:  # " Text" or "TEXT" for "text"
-        return frame[stripped[name.strip().lower()]]
-    cols = ", ".join(repr(str(c)) for c in frame.columns)
-    raise UserError(f"{path}: no column '{name}' (columns: {cols}); set {param} to one of them")
+        return stripped[name.strip().lower()]
+    cols = ", ".join(repr(str(c)) for c in columns)
+    raise UserError(f"{where}: no column '{name}' (columns: {cols}); set {param} to one of them")
 
 
-def map_labels(raw: pd.Series, labels: list[str], path: Path, offset: int = 0) -> pd.Series:
+def _column(frame: pd.DataFrame, name: str, path, param: str) -> pd.Series:
+    return frame[_pick(list(frame.columns), name, path, param)]
+
+
+def map_labels(raw: pd.Series, labels: list[str], path, offset: int = 0) -> pd.Series:
     """Map raw label values to names: a name as is, or an integer id (minus `offset`)."""
     by_name = {name.lower(): name for name in labels}
 
@@ -138,8 +204,11 @@ def map_labels(raw: pd.Series, labels: list[str], path: Path, offset: int = 0) -
     return mapped
 
 
-def _frame(text: pd.Series, label: pd.Series) -> pd.DataFrame:
-    return pd.DataFrame({"text": text.astype(str).to_numpy(), "label": label.to_numpy()})
+def _frame(text: pd.Series, label: pd.Series, text_pair: pd.Series | None = None) -> pd.DataFrame:
+    columns = {"text": text.astype(str).to_numpy()}
+    if text_pair is not None:
+        columns["text_pair"] = text_pair.astype(str).to_numpy()
+    return pd.DataFrame(columns | {"label": label.to_numpy()})
 
 
 def read_banglasenti(path: Path) -> pd.DataFrame:
@@ -175,31 +244,274 @@ def read_ag_news(path: Path) -> pd.DataFrame:
     return _frame(text.map(clean_ag_news), label)
 
 
-def read_generic(path: Path, data: DataParams) -> pd.DataFrame:
-    """Any CSV/TSV with a header; labels stay raw strings until the label set is known."""
-    frame = read_table(path, header=True)
-    text = _column(frame, data.text_column, path, "data.text_column")
-    label = _column(frame, data.label_column, path, "data.label_column")
-    return _frame(text, label.str.strip())
+# -- your own data: csv | tsv | json | parquet | arrow | hub ------------------------------------
+
+
+def _as_string(value, names: list[str] | None) -> str:
+    """One cell as the CSV reader would give it: missing values empty, ClassLabel ids as their names."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if names is not None and isinstance(value, int) and not isinstance(value, bool):
+        return names[value] if 0 <= value < len(names) else ""  # -1: no label (hidden test sets)
+    return str(value)
+
+
+def _from_dataset(dataset, where: str) -> Table:
+    """A `datasets.Dataset` read as strings column by column, with the names of its ClassLabel columns."""
+    from datasets import ClassLabel
+
+    names = {c: f.names for c, f in dataset.features.items() if isinstance(f, ClassLabel)}
+
+    def column(name: str) -> pd.Series:
+        return pd.Series([_as_string(v, names.get(name)) for v in dataset[name]], dtype=object)
+
+    if len(dataset) == 0:
+        raise UserError(f"{where}: has no data rows")
+    return Table(list(dataset.column_names), column, where, names)
+
+
+@contextlib.contextmanager
+def _quiet_datasets():
+    """No progress bars and no duplicate error logs from `datasets`: a bad file is reported in one line."""
+    import datasets
+
+    bars_were_off = datasets.utils.are_progress_bars_disabled()
+    level = datasets.logging.get_verbosity()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity(logging.CRITICAL)
+    try:
+        yield datasets
+    finally:
+        datasets.logging.set_verbosity(level)
+        if not bars_were_off:
+            datasets.enable_progress_bars()
+
+
+def _first_line(err: BaseException) -> str:
+    cause = err.__cause__ or err
+    text = str(cause).strip()
+    return text.splitlines()[0] if text else type(cause).__name__
+
+
+def _read_file(path: Path, fmt: str) -> Table:
+    """One local file of a table format, as strings."""
+    if fmt in ("csv", "tsv"):
+        return Table.of_frame(read_table(path, header=True, sep="\t" if fmt == "tsv" else ","), str(path))
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: the file is empty; it needs data rows")
+    if fmt == "json":
+        _check_utf8(path)
+    with _quiet_datasets() as datasets, tempfile.TemporaryDirectory(prefix="lora-dvc-datasets-") as cache:
+        try:
+            if fmt == "arrow":
+                dataset = datasets.Dataset.from_file(str(path))
+            else:  # the builder's Arrow copy goes to a throwaway cache (kept in memory): the data's home is data.path
+                dataset = datasets.load_dataset(
+                    fmt, data_files=str(path), split="train", cache_dir=cache, keep_in_memory=True
+                )
+        except Exception as err:  # noqa: BLE001  pyarrow's and the builders' errors share no base class
+            raise UserError(
+                f"{path}: cannot be read as {fmt} ({_first_line(err)}); fix the file or set data.format"
+            ) from None
+    return _from_dataset(dataset, str(path))
+
+
+def _file_format(path: Path, data: DataParams) -> str:
+    if data.format != "auto":
+        return data.format
+    fmt = SUFFIX_FORMAT.get(path.suffix.lower())
+    if fmt is None:
+        raise UserError(
+            f"{path}: cannot tell the format from the suffix '{path.suffix}'; "
+            f"set data.format to one of {' | '.join(FORMAT_SUFFIXES)}, or rename the file"
+        )
+    return fmt
+
+
+def _pick_splits(splits: dict, where: str) -> tuple[str, str | None]:
+    """The pool split (train, else dev, val, validation) and the test split of a split -> data mapping."""
+    pool = next((name for name in POOL_NAMES if name in splits), None)
+    if pool is None:
+        raise UserError(
+            f"{where}: holds the splits {sorted(splits)}, none of them {'/'.join(POOL_NAMES)}; "
+            "name the training split train, or point data.path at one split"
+        )
+    return pool, "test" if "test" in splits else None
+
+
+def _is_arrow_folder(path: Path) -> bool:
+    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+
+def _arrow_split_folders(path: Path) -> dict[str, Path]:
+    """Split folders each written by `Dataset.save_to_disk` (train/, test/ ...) without a dataset_dict.json."""
+    return {p.name: p for p in sorted(path.iterdir()) if p.is_dir() and (p / "state.json").is_file()}
+
+
+def _read_arrow_folder(path: Path) -> list[Table]:
+    with _quiet_datasets() as datasets:
+        try:
+            if _is_arrow_folder(path):  # memory-mapped, as datasets reads its own folders
+                loaded = datasets.load_from_disk(str(path))
+            else:
+                loaded = {name: datasets.load_from_disk(str(p)) for name, p in _arrow_split_folders(path).items()}
+        except Exception as err:  # noqa: BLE001  a damaged folder raises whatever pyarrow or json met first
+            raise UserError(
+                f"{path}: cannot be read as a saved `datasets` folder ({_first_line(err)}); "
+                "write it again with save_to_disk, or set data.format"
+            ) from None
+        if isinstance(loaded, datasets.Dataset):
+            return [_from_dataset(loaded, str(path))]
+        pool, test = _pick_splits(loaded, str(path))
+        return [_from_dataset(loaded[s], f"{path}[{s}]") for s in (pool, test) if s is not None]
+
+
+def offline_vars() -> list[str]:
+    """Which of HF_HUB_OFFLINE / HF_DATASETS_OFFLINE forbid downloads (read now, not at import)."""
+    return [var for var in OFFLINE_VARS if os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE")]
+
+
+def load_hub(name: str, subset: str | None):
+    """`datasets.load_dataset(name, subset)` (its cache first), or one line saying why it cannot load."""
+    import datasets
+
+    label = f"'{name}'" + (f" (subset '{subset}')" if subset else "")
+    try:
+        return datasets.load_dataset(name, subset)
+    except Exception as err:  # noqa: BLE001  network, hub and builder errors share no base class
+        switched = "/".join(offline_vars())
+        if switched:
+            raise UserError(
+                f"data.path: {label} is not a local file or folder, and as a Hugging Face Hub dataset it is "
+                f"not in the local cache while {switched}=1 forbids downloading it; unset {switched} "
+                "on a machine with a network, or point data.path at a local copy"
+            ) from None
+        raise UserError(
+            f"data.path: {label} is neither a local file or folder nor a Hugging Face Hub dataset that "
+            f"loads ({_first_line(err)}); fix data.path (or data.subset)"
+        ) from None
+
+
+def _read_hub(name: str, subset: str | None) -> list[Table]:
+    loaded = load_hub(name, subset)  # download bars stay: a first download can take minutes
+    label = f"hub dataset '{name}'" + (f" (subset '{subset}')" if subset else "")
+    pool, test = _pick_splits(loaded, label)
+    return [_from_dataset(loaded[s], f"{name}[{s}]") for s in (pool, test) if s is not None]
+
+
+def _is_hub_name(path: str) -> bool:
+    return HUB_NAME.fullmatch(path) is not None and Path(path).suffix.lower() not in SUFFIX_FORMAT
+
+
+def read_tables(data: DataParams) -> tuple[str, list[Table]]:
+    """The format read and the raw pool (and test) tables of `data.path`."""
+    path = Path(data.path)
+    if data.format == "hub" or (data.format == "auto" and not path.exists() and _is_hub_name(data.path)):
+        return "hub", _read_hub(data.path, data.subset)
+    if not path.exists():
+        raise _missing(path)
+    if path.is_dir() and (
+        data.format == "arrow" or (data.format == "auto" and (_is_arrow_folder(path) or _arrow_split_folders(path)))
+    ):
+        return "arrow", _read_arrow_folder(path)
+    suffixes = TABLE_SUFFIXES if data.format == "auto" else FORMAT_SUFFIXES[data.format] + TABLE_SUFFIXES
+    pool, test = source_files(data, tuple(dict.fromkeys(suffixes)))
+    formats = [_file_format(p, data) for p in (pool, test) if p is not None]
+    tables = [_read_file(p, fmt) for p, fmt in zip((pool, test), formats) if p is not None]
+    return formats[0], tables
+
+
+def _own_columns(table: Table, data: DataParams) -> tuple[pd.DataFrame, list[str] | None]:
+    """text, [text_pair,] label (raw strings) of one table, and its label column's ClassLabel names."""
+    text = _pick(table.columns, data.text_column, table.where, "data.text_column")
+    label = _pick(table.columns, data.label_column, table.where, "data.label_column")
+    pair = None
+    if data.text_pair_column is not None:
+        pair = _pick(table.columns, data.text_pair_column, table.where, "data.text_pair_column")
+    frame = _frame(
+        table.column(text), table.column(label).str.strip(), table.column(pair) if pair is not None else None
+    )
+    return frame, table.class_names.get(label)
+
+
+def read_own(data: DataParams) -> Source:
+    """Your own data (`data.dataset: csv`) in any format: named columns, labels mapped to names."""
+    fmt, tables = read_tables(data)
+    frames, declared = zip(*(_own_columns(t, data) for t in tables))
+    frames, wheres = list(frames), [t.where for t in tables]
+    if len(frames) > 1 and (frames[1]["label"] == "").all():
+        log.warning("%s has no labels (a hidden test set): test is split off the training pool instead", wheres[1])
+        frames, wheres = frames[:1], wheres[:1]
+    # without data.labels: the names the source declares, else what the training pool uses, sorted
+    labels = data.labels or declared[0] or sorted(set(frames[0]["label"]) - {""})
+    pair = "text_pair" in frames[0].columns
+    frames = [
+        _frame(f["text"], map_labels(f["label"], labels, w), f["text_pair"] if pair else None)
+        for f, w in zip(frames, wheres)
+    ]
+    return Source(
+        pool=frames[0], test=frames[1] if len(frames) > 1 else None, labels=list(labels), files=wheres, format=fmt
+    )
 
 
 def read_source(data: DataParams) -> Source:
-    pool_path, test_path = source_files(data)
-    paths = [p for p in (pool_path, test_path) if p is not None]
-    if data.dataset == "banglasenti":
-        frames, labels = [read_banglasenti(p) for p in paths], BANGLASENTI_LABELS
-    elif data.dataset == "ag_news":
-        frames, labels = [read_ag_news(p) for p in paths], AG_NEWS_LABELS
+    if data.dataset == "csv":
+        source = read_own(data)
     else:
-        frames = [read_generic(p, data) for p in paths]
-        # without data.labels the label set is what the training pool uses, in sorted order
-        labels = data.labels or sorted(set(frames[0]["label"]) - {""})
-        frames = [_frame(f["text"], map_labels(f["label"], labels, p)) for f, p in zip(frames, paths)]
-    if len(labels) < 2:
-        raise UserError(f"{pool_path}: found {len(labels)} label(s) {labels}; a classifier needs at least 2")
-    return Source(
-        pool=frames[0],
-        test=frames[1] if test_path is not None else None,
-        labels=list(labels),
-        files=[str(p) for p in paths],
+        for key, default in (("format", "auto"), ("subset", None), ("text_pair_column", None)):
+            if getattr(data, key) != default:
+                raise UserError(
+                    f"data.{key} applies to your own data (data.dataset: csv), not to the {data.dataset} "
+                    f"files; remove it, or set data.dataset: csv"
+                )
+        pool_path, test_path = source_files(data)
+        paths = [p for p in (pool_path, test_path) if p is not None]
+        if data.dataset == "banglasenti":
+            frames, labels = [read_banglasenti(p) for p in paths], BANGLASENTI_LABELS
+        else:
+            frames, labels = [read_ag_news(p) for p in paths], AG_NEWS_LABELS
+        source = Source(
+            pool=frames[0],
+            test=frames[1] if test_path is not None else None,
+            labels=list(labels),
+            files=[str(p) for p in paths],
+        )
+    if len(source.labels) < 2:
+        raise UserError(
+            f"{source.files[0]}: found {len(source.labels)} label(s) {source.labels}; a classifier needs at least 2"
+        )
+    return source
+
+
+# -- a hub dataset as a local, DVC-trackable folder ---------------------------------------------
+
+
+def save_hub_dataset(name: str, folder: Path, subset: str | None = None) -> list[str]:
+    """Download a hub dataset and write it with `DatasetDict.save_to_disk`; returns its split names."""
+    loaded = load_hub(name, subset)
+    loaded.save_to_disk(str(folder))
+    return sorted(loaded)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from lora_dvc.runner import ArgumentParser
+
+    p = ArgumentParser(
+        prog="python -m lora_dvc.datasets",
+        description="Save a Hugging Face Hub dataset as an Arrow folder that data.path can name.",
     )
+    p.add_argument("name", help="the hub dataset, e.g. imdb or nyu-mll/glue")
+    p.add_argument("folder", type=Path, help="where to write it, e.g. data/raw/imdb")
+    p.add_argument("--subset", help="the dataset's configuration, e.g. mrpc of nyu-mll/glue")
+    args = p.parse_args(argv)
+    if args.folder.exists():
+        raise UserError(f"{args.folder}: already exists; pick a new folder or delete it first")
+    splits = save_hub_dataset(args.name, args.folder, args.subset)
+    log.info("wrote %s (splits: %s)", args.folder, ", ".join(splits))
+    log.info("next: dvc add %s, and dvc exp run -S data.dataset=csv -S data.path=%s", args.folder, args.folder)
+
+
+if __name__ == "__main__":
+    from lora_dvc.runner import run_stage
+
+    run_stage(main)

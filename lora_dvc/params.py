@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from lora_dvc.errors import UserError
 
 PARAMS_FILE = "params.yaml"
 DATASETS = ("ag_news", "banglasenti", "csv")
+# how `csv` (your own data) reads data.path; auto: by suffix, folder content, else a hub name
+DATA_FORMATS = ("auto", "csv", "tsv", "json", "parquet", "arrow", "hub")
 DEVICES = ("auto", "cpu", "cuda", "xla")
 LORA_BIAS = ("none", "all", "lora_only")
 METHODS = ("lora", "full", "tfidf")  # a peft adapter | every weight | TF-IDF + logistic regression
@@ -45,7 +48,10 @@ def fraction_open(v) -> bool:
 class DataParams:
     dataset: str = field(default="ag_news", metadata=check(lambda v: v in DATASETS, " | ".join(DATASETS)))
     path: str = "data/raw/ag_news"
+    format: str = field(default="auto", metadata=check(lambda v: v in DATA_FORMATS, " | ".join(DATA_FORMATS)))
+    subset: str | None = None  # a hub dataset's configuration (mrpc of nyu-mll/glue)
     text_column: str = "text"
+    text_pair_column: str | None = None  # sentence pairs: the second text of each row
     label_column: str = "label"
     labels: list[str] | None = None
     val_fraction: float = field(default=0.1, metadata=check(fraction_open, "a number in (0, 1)"))
@@ -244,12 +250,22 @@ def parse_params(raw: Any, source: str = PARAMS_FILE) -> Params:
     return params
 
 
+class ParamsLoader(yaml.SafeLoader):
+    """YAML 1.1 (PyYAML) plus YAML 1.2's floats without a dot: `dvc exp run -S train.lr=5e-5` writes `5e-05`,
+    which YAML 1.1 reads as a string."""
+
+
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path} not found: run from the repository root")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=ParamsLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -27,10 +27,14 @@ COMMAND = "python -m lora_dvc.params_reference"
 
 # param key -> what it is called in the library that consumes it (or how this project uses it)
 MAPS_TO = {
-    "data.dataset": "lora_dvc.datasets loader (`csv` = any CSV/TSV file with the two columns below)",
-    "data.path": "the loader's input folder or file (a DVC dependency of `prepare`)",
-    "data.text_column": "pandas column read as the text",
-    "data.label_column": "pandas column read as the label",
+    "data.dataset": "lora_dvc.datasets loader (`csv` = your own data in any `data.format`, with the columns below)",
+    "data.path": "the loader's input folder or file (a DVC dependency of `prepare`), or a hub dataset name",
+    "data.format": 'csv / tsv: pandas `read_csv`; json / parquet: `datasets.load_dataset("json" | "parquet", '
+    "data_files=)`; arrow: `datasets.load_from_disk`; hub: `datasets.load_dataset(path, name=subset)`",
+    "data.subset": "`datasets.load_dataset(name=)` (a hub dataset's configuration)",
+    "data.text_column": "the column (pandas or `datasets`) read as the text",
+    "data.text_pair_column": 'the tokenizer\'s pair input: `tokenizer(text, text_pair, truncation="longest_first")`',
+    "data.label_column": "the column (pandas or `datasets`) read as the label; a `ClassLabel` gives its names",
     "data.labels": "label id order -> `config.id2label` / `label2id` of the model",
     "data.val_fraction": "scikit-learn `train_test_split(test_size=, stratify=)`",
     "data.test_fraction": "scikit-learn `train_test_split(test_size=, stratify=)`",

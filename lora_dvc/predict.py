@@ -6,6 +6,7 @@
     lora-dvc predict --file input.csv --out predictions.csv             # written atomically
     lora-dvc predict --rev my-experiment --device cuda:1 "some text"    # an experiment's model
     lora-dvc predict --model models/export --table "some text"          # an exported folder, a table
+    lora-dvc predict --file pairs.csv --text-pair-column hypothesis     # sentence pairs (text, hypothesis)
 
 (`python -m lora_dvc.predict ...` is the same command.)
 
@@ -54,8 +55,9 @@ def input_format(source: str, given: str | None) -> str:
     return {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(suffix, "lines")
 
 
-def read_input(source: str, fmt: str, column: str) -> pd.DataFrame:
-    """The input rows (every value a string) with their text in `column`; `-` is stdin."""
+def read_input(source: str, fmt: str, column: str, pair_column: str | None = None) -> pd.DataFrame:
+    """The input rows (every value a string) with their text in `column` (and, for a model trained on
+    sentence pairs, each row's second text in `pair_column`); `-` is stdin."""
     if source != STDIN and not Path(source).is_file():
         raise UserError(f"--file {source}: not found")
     try:
@@ -67,10 +69,11 @@ def read_input(source: str, fmt: str, column: str) -> pd.DataFrame:
     except (ValueError, UnicodeDecodeError) as err:  # pandas' and json's parse errors are ValueErrors
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"{source}: not readable as {fmt} ({first}); set --input-format") from None
-    if column not in frame.columns:
-        raise UserError(
-            f"{source}: no column '{column}' (columns: {', '.join(map(repr, frame.columns))}); set --text-column"
-        )
+    for name, flag in ((column, "--text-column"), (pair_column, "--text-pair-column")):
+        if name is not None and name not in frame.columns:
+            raise UserError(
+                f"{source}: no column '{name}' (columns: {', '.join(map(repr, frame.columns))}); set {flag}"
+            )
     return frame
 
 
@@ -149,6 +152,10 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--file", help="input file (.csv/.tsv with a header, .jsonl, else one text per line); - = stdin")
     p.add_argument("--input-format", choices=INPUT_FORMATS, help="how to read --file or stdin (default: by suffix)")
     p.add_argument("--text-column", default="text", help="the input's field holding the texts (default: text)")
+    p.add_argument(
+        "--text-pair-column",
+        help="the field holding each row's second text, for a model trained on sentence pairs (data.text_pair_column)",
+    )
     p.add_argument("--label-column", default="label", help="an input field with true labels: logs the accuracy")
     p.add_argument("--out", type=Path, help="write the predictions here (.csv, .tsv or .jsonl), not to stdout")
     p.add_argument("--table", action="store_true", help="print a table for people instead of JSONL")
@@ -170,6 +177,8 @@ def parse_args(argv: list[str] | None = None):
         raise UserError("give texts as arguments or --file, not both")
     if not args.texts and not args.file:
         raise UserError("nothing to predict: give texts as arguments, --file input.csv, or - for stdin")
+    if args.text_pair_column and (not args.file or input_format(args.file, args.input_format) == "lines"):
+        raise UserError("--text-pair-column needs a --file with columns (.csv, .tsv or .jsonl) holding both texts")
     if args.out and args.out.suffix.lower() not in OUT_SUFFIXES:
         raise UserError(f"--out {args.out}: use a file ending in {', '.join(OUT_SUFFIXES)}")
     if args.batch_size is not None and args.batch_size < 1:
@@ -205,10 +214,12 @@ def log_accuracy(frame: pd.DataFrame, args, probs: np.ndarray, labels: list[str]
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.file:
-        frame = read_input(args.file, input_format(args.file, args.input_format), args.text_column)
+        fmt = input_format(args.file, args.input_format)
+        frame = read_input(args.file, fmt, args.text_column, args.text_pair_column)
     else:
         frame = pd.DataFrame({args.text_column: list(args.texts)})
     texts = frame[args.text_column].tolist()
+    pairs = frame[args.text_pair_column].tolist() if args.text_pair_column else None
     clf = load(args)
     log.info(
         "%s: %s model, %d labels, on %s",
@@ -220,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     if any(not t.strip() for t in texts):
         log.warning("%d empty texts: their predictions carry no information", sum(not t.strip() for t in texts))
     started = time.perf_counter()
-    probs = clf.probabilities(texts, progress=len(texts) > 256)
+    probs = clf.probabilities(texts, progress=len(texts) > 256, pairs=pairs)
     seconds = time.perf_counter() - started
     log.info("%d texts in %.1f s (%.0f texts/s)", len(texts), seconds, len(texts) / max(seconds, 1e-9))
     log_accuracy(frame, args, probs, clf.labels)

@@ -1,7 +1,10 @@
 """Clean, leak-free, stratified train/val/test splits from a raw source (the prepare stage's logic).
 
 Every dropped row is counted by reason: empty text, conflicting labels, duplicate text, test text
-also in the training pool, rows over data.max_train_rows.
+also in the training pool, rows over data.max_train_rows. For sentence pairs (`data.text_pair_column`)
+a row's text is the pair (text, text_pair): a pair with either side empty is empty, and duplicates,
+conflicts and test-in-train leaks are of the whole pair (the same text with another partner is a
+different example).
 """
 
 from __future__ import annotations
@@ -16,18 +19,33 @@ from lora_dvc.errors import UserError
 from lora_dvc.params import DataParams
 
 
+def text_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns that make up a row's text: text, and text_pair for sentence pairs."""
+    return ["text", "text_pair"] if "text_pair" in frame.columns else ["text"]
+
+
+def text_key(frame: pd.DataFrame) -> pd.Series:
+    """Each row's text, or its (text, text_pair) tuple: what duplicates, conflicts and leaks compare."""
+    columns = text_columns(frame)
+    if len(columns) == 1:
+        return frame["text"]
+    return pd.Series(list(zip(*(frame[c] for c in columns))), index=frame.index, dtype=object)
+
+
 def drop_empty(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    frame = frame.assign(text=frame["text"].str.strip())
-    keep = frame["text"] != ""
+    columns = text_columns(frame)
+    frame = frame.assign(**{c: frame[c].str.strip() for c in columns})
+    keep = (frame[columns] != "").all(axis=1)
     return frame[keep], int((~keep).sum())
 
 
 def drop_conflicting(frames: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], int]:
-    """Drop every copy of a text that appears with more than one label, in any split."""
+    """Drop every copy of a text (a pair) that appears with more than one label, in any split."""
     both = pd.concat(frames.values(), ignore_index=True)
-    n_labels = both.groupby("text")["label"].nunique()
-    conflicting = set(n_labels[n_labels > 1].index)
-    kept = {name: f[~f["text"].isin(conflicting)] for name, f in frames.items()}
+    columns = text_columns(both)
+    n_labels = both.groupby(columns[0] if len(columns) == 1 else columns)["label"].nunique()
+    conflicting = set(n_labels[n_labels > 1].index)  # texts, or (text, text_pair) tuples
+    kept = {name: f[~text_key(f).isin(conflicting)] for name, f in frames.items()}
     return kept, sum(len(frames[n]) - len(kept[n]) for n in frames)
 
 
@@ -64,14 +82,14 @@ def make_splits(data: DataParams) -> tuple[dict[str, pd.DataFrame], list[str], d
         dropped["empty_text"] += n_empty
     cleaned, dropped["conflicting_label"] = drop_conflicting(cleaned)
     for name, frame in cleaned.items():
-        deduped = frame.drop_duplicates("text", keep="first")
+        deduped = frame.drop_duplicates(text_columns(frame), keep="first")
         dropped["duplicate_text"] += len(frame) - len(deduped)
         cleaned[name] = deduped
 
     pool = cleaned["pool"]
     if "test" in cleaned:
         test = cleaned["test"]
-        leaked = test["text"].isin(set(pool["text"]))
+        leaked = text_key(test).isin(set(text_key(pool)))
         dropped["test_text_in_train"] = int(leaked.sum())
         test = test[~leaked]
     else:
@@ -90,11 +108,15 @@ def make_splits(data: DataParams) -> tuple[dict[str, pd.DataFrame], list[str], d
     splits = {"train": train, "val": val, "test": test}
     ids = {name: i for i, name in enumerate(source.labels)}
     splits = {
-        k: pd.DataFrame({"text": v["text"].to_numpy(), "label": v["label"].map(ids).to_numpy()})
+        k: pd.DataFrame({c: v[c].to_numpy() for c in text_columns(v)} | {"label": v["label"].map(ids).to_numpy()})
         for k, v in splits.items()
     }
+    # the keys beyond `dataset` appear only for your own data, so the shipped datasets' records stay as they were
+    own = {"format": source.format} if source.format else {}
+    own |= {"text_pair_column": data.text_pair_column} if data.text_pair_column else {}
     stats = {
         "dataset": data.dataset,
+        **own,
         "source_rows": {name: len(frame) for name, frame in raw.items()},
         "dropped": dict(dropped),
         "rows": {name: len(frame) for name, frame in splits.items()},

@@ -337,6 +337,17 @@ def build_trainer(
     return trainer, stop, steps_per_epoch
 
 
+def ready_for_device(model: torch.nn.Module, device: str, precision: str, fast_dropout: bool) -> None:
+    """The speed levers a model gets before training on `device` at `precision` (bench/README.md measures each)."""
+    if device == "cpu" and fast_dropout:
+        # torch's CPU dropout masks were 44% of a bf16 step; GPUs and TPUs keep theirs
+        log.info("fast dropout masks in %d dropout modules and the attention", use_fast_dropout(model))
+    if precision == "bf16" and device in ("cpu", "cuda"):
+        log.info("bf16: %d frozen Linear tensors stored in bf16", ready_for_bf16_autocast(model))
+    if device in ("cpu", "cuda"):
+        use_fused_lora(model)  # each LoRA layer's scale and sum in its matmul (lora_dvc/fused_lora.py)
+
+
 def train_transformer(params: Params) -> None:
     tp = params.train
     device = device_kind(tp.device)
@@ -346,13 +357,7 @@ def train_transformer(params: Params) -> None:
     labels = json.loads(LABELS.read_text(encoding="utf-8"))
     set_seed(tp.seed)  # before the model: LoRA's initial weights and the head come from this seed
     model = build_model(params, labels)  # before any output: a refused config leaves nothing behind
-    if device == "cpu" and tp.fast_dropout:
-        # torch's CPU dropout masks were 44% of a bf16 step (bench/README.md); GPUs and TPUs keep theirs
-        log.info("fast dropout masks in %d dropout modules and the attention", use_fast_dropout(model))
-    if precision == "bf16" and device in ("cpu", "cuda"):
-        log.info("bf16: %d frozen weight tensors stored in bf16", ready_for_bf16_autocast(model))
-    if device in ("cpu", "cuda"):
-        use_fused_lora(model)  # each LoRA layer's scale and sum in its matmul (lora_dvc/fused_lora.py)
+    ready_for_device(model, device, precision, tp.fast_dropout)
     store = CheckpointStore(fingerprint(params))
     is_main = int(os.environ.get("RANK", "0")) == 0 if device != "xla" else _xla_is_main()
     if is_main:

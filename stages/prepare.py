@@ -1,7 +1,9 @@
 """prepare: raw dataset -> clean, leak-free, stratified train/val/test splits.
 
-Reads the dataset named by `data.dataset` at `data.path`, normalises it to `text,label` with a
-fixed label order, then, counting every row it drops by reason:
+Reads the dataset named by `data.dataset` at `data.path` (your own data as CSV, TSV, JSON, Parquet,
+a saved `datasets` folder or a hub dataset: lora_dvc/datasets.py), normalises it to `text,label`
+(`text,text_pair,label` for sentence pairs) with a fixed label order, then, counting every row it
+drops by reason (for pairs, a text is the whole pair):
   strips texts and drops empty ones; drops every copy of a text that carries conflicting labels;
   removes exact duplicate texts; removes from test any text also in the training pool;
 carves val (and test, when the source has no official test split) from the pool, stratified and

@@ -1,5 +1,9 @@
 """tokenize: prepared splits -> token ids, truncated to model.max_length, in a compact format.
 
+Sentence pairs (prepared splits with a `text_pair` column, from `data.text_pair_column`) go through
+the tokenizer's pair API: one sequence `[CLS] text [SEP] text_pair [SEP]` (BERT's special tokens;
+each tokenizer its own), truncated 'longest_first'.
+
 Each split becomes one .npz: `ids` (all token ids, int32, concatenated), `offsets` (row i is
 ids[offsets[i]:offsets[i+1]]) and `labels`. No padding is stored: train and evaluate pad each
 batch to the smallest of `model.length_buckets` that fits, so an XLA device compiles one graph
@@ -27,7 +31,8 @@ def main() -> None:
     encoded, stats = {}, {}
     for split in artifacts.SPLITS:
         frame = artifacts.read_prepared(split)
-        ids, truncated = tokenize_texts(tokenizer, frame["text"].tolist(), params.model.max_length, split)
+        pairs = frame["text_pair"].tolist() if "text_pair" in frame.columns else None
+        ids, truncated = tokenize_texts(tokenizer, frame["text"].tolist(), params.model.max_length, split, pairs=pairs)
         encoded[split] = (ids, frame["label"].to_numpy(np.int64))
         stats[split] = length_stats(
             np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)), truncated, params.buckets

@@ -1,10 +1,18 @@
-"""Split hygiene: cleaning counts, no text in two splits, stratification."""
+"""Split hygiene: cleaning counts, no text in two splits, stratification; sentence pairs from the
+cleaning of whole pairs through their encoding to a pair task the pipeline learns."""
 
 from __future__ import annotations
 
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import FIXTURES
+from helpers import dvc, make_repo, run, write_params
 
 from lora_dvc.errors import UserError
 from lora_dvc.params import DataParams
@@ -80,3 +88,143 @@ def test_too_small_to_split(tmp_path):
     write_pool(tmp_path / "d", [("a", 0), ("b", 1), ("c", 2), ("d", 0)])
     with pytest.raises(UserError, match="dataset too small to split off test: 4 rows"):
         make_splits(DataParams(dataset="banglasenti", path=str(tmp_path / "d")))
+
+
+# -- sentence pairs: a row's text is the pair (text, text_pair) ---------------------------------
+
+
+def write_pairs(path: Path, rows) -> None:
+    pd.DataFrame(rows, columns=["premise", "hypothesis", "label"]).to_csv(path, index=False)
+
+
+def pair_params(path: Path, **kw) -> DataParams:
+    return DataParams(
+        dataset="csv", path=str(path), text_column="premise", text_pair_column="hypothesis", val_fraction=0.2, **kw
+    )
+
+
+def pairs(split) -> set:
+    return set(zip(split["text"], split["text_pair"]))
+
+
+def test_pair_cleaning_compares_whole_pairs(tmp_path):
+    pool = [(f"q{i}", f"a{i}", ["yes", "no"][i % 2]) for i in range(30)]
+    pool += [("q0", " a0 ", "yes")]  # the same pair again (after stripping): dropped
+    pool += [("q0", "another answer", "no")]  # the same text with another partner: a new example, kept
+    pool += [("q1", "  ", "no")]  # an empty side: dropped as empty
+    pool += [("clash", "x", "yes"), ("clash", "x", "no")]  # one pair, two labels: both dropped
+    pool += [("clash", "y", "no")]  # the same text with another partner carries its own label: kept
+    test = [("q2", "a2", "yes"), ("q3", "not a3", "no"), ("fresh", "pair", "yes"), ("fresh", "other", "no")]
+    (tmp_path / "d").mkdir()
+    write_pairs(tmp_path / "d" / "train.csv", pool)
+    write_pairs(tmp_path / "d" / "test.csv", test)
+    splits, labels, stats = make_splits(pair_params(tmp_path / "d"))
+    assert stats["dropped"] == {
+        "empty_text": 1,
+        "conflicting_label": 2,
+        "duplicate_text": 1,
+        "test_text_in_train": 1,  # (q2, a2) is in the pool; (q3, not a3) is not
+        "over_max_train_rows": 0,
+    }
+    assert stats["text_pair_column"] == "hypothesis" and stats["format"] == "csv"
+    assert labels == ["no", "yes"]
+    assert all(list(s.columns) == ["text", "text_pair", "label"] for s in splits.values())
+    kept = pairs(splits["train"]) | pairs(splits["val"])
+    assert {("q0", "a0"), ("q0", "another answer"), ("clash", "y")} <= kept and ("clash", "x") not in kept
+    assert pairs(splits["test"]) == {("q3", "not a3"), ("fresh", "pair"), ("fresh", "other")}
+    assert not (pairs(splits["train"]) & pairs(splits["val"])) and not (kept & pairs(splits["test"]))
+
+
+def test_prepared_pairs_survive_the_csv_round_trip(tmp_path, monkeypatch):
+    from lora_dvc import artifacts
+
+    monkeypatch.chdir(tmp_path)
+    split = pd.DataFrame({"text": ["a, b", "NA"], "text_pair": ["", "null"], "label": [0, 1]})
+    artifacts.write_prepared({"train": split}, ["x", "y"])
+    back = artifacts.read_prepared("train")
+    assert back["text_pair"].tolist() == ["", "null"] and back["text"].tolist() == ["a, b", "NA"]
+
+
+def test_pairs_are_encoded_with_the_tokenizers_pair_api():
+    from lora_dvc.modeling import load_tokenizer
+    from lora_dvc.tokenization import tokenize_texts
+
+    tokenizer = load_tokenizer("sentence-transformers/all-MiniLM-L6-v2")
+    first = ["a short premise", "a much longer premise with many more words than the other one has", "x"]
+    second = ["and a long hypothesis that goes on and on for quite a while here", "short", "y z"]
+    ids, truncated = tokenize_texts(tokenizer, first, 16, "test", progress=False, pairs=second)
+    assert ids == tokenizer(first, second, truncation="longest_first", max_length=16)["input_ids"]
+    assert truncated.tolist() == [True, True, False]
+    assert all(row.count(tokenizer.sep_token_id) == 2 for row in ids)
+
+
+def test_predict_reads_the_pair_column_or_names_the_columns(tmp_path):
+    from lora_dvc.predict import read_input
+
+    path = tmp_path / "pairs.csv"
+    write_pairs(path, [("p", "h", "yes")])
+    assert read_input(str(path), "csv", "premise", "hypothesis")["hypothesis"].tolist() == ["h"]
+    with pytest.raises(
+        UserError, match=r"no column 'second' \(columns: 'premise', 'hypothesis', 'label'\); set --text-pair-column"
+    ):
+        read_input(str(path), "csv", "premise", "second")
+
+
+PAIR_FILLER = "the a of and to in is was for on that with as by at from it this be are have has had not but or".split()
+PAIR_KEYWORDS = {"sports": ["football", "tennis", "goal", "match"], "money": ["stock", "market", "bank", "profit"]}
+
+
+def pair_rows(n: int, seed: int = 0) -> list[tuple[str, str, str]]:
+    """A question that carries no class signal, and an answer with three keywords of its class among
+    filler: only a model that reads the second text beats the majority class (sports, 60%)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.choices(list(PAIR_KEYWORDS), weights=[3, 2])[0]
+        answer = rng.choices(PAIR_FILLER, k=rng.randint(3, 8))
+        for _ in range(3):
+            answer.insert(rng.randrange(len(answer) + 1), rng.choice(PAIR_KEYWORDS[label]))
+        rows.append(
+            ("which topic " + " ".join(rng.choices(PAIR_FILLER, k=rng.randint(2, 5))), " ".join(answer), label)
+        )
+    return rows
+
+
+@pytest.mark.integration
+def test_a_sentence_pair_task_learns_through_the_pipeline(tmp_path, tiny_model):
+    """Catches: the second text never reaching the model (prepare, tokenize or train dropping it), and
+    predict encoding pairs differently from the tokenize stage that evaluate scores."""
+    repo = make_repo(tmp_path / "repo", tiny_model)
+    (repo / "data/raw/pairs").mkdir(parents=True)
+    write_pairs(repo / "data/raw/pairs/pairs.csv", pair_rows(300))
+    write_params(
+        repo,
+        {
+            "data": {
+                "dataset": "csv",
+                "path": "data/raw/pairs/pairs.csv",
+                "text_column": "premise",
+                "text_pair_column": "hypothesis",
+                "val_fraction": 0.2,
+                "test_fraction": 0.2,
+            },
+            "train": {"epochs": 6, "lr": 0.03, "checkpoint_every": 0},
+        },
+    )
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "pair task"], repo)
+    dvc(["repro", "evaluate"], repo)
+
+    assert (repo / "data/prepared/train.csv").read_text().startswith("text,text_pair,label\n")
+    with np.load(repo / "data/tokenized/train.npz") as npz:
+        sep = int(np.sum(npz["ids"] == 102))  # MiniLM's [SEP]: two per pair, one per single text
+        assert sep == 2 * (len(npz["offsets"]) - 1)
+    test = json.loads((repo / "records/evaluate/metrics.json").read_text())["test"]
+    assert test["learned"] is True, test
+    assert test["macro_f1"] >= test["majority_macro_f1"] + 0.3, test
+
+    # predict, given the same pairs, gives evaluate's predictions (both on train.device and train.precision)
+    args = ["--file", "data/prepared/test.csv", "--text-pair-column", "text_pair", "--out", "predicted.csv"]
+    run([sys.executable, "-m", "lora_dvc.predict", *args], repo)
+    predicted = pd.read_csv(repo / "predicted.csv")["predicted"].tolist()
+    assert predicted == pd.read_csv(repo / "records/evaluate/predictions.csv")["predicted"].tolist()

@@ -66,3 +66,14 @@ def test_provenance_code_hash_follows_exactly_the_stage_code(tmp_path):
     with (tmp_path / "lora_dvc/training.py").open("a") as f:
         f.write("\n# an edit\n")
     assert code_md5("stages.train", tmp_path) != before
+
+
+def test_train_stage_lists_every_param_it_reads():
+    """A knob missing from the train stage's params would not re-run training when changed with -S."""
+    from lora_dvc.params import all_keys
+
+    listed = set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]["params"])
+    # where and how often the run logs and checkpoints: read by train, but they never change its outputs
+    unlisted = {"train.log_every", "train.checkpoint_every"}
+    read = {k for k in all_keys() if k.split(".")[0] in ("model", "lora", "train")} - unlisted
+    assert read <= listed, sorted(read - listed)

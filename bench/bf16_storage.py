@@ -1,0 +1,140 @@
+"""Does storing more than the frozen Linear weights in bf16 cost accuracy? The default study, 3 seeds, both rules.
+
+    python bench/bf16_storage.py                      # seeds 42 43 44 -> bench/results/bf16-storage-<time>.json
+
+`lora_dvc.modeling.ready_for_bf16_autocast` stores only frozen Linear weights in bf16 ("linear"); the
+rule it replaced stored every frozen tensor in bf16, embeddings and LayerNorm included ("all-frozen"),
+which runs faster on a CPU because the activations between layers stay bf16. Each run is the default
+study's train and evaluate stages on the committed tree (`git archive HEAD`), one seed and one rule at
+a time, the rules alternating, each with its own checkpoint folder; the older rule is patched in for
+its runs only. The JSON holds every run's test and val scores and train seconds, and per rule the mean
+and sample standard deviation of the scores and min/median/max of the seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+from run import host_info  # noqa: E402 - the bench's one host description
+
+RULES = ("linear", "all-frozen")
+# one run in a fresh process: the older rule replaces ready_for_bf16_autocast where training looks it up
+RUN = """
+import sys
+sys.path.insert(0, ".")
+import torch
+from lora_dvc import compat, training
+if {rule!r} == "all-frozen":
+    def all_frozen(model):
+        compat.disable_lora_input_cast(model)
+        moved = 0
+        for param in model.parameters():
+            if not param.requires_grad and param.is_floating_point() and param.dtype != torch.bfloat16:
+                param.data = param.data.to(torch.bfloat16)
+                moved += 1
+        return moved
+    training.ready_for_bf16_autocast = all_frozen
+from lora_dvc.runner import run_stage
+run_stage(training.run)
+import stages.evaluate
+run_stage(stages.evaluate.main)
+"""
+
+
+def prepared_copy(dest: Path) -> Path:
+    """HEAD's tree in `dest`, a git + DVC repository with prepare and tokenize run."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "copy"],
+    ):
+        subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "repro", "tokenize"], cwd=dest, check=True, capture_output=True, env=env
+    )
+    return dest
+
+
+def one_run(repo: Path, rule: str, seed: int, checkpoints: Path) -> dict:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["seed"] = seed
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "LORA_DVC_CHECKPOINTS": str(checkpoints / f"{rule}-{seed}"), "HF_HUB_OFFLINE": "1"}
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", RUN.format(rule=rule)], cwd=repo, env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{rule} seed {seed} failed:\n{done.stderr[-3000:]}")
+    train = json.loads((repo / "metrics/train.json").read_text())
+    test = json.loads((repo / "metrics/test.json").read_text())["test"]
+    row = {
+        "rule": rule,
+        "seed": seed,
+        "test_accuracy": test["accuracy"],
+        "test_macro_f1": test["macro_f1"],
+        "val_accuracy": train["val"]["accuracy"],
+        "train_seconds": train["fit"]["seconds"],
+        "process_seconds": round(time.perf_counter() - started, 1),
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def summary(rows: list[dict]) -> dict:
+    out = {}
+    for rule in RULES:
+        mine = [r for r in rows if r["rule"] == rule]
+        acc, secs = [r["test_accuracy"] for r in mine], sorted(r["train_seconds"] for r in mine)
+        out[rule] = {
+            "test_accuracy_mean": round(statistics.mean(acc), 4),
+            "test_accuracy_std": round(statistics.stdev(acc), 4) if len(acc) > 1 else 0.0,
+            "test_macro_f1_mean": round(statistics.mean(r["test_macro_f1"] for r in mine), 4),
+            "train_seconds": {"min": secs[0], "median": statistics.median(secs), "max": secs[-1]},
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    args = parser.parse_args()
+    host = host_info()
+    with tempfile.TemporaryDirectory() as scratch:
+        repo = prepared_copy(Path(scratch) / "repo")
+        rows = []
+        for i, seed in enumerate(args.seeds):
+            order = RULES if i % 2 == 0 else RULES[::-1]  # alternate which rule runs first
+            rows += [one_run(repo, rule, seed, Path(scratch) / "checkpoints") for rule in order]
+    result = {
+        "bench": "bf16-storage",
+        "host": host,
+        "study": "params.yaml default",
+        "runs": rows,
+        "summary": summary(rows),
+    }
+    out = BENCH / "results" / f"bf16-storage-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    print(json.dumps(result["summary"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
