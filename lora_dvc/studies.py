@@ -4,6 +4,7 @@
     lora-dvc study show banglasenti-xlmr             # its data fetch, commands, reference figures
     lora-dvc study run banglasenti-xlmr --queue      # one `dvc exp run --queue` per variant
     lora-dvc study run ag-news-roberta-qv --variant qv-r16 --set train.epochs=1 -- evaluate
+    lora-dvc study docs [--check]                    # docs/studies/<name>.md from these files and bench results
 
 A study file holds `params` (overrides shared by every variant), `variants` (each its own overrides,
 the seed study's reference figures and, where the study fixed a budget, its trainable-parameter count),
@@ -50,6 +51,7 @@ class Study:
     variants: dict[str, Variant]
     architecture: dict[str, Any]
     labels: int
+    train_rows: int | None = None  # about how many rows one epoch trains on
     extra: dict[str, Any] = field(default_factory=dict)
 
     def overrides(self, variant: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -95,7 +97,7 @@ def load_study(path: Path) -> Study:
         )
         for name, v in raw["variants"].items()
     }
-    known = {"title", "source", "fetch", "params", "variants", "architecture", "labels"}
+    known = {"title", "source", "fetch", "params", "variants", "architecture", "labels", "train_rows"}
     return Study(
         path.stem,
         raw["title"],
@@ -105,6 +107,7 @@ def load_study(path: Path) -> Study:
         variants,
         raw["architecture"],
         int(raw["labels"]),
+        raw.get("train_rows"),
         {k: v for k, v in raw.items() if k not in known},
     )
 
@@ -139,6 +142,122 @@ def show(study: Study) -> str:
     return "\n".join(lines)
 
 
+PAGES = Path("docs/studies")
+COST_RESULTS = Path("bench/results")
+
+
+def newest_cost(root: Path = Path(".")) -> tuple[Path | None, dict]:
+    """The newest `bench/studies.py` result, or (None, {})."""
+    found = sorted((root / COST_RESULTS).glob("studies-*.json"))
+    return (found[-1], json.loads(found[-1].read_text())) if found else (None, {})
+
+
+def cost_section(study: Study, path: Path | None, cost: dict) -> str:
+    runs = [r for r in cost.get("runs", []) if r["study"] == study.name]
+    if not runs:
+        return "Not measured yet: `python bench/studies.py` measures a training step of each study on this machine."
+    host = cost["host"]
+    flags = ", ".join(f for f in ("avx512_bf16", "amx") if host.get(f)) or "no native bf16"
+    lines = [
+        f"Measured with `python bench/studies.py` ([{path.name}](../../{COST_RESULTS.as_posix()}/{path.name})) on "
+        f"{host['cpu']} ({flags}), {host['cores']} cores, torch {host['torch']}: the real architecture with random "
+        "weights, wrapped and sped up as the train stage does it, every row at `model.max_length` tokens (an upper "
+        f"bound: real batches are padded only to their longest row); {cost['timed_steps']} timed steps after a "
+        "warm-up.",
+        "",
+        "| variant | precision | rows x tokens a step | seconds a step (min / median / max) | peak memory | "
+        "steps an epoch | hours an epoch at the median, at most |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        sec = r["step_seconds"]
+        steps = -(-study.train_rows // r["study_batch"]) if study.train_rows else None
+        scale = r["study_batch"] / r["batch"]  # measured at a smaller batch: the time scales with the rows
+        hours = f"{steps * sec['median'] * scale / 3600:.1f}" if steps else "–"
+        rows = f"{r['batch']} x {r['tokens_per_row']}" + (
+            f" (the study's {r['study_batch']} rows: {scale:g}x the time)" if scale != 1 else ""
+        )
+        lines.append(
+            f"| {r['variant']} | {r['precision']} | {rows} | {sec['min']} / {sec['median']} / {sec['max']} | "
+            f"{r['peak_rss_mb'] / 1024:.1f} GB | {steps:,} | {hours} |"
+            if steps
+            else f"| {r['variant']} | {r['precision']} | {rows} | {sec['min']} / {sec['median']} / {sec['max']} | "
+            f"{r['peak_rss_mb'] / 1024:.1f} GB | – | – |"
+        )
+    lines += [
+        "",
+        "One GPU and a TPU (v3-8, v5e): not measured by this project; no accelerator was at hand when these pages "
+        "were generated. `train.device: auto` runs the same commands there (docs/tpu.md, docs/scaling.md).",
+    ]
+    return "\n".join(lines)
+
+
+def page(study: Study, root: Path = Path(".")) -> str:
+    """docs/studies/<name>.md: the study's data, commands, variants with reference figures, and its cost."""
+    shared = " ".join(f"`{k}={cli_value(v)}`" for k, v in study.params.items())
+    rows = []
+    for name, v in study.variants.items():
+        own = " ".join(f"`{k}={cli_value(x)}`" for k, x in v.params.items())
+        reference = ", ".join(f"{k} **{x}**" for k, x in v.reference.items())
+        count = f"{v.trainable:,}" if v.trainable else "–"
+        rows.append(f"| `{name}` | {own} | {reference}{f' ({v.note})' if v.note else ''} | {count} |")
+    extra = [
+        f"- `{name}`: the seed study's count, {v.extra['reference_trainable']['count']:,}, is that of a "
+        f"{v.extra['reference_trainable']['num_hidden_layers']}-layer model "
+        f"({v.extra['reference_trainable']['matches']}); `{study.params['model.name']}` gives {v.trainable:,} "
+        "(both checked by tests/test_studies.py)."
+        for name, v in study.variants.items()
+        if "reference_trainable" in v.extra
+    ]
+    path, cost = newest_cost(root)
+    return f"""<!-- generated by `lora-dvc study docs` from studies/{study.name}.yaml: edit that file, not this one -->
+# {study.title}
+
+Reference figures: {study.source}. Definition: [studies/{study.name}.yaml](../../studies/{study.name}.yaml),
+{len(study.variants)} variant(s) over `params.yaml`.
+
+## Run it
+
+```bash
+{study.fetch}
+lora-dvc study run {study.name} --queue      # one queued `dvc exp run` per variant
+dvc queue start
+lora-dvc compare                            # the variants side by side, to set against the references below
+```
+
+`lora-dvc study show {study.name}` prints each variant's full `dvc exp run` command; `--variant NAME` runs one.
+Every variant sets {shared}.
+
+## Variants and reference figures
+
+| variant | its own overrides | reference (seed study) | trainable parameters ({study.params["model.name"]}) |
+|---|---|---|---|
+{chr(10).join(rows)}
+{chr(10).join(extra)}
+
+## Cost
+
+{cost_section(study, path, cost)}
+"""
+
+
+def write_pages(root: Path = Path("."), check: bool = False) -> list[Path]:
+    """Write docs/studies/<name>.md for every study; with `check`, the pages that differ, unwritten."""
+    from lora_dvc.atomic import write_text
+
+    stale = []
+    for path in study_files(root):
+        study = load_study(path)
+        target = root / PAGES / f"{study.name}.md"
+        text = page(study, root)
+        if not target.is_file() or target.read_text(encoding="utf-8") != text:
+            stale.append(target)
+            if not check:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                write_text(target, text)
+    return stale
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(prog="lora-dvc study", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="action")
@@ -152,6 +271,8 @@ def main(argv: list[str] | None = None) -> None:
     run_p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param")
     run_p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     run_p.epilog = "Arguments after -- go to dvc exp run as they are (e.g. -- evaluate: stop after that stage)."
+    docs_p = sub.add_parser("docs", help=f"write {PAGES}/<study>.md from the study files and bench results")
+    docs_p.add_argument("--check", action="store_true", help="exit 1 when a page is stale; write nothing")
     argv = sys.argv[1:] if argv is None else list(argv)
     passed = argv[argv.index("--") + 1 :] if "--" in argv else []
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
@@ -159,6 +280,13 @@ def main(argv: list[str] | None = None) -> None:
         for path in study_files():
             study = load_study(path)
             print(f"{study.name:<28} {study.title} ({len(study.variants)} runs)")
+        return
+    if args.action == "docs":
+        stale = write_pages(check=args.check)
+        if args.check and stale:
+            print(f"stale: {', '.join(map(str, stale))}; run `lora-dvc study docs`", file=sys.stderr)
+            sys.exit(1)
+        print(f"{PAGES}: {len(stale)} page(s) {'stale' if args.check else 'written'}")
         return
     study = find_study(args.name)
     if args.action == "show":

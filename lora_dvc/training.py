@@ -41,7 +41,8 @@ from lora_dvc.atomic import atomic_dir
 from lora_dvc.callbacks import CheckpointCallback, LiveCallback, StopOnSignal, Tallies, restore_live
 from lora_dvc.checkpoints import CheckpointStore, fingerprint, prune_stale
 from lora_dvc.collators import EpochSeededLengthSampler, SplitDataset, make_collator
-from lora_dvc.device import device_kind, keep_padding_masks_on_device, resolve_precision, xla_available, xla_has_tpu
+from lora_dvc.compat import keep_padding_masks_on_device
+from lora_dvc.device import device_kind, resolve_precision, xla_available, xla_has_tpu
 from lora_dvc.dropout import restore_dropout, use_fast_dropout
 from lora_dvc.errors import UserError
 from lora_dvc.fused_lora import use_fused_lora

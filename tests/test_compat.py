@@ -330,3 +330,22 @@ def test_padding_masks_check_warns_when_a_mask_skip_takes_other_arguments(mask_s
     compat.keep_padding_masks_on_device()
     assert "_ignore_causal_mask_sdpa takes mask_info first, not padding_mask" in one_warning(caplog, "transformers")
     assert not getattr(mask_skips._ignore_causal_mask_sdpa, "keeps_xla_masks", False)
+
+
+def test_tpu_detection_falls_back_visibly_when_torch_xla_moves_its_chip_count(monkeypatch, caplog):
+    import importlib.util
+    import sys
+    import types
+
+    from lora_dvc import device
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)  # no torch_xla: None, silently
+    assert compat.tpu_chip_count() is None and not [r for r in caplog.records if r.name == "compat"]
+    fake = types.ModuleType("torch_xla")  # a torch_xla without _internal.tpu
+    monkeypatch.setitem(sys.modules, "torch_xla", fake)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "torch_xla" else None)
+    monkeypatch.setattr(device.glob, "glob", lambda pattern: ["/dev/accel0"])
+    with caplog.at_level(logging.WARNING, logger="compat"):
+        assert device.tpu_chips_attached()  # the device files decide
+    warned = [r.getMessage() for r in caplog.records if r.name == "compat"]
+    assert len(warned) == 1 and warned[0].startswith("torch_xla ") and "counts /dev/accel* device files" in warned[0]

@@ -163,3 +163,9 @@ def test_imdb_fetch_checks_what_the_url_served(tmp_path):
     ):
         fetch_data.check_imdb(wrong)
     assert set(fetch_data.DATASETS["imdb"].files) == {"train.parquet", "test.parquet"}
+
+
+def test_study_pages_are_generated_from_the_study_files():
+    from lora_dvc.studies import write_pages
+
+    assert write_pages(ROOT, check=True) == [], "run `lora-dvc study docs` and commit docs/studies/"
