@@ -1,14 +1,15 @@
-"""Does storing more than the frozen Linear weights in bf16 cost accuracy? The default study, 3 seeds, both rules.
+"""Does storing every frozen tensor in bf16 cost accuracy against only the Linear ones? The default study, 3 seeds.
 
     python bench/bf16_storage.py                      # seeds 42 43 44 -> bench/results/bf16-storage-<time>.json
 
-`lora_dvc.modeling.ready_for_bf16_autocast` stores only frozen Linear weights in bf16 ("linear"); the
-rule it replaced stored every frozen tensor in bf16, embeddings and LayerNorm included ("all-frozen"),
-which runs faster on a CPU because the activations between layers stay bf16. Each run is the default
-study's train and evaluate stages on the committed tree (`git archive HEAD`), one seed and one rule at
-a time, the rules alternating, each with its own checkpoint folder; the older rule is patched in for
-its runs only. The JSON holds every run's test and val scores and train seconds, and per rule the mean
-and sample standard deviation of the scores and min/median/max of the seconds.
+Two rules for the frozen weights under bf16 autocast: every frozen tensor in bf16, embeddings and LayerNorm
+included ("all-frozen", what `lora_dvc.modeling.ready_for_bf16_autocast` does: faster on a CPU, as the
+activations between layers stay bf16), or only the frozen Linear tensors, which autocast would cast anyway
+("linear": exactly autocast's numerics). Each run is the default study's train and evaluate stages on the
+committed tree (`git archive HEAD`), one seed and one rule at a time, the rules alternating, each with its
+own checkpoint folder; both rules are patched in, so the tree's own rule does not matter. The JSON holds
+every run's test and val scores and train seconds, and per rule the mean and sample standard deviation of
+the scores and min/median/max of the seconds.
 """
 
 from __future__ import annotations
@@ -31,22 +32,23 @@ sys.path.insert(0, str(BENCH))
 from run import host_info  # noqa: E402 - the bench's one host description
 
 RULES = ("linear", "all-frozen")
-# one run in a fresh process: the older rule replaces ready_for_bf16_autocast where training looks it up
+# one run in a fresh process: the run's rule replaces ready_for_bf16_autocast where training looks it up
 RUN = """
 import sys
 sys.path.insert(0, ".")
 import torch
 from lora_dvc import compat, training
-if {rule!r} == "all-frozen":
-    def all_frozen(model):
-        compat.disable_lora_input_cast(model)
-        moved = 0
-        for param in model.parameters():
-            if not param.requires_grad and param.is_floating_point() and param.dtype != torch.bfloat16:
-                param.data = param.data.to(torch.bfloat16)
-                moved += 1
-        return moved
-    training.ready_for_bf16_autocast = all_frozen
+def ready(model):  # both rules spelled out here, whatever the tree's ready_for_bf16_autocast does
+    compat.disable_lora_input_cast(model)
+    if {rule!r} == "linear":
+        tensors = [p for m in model.modules() if isinstance(m, torch.nn.Linear) for p in m.parameters(recurse=False)]
+    else:
+        tensors = list(model.parameters())
+    frozen = [p for p in tensors if not p.requires_grad and p.is_floating_point() and p.dtype != torch.bfloat16]
+    for param in frozen:
+        param.data = param.data.to(torch.bfloat16)
+    return len(frozen)
+training.ready_for_bf16_autocast = ready
 from lora_dvc.runner import run_stage
 run_stage(training.run)
 import stages.evaluate

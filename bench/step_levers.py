@@ -22,6 +22,11 @@ last three, which stack levers:
   fused_adamw    ready_bf16 with torch.optim.AdamW(fused=True)
   default        what the train stage runs on a bf16 CPU: fused_adamw and lora_dvc.fused_lora (each LoRA
                  layer's scale and sum inside its matmul)
+  default_fp32_norms  default, but only frozen Linear tensors stored in bf16: embeddings and LayerNorm stay
+                 fp32 (the alternative to ready_for_bf16_autocast's every frozen tensor, bench/bf16_storage.py)
+
+With --repeats N every lever runs N times, the levers alternating (A B A B ...), and the JSON holds each
+lever's min/median/max seconds per step.
 
 Timing is per process, so levers do not share warm-up or allocator state; the whole-process effect on
 the train stage is in bench/run.py. Writes bench/results/step-levers-<date>.json.
@@ -53,6 +58,7 @@ LEVERS = [
     "ready_bf16",
     "fused_adamw",
     "default",
+    "default_fp32_norms",
 ]
 LENGTHS = [40, 48, 56, 64, 44, 52, 36, 72]  # tokens per row; AG News rows average about 45
 
@@ -80,7 +86,14 @@ if lever not in ("base", "fp32", "threads1", "no_dropout"):
     use_fast_dropout(model)
 if lever in ("ready_bf16", "fused_adamw", "default"):
     ready_for_bf16_autocast(model)
-if lever == "default":
+if lever == "default_fp32_norms":
+    disable_lora_input_cast(model)
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            for p in m.parameters(recurse=False):
+                if not p.requires_grad:
+                    p.data = p.data.to(torch.bfloat16)
+if lever in ("default", "default_fp32_norms"):
     use_fused_lora(model)
 if lever == "peft_nocast":
     disable_lora_input_cast(model)
@@ -93,7 +106,7 @@ if lever == "no_dropout":
         if isinstance(m, nn.Dropout):
             m.p = 0.0
 trainable = [p for p in model.parameters() if p.requires_grad]
-optimizer = torch.optim.AdamW(trainable, lr=1e-3, fused=lever in ("fused_adamw", "default"))
+optimizer = torch.optim.AdamW(trainable, lr=1e-3, fused=lever in ("fused_adamw", "default", "default_fp32_norms"))
 forward = torch.compile(model, dynamic=True) if lever == "compile" else model
 bf16 = not lever.startswith("fp32")
 
@@ -124,27 +137,35 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=16, help="timed steps per lever (after one warm-up pass)")
     ap.add_argument("--levers", default=",".join(LEVERS), help=f"comma-separated, from {', '.join(LEVERS)}")
     ap.add_argument("--out", type=Path, help="JSON path (default bench/results/step-levers-<date>.json)")
+    ap.add_argument("--repeats", type=int, default=1, help="runs per lever, the levers alternating")
     args = ap.parse_args()
     levers = args.levers.split(",")
     unknown = sorted(set(levers) - set(LEVERS))
     if unknown:
         raise SystemExit(f"step_levers: unknown lever(s) {unknown}; choose from {', '.join(LEVERS)}")
     env = dict(os.environ, ROOT=str(ROOT), STEPS=str(args.steps), LENGTHS=json.dumps(LENGTHS), HF_HUB_OFFLINE="1")
+    runs = []
+    for repeat in range(args.repeats):
+        for lever in levers if repeat % 2 == 0 else levers[::-1]:  # A B, then B A: drift hits both alike
+            out = subprocess.run(
+                [sys.executable, "-c", ONE_LEVER], env=dict(env, LEVER=lever), capture_output=True, text=True
+            )
+            if out.returncode != 0:
+                raise SystemExit(f"step_levers: lever {lever} failed\n{out.stderr[-3000:]}")
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(json.dumps(runs[-1]), flush=True)
     results = []
-    for lever in levers:
-        out = subprocess.run(
-            [sys.executable, "-c", ONE_LEVER], env=dict(env, LEVER=lever), capture_output=True, text=True
-        )
-        if out.returncode != 0:
-            raise SystemExit(f"step_levers: lever {lever} failed\n{out.stderr[-3000:]}")
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(json.dumps(results[-1]), flush=True)
+    for lever in levers:  # one row per lever: the median run's numbers, and the spread over repeats
+        mine = sorted((r for r in runs if r["lever"] == lever), key=lambda r: r["s_per_step"])
+        row = dict(mine[len(mine) // 2])
+        row["s_per_step_min_median_max"] = [mine[0]["s_per_step"], row["s_per_step"], mine[-1]["s_per_step"]]
+        results.append(row)
     base = {r["lever"]: r["s_per_step"] for r in results}
     print("\n| lever | s/step | vs base | warm-up s |\n|---|---|---|---|")
     for r in results:
         ratio = f"{base['base'] / r['s_per_step']:.2f}x" if "base" in base else "n/a"
         print(f"| {r['lever']} | {r['s_per_step']:.3f} | {ratio} | {r['warmup_s']:.1f} |")
-    save_probe("step-levers", {"results": results}, args.out)
+    save_probe("step-levers", {"results": results, "repeats": args.repeats, "runs": runs}, args.out)
 
 
 if __name__ == "__main__":

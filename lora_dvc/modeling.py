@@ -242,25 +242,20 @@ def apply_method(model: torch.nn.Module, method: str, lora: LoraParams) -> torch
 def ready_for_bf16_autocast(model: torch.nn.Module) -> int:
     """Ready a model for training under bf16 autocast; returns how many frozen tensors went to bf16.
 
-    - Frozen Linear weights and biases are stored in bf16: they are matmul operands, which autocast would
-      cast to bf16 again on every step.
-    - Every other tensor keeps its dtype: embeddings and normalisation layers (LayerNorm, RMSNorm, ...),
-      which autocast never lowers, and a Linear's tensor that another module shares (tied embeddings).
+    - Every frozen floating tensor is stored in bf16: Linear weights (matmul operands, which autocast would
+      cast again on every step) and also embeddings and LayerNorm weights, so the activations between layers
+      stay bf16 and no layer casts its input. Keeping embeddings and norms fp32 instead cost no accuracy the
+      3-seed comparison could see and made the step slower (bench/README.md, "bf16 storage").
     - peft's cast of each LoRA input to the adapter's fp32 is off (`lora_dvc.compat.disable_lora_input_cast`):
       autocast already gives every matmul bf16 operands, and the cast copied every adapted layer's input
       twice a step (to fp32 for the LoRA dropout, back to bf16 for lora_A).
     - Trainable weights (adapters, head, or every weight in full fine-tuning) stay fp32: they are the
-      optimizer's master copy.
-
-    Measured with `python bench/step_levers.py` (bench/README.md).
+      optimizer's master copy. A tensor shared by two modules (tied embeddings) stays one tensor.
     """
     disable_lora_input_cast(model)
-    linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    shared = {id(p) for m in model.modules() if m not in linear for p in m.parameters(recurse=False)}
     moved = 0
-    for param in (p for m in linear for p in m.parameters(recurse=False)):
-        frozen = not param.requires_grad and param.is_floating_point() and id(param) not in shared
-        if frozen and param.dtype != torch.bfloat16:
+    for param in model.parameters():  # each shared tensor once
+        if not param.requires_grad and param.is_floating_point() and param.dtype != torch.bfloat16:
             param.data = param.data.to(torch.bfloat16)
             moved += 1
     return moved

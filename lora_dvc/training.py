@@ -344,7 +344,7 @@ def ready_for_device(model: torch.nn.Module, device: str, precision: str, fast_d
         # torch's CPU dropout masks were 44% of a bf16 step; GPUs and TPUs keep theirs
         log.info("fast dropout masks in %d dropout modules and the attention", use_fast_dropout(model))
     if precision == "bf16" and device in ("cpu", "cuda"):
-        log.info("bf16: %d frozen Linear tensors stored in bf16", ready_for_bf16_autocast(model))
+        log.info("bf16: %d frozen weight tensors stored in bf16", ready_for_bf16_autocast(model))
     if device in ("cpu", "cuda"):
         use_fused_lora(model)  # each LoRA layer's scale and sum in its matmul (lora_dvc/fused_lora.py)
 

@@ -1,0 +1,63 @@
+"""The default study from scratch, stage by stage, timed: the record README's figures are generated from.
+
+    python bench/default_study.py        # in the repository root -> bench/results/default-study-<time>.json
+
+Runs `dvc repro -f -s STAGE` for every stage of dvc.yaml in pipeline order in this working tree (so its
+outputs, dvc.lock included, are the ones to commit), each as its own process with DVC's start-up included,
+and records the wall seconds of each, their total, the host (CPU, native-bf16 flags, torch) and the
+numbers the stages wrote (test and val scores, train seconds, samples/s). tests/test_figures.py checks
+that README quotes exactly what the newest record says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+from run import host_info  # noqa: E402 - the bench's one host description
+
+STAGES = ("prepare", "tokenize", "train", "evaluate", "report", "export")
+
+
+def main() -> None:
+    host = host_info()  # at the start: the tree that is measured
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    seconds = {}
+    for stage in STAGES:
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "dvc", "repro", "-f", "-s", stage],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        seconds[stage] = round(time.perf_counter() - started, 1)
+        if done.returncode != 0:
+            raise SystemExit(f"dvc repro -f -s {stage} failed:\n{done.stderr[-3000:]}")
+        print(f"{stage}: {seconds[stage]} s", flush=True)
+    train = json.loads((ROOT / "metrics/train.json").read_text())
+    test = json.loads((ROOT / "metrics/test.json").read_text())["test"]
+    record = {
+        "bench": "default-study",
+        "host": host,
+        "stage_seconds": seconds,
+        "total_seconds": round(sum(seconds.values()), 1),
+        "test": test,
+        "val": train["val"],
+        "fit": train["fit"],
+    }
+    out = BENCH / "results" / f"default-study-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {out}: {record['total_seconds']} s from scratch, test accuracy {test['accuracy']}")
+
+
+if __name__ == "__main__":
+    main()
