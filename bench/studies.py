@@ -36,13 +36,17 @@ TIMED_STEPS = 3
 
 
 def representative_variants(study) -> list[str]:
-    """The LoRA variant with the most adapted modules and rank, and full fine-tuning if the study has it."""
+    """The LoRA variant that adapts the most (modules x rank), and full fine-tuning if the study has it."""
+    width = {"qv": 2, "qkv": 3, "all": 7, "all-linear": 7}  # adapted modules per layer, BERT-style
+
+    def adapted(name: str) -> int:
+        overrides = study.overrides(name)
+        targets = overrides.get("lora.targets", "all")
+        return (len(targets) if isinstance(targets, list) else width[targets]) * overrides.get("lora.r", 16)
+
     lora = [n for n, v in study.variants.items() if v.params.get("train.method", "lora") == "lora"]
     full = [n for n, v in study.variants.items() if v.params.get("train.method") == "full"]
-    biggest = max(
-        lora, key=lambda n: (str(study.overrides(n).get("lora.targets")), study.overrides(n).get("lora.r", 0))
-    )
-    return [biggest, *full[:1]]
+    return [max(lora, key=adapted), *full[:1]]
 
 
 def measure(study_name: str, variant: str, batch: int | None) -> dict:

@@ -163,7 +163,8 @@ def cost_section(study: Study, path: Path | None, cost: dict) -> str:
         f"{host['cpu']} ({flags}), {host['cores']} cores, torch {host['torch']}: the real architecture with random "
         "weights, wrapped and sped up as the train stage does it, every row at `model.max_length` tokens (an upper "
         f"bound: real batches are padded only to their longest row); {cost['timed_steps']} timed steps after a "
-        "warm-up.",
+        "warm-up, on cores other jobs may share (the max is the least reliable). The time of a step grows with its "
+        "rows, so a step at the study's own batch takes the stated multiple; its peak memory grows less.",
         "",
         "| variant | precision | rows x tokens a step | seconds a step (min / median / max) | peak memory | "
         "steps an epoch | hours an epoch at the median, at most |",

@@ -13,7 +13,7 @@ import re
 from helpers import ROOT
 
 RECORD = sorted((ROOT / "bench/results").glob("default-study-*.json"))[-1]
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+README = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())  # wrapping aside
 
 
 def record() -> dict:
@@ -36,7 +36,7 @@ def test_the_record_holds_the_committed_scores():
 
 def test_readme_first_screen_quotes_the_record():
     rec = record()
-    first = README.split("```bash")[0]
+    first = README.split("```bash")[0]  # the first screen
     quoted = re.search(
         r"measured on this host \(([^)]*)\): (\d+ min \d+ s) from scratch, test accuracy (0\.\d{4}), "
         r"macro-F1 (0\.\d{4})",
@@ -59,3 +59,13 @@ def test_readme_performance_section_quotes_the_record():
     )
     assert sentence in README, f"README's Performance section should say: {sentence}"
     assert RECORD.name in README
+
+
+def test_bench_readme_bf16_storage_figures_are_the_records():
+    text = " ".join((ROOT / "bench/README.md").read_text(encoding="utf-8").split())  # wrapping aside
+    storage = json.loads((ROOT / "bench/results/bf16-storage-20261204T180320.json").read_text())["summary"]
+    for rule in ("all-frozen", "linear"):
+        assert f"**{storage[rule]['test_accuracy_mean']:.4f} ± {storage[rule]['test_accuracy_std']:.4f}**" in text
+    levers = json.loads((ROOT / "bench/results/step-levers-20261204T181239.json").read_text())["results"]
+    spread = {r["lever"]: " / ".join(f"{x:g}" for x in r["s_per_step_min_median_max"]) for r in levers}
+    assert f"{spread['default']} s against {spread['default_fp32_norms']} s" in text
