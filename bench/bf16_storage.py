@@ -50,8 +50,8 @@ def ready(model):  # both rules spelled out here, whatever the tree's ready_for_
     return len(frozen)
 training.ready_for_bf16_autocast = ready
 from lora_dvc.runner import run_stage
-run_stage(training.run)
-import stages.evaluate
+import stages.evaluate, stages.train
+run_stage(stages.train.run)
 run_stage(stages.evaluate.main)
 """
 

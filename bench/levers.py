@@ -47,7 +47,7 @@ LEVERS = {  # name -> (variant A, variant B), each a (params overrides, LEVER en
 WRAPPER = """
 import os, torch
 lever = os.environ.get("LEVER", "")
-import lora_dvc.training as t, lora_dvc.modeling as m
+import lora_dvc.training as t, lora_dvc.modeling as m, stages.train
 if lever in ("eager", "sdpa"):
     from transformers import AutoModelForSequenceClassification as A
     original = A.from_pretrained
@@ -62,7 +62,7 @@ if lever == "deterministic":
 if lever == "threads1":
     torch.set_num_threads(1)
 from lora_dvc.runner import run_stage
-run_stage(t.run)
+run_stage(stages.train.run)
 """
 
 

@@ -81,7 +81,18 @@ def read_prepared(split: str, root: Path = Path(".")) -> pd.DataFrame:
 
 
 def read_labels(root: Path = Path(".")) -> list[str]:
-    return json.loads(_require(root / LABELS, "prepare").read_text(encoding="utf-8"))
+    return read_label_file(_require(root / LABELS, "prepare"))
+
+
+def read_label_file(path: Path) -> list[str]:
+    """A JSON list of label names in id order: the prepare stage's, an export's, or one a user passes."""
+    try:
+        labels = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"{path}: cannot read the label list ({err})") from None
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise UserError(f"{path}: expected a JSON list of label names in id order")
+    return labels
 
 
 # -- tokenized splits: one .npz per split, ids concatenated, no padding -----------------------
@@ -128,8 +139,13 @@ class TokenizedSplit:
         return cls(flat, offsets, np.asarray(labels if labels is not None else [-1] * len(rows), dtype=np.int64))
 
 
+def tokenized_file(split: str, root: Path = Path(".")) -> Path:
+    """Where a split's .npz lies, for readers of its bytes or arrays (provenance md5, checkpoint fingerprint)."""
+    return _require(root / TOKENIZED / f"{split}.npz", "tokenize")
+
+
 def read_tokenized(split: str, root: Path = Path(".")) -> TokenizedSplit:
-    return TokenizedSplit.load(root / TOKENIZED / f"{split}.npz")
+    return TokenizedSplit.load(tokenized_file(split, root))
 
 
 def read_tokenized_meta(root: Path = Path(".")) -> dict:

@@ -6,7 +6,6 @@ their longest row, or to the bucket on XLA.)
 Each row goes to the smallest length bucket that holds it; batches are drawn within a bucket and
 padded to the bucket's length, never to the longest row or to max_length. That keeps padding low
 on CPU (short texts stay short) and the set of shapes bounded on XLA (one graph per bucket).
-The batch order depends only on (seed, epoch), so a resumed run replays the same batches.
 """
 
 from __future__ import annotations
@@ -15,36 +14,21 @@ import numpy as np
 import torch
 
 from lora_dvc.artifacts import TokenizedSplit  # noqa: F401 (the format's reader lives with its writer)
+from lora_dvc.tokenization import bucket_of
 
 
 def bucket_rows(lengths: np.ndarray, buckets: list[int]) -> dict[int, np.ndarray]:
     """Row indices per bucket length (rows longer than the last bucket are already truncated)."""
-    which = np.searchsorted(np.asarray(buckets), lengths, side="left").clip(max=len(buckets) - 1)
+    which = bucket_of(lengths, buckets)
     return {buckets[b]: np.flatnonzero(which == b) for b in range(len(buckets)) if (which == b).any()}
 
 
-def make_batches(
-    split: TokenizedSplit,
-    buckets: list[int],
-    batch_size: int,
-    shuffle: bool,
-    seed: int = 0,
-    epoch: int = 0,
-    drop_last: bool = False,
-) -> list[tuple[int, np.ndarray]]:
-    """A list of (bucket length, row indices) batches; shuffled within and across buckets."""
-    rng = np.random.default_rng([seed, epoch])
+def make_batches(split: TokenizedSplit, buckets: list[int], batch_size: int) -> list[tuple[int, np.ndarray]]:
+    """A list of (bucket length, row indices) batches, bucket by bucket in row order."""
     batches = []
     for length, rows in bucket_rows(split.lengths, buckets).items():
-        rows = rng.permutation(rows) if shuffle else rows
         for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            if drop_last and len(chunk) < batch_size:
-                continue
-            batches.append((length, chunk))
-    if shuffle:
-        order = rng.permutation(len(batches))
-        batches = [batches[i] for i in order]
+            batches.append((length, rows[start : start + batch_size]))
     return batches
 
 

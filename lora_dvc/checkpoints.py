@@ -26,7 +26,7 @@ from pathlib import Path
 import fsspec
 import numpy as np
 
-from lora_dvc.artifacts import TOKENIZED
+from lora_dvc.artifacts import tokenized_file
 from lora_dvc.params import RESULT_NEUTRAL_KEYS, Params
 
 ENV_VAR = "LORA_DVC_CHECKPOINTS"
@@ -48,7 +48,7 @@ def fingerprint(params: Params) -> str:
     for split in ("train", "val"):
         # the arrays, not the .npz bytes: numpy stamps the zip entries with the time of writing, so a
         # queued run that re-tokenizes the same data would otherwise never find its checkpoint
-        with np.load(TOKENIZED / f"{split}.npz") as arrays:
+        with np.load(tokenized_file(split)) as arrays:
             for name in sorted(arrays.files):
                 digest.update(name.encode() + np.ascontiguousarray(arrays[name]).tobytes())
     package = Path(__file__).resolve().parent

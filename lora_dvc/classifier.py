@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from lora_dvc.artifacts import LABELS, MODEL, TokenizedSplit
+from lora_dvc.artifacts import LABELS, MODEL, TOKENIZED_META, TokenizedSplit, read_label_file, read_labels
 from lora_dvc.errors import UserError
 
 PARAMS = Path("params.yaml")
@@ -47,6 +47,7 @@ class Classifier:
     base: str | None  # the base model's name (lora) or the params' model.name (full)
     source: Path
     max_length: int = 0
+    truncation: str = "head"  # model.truncation as trained (data/tokenized/meta.json): head | head_tail
     buckets: tuple[int, ...] = ()
     device: Any = "cpu"
     batch_size: int = DEFAULT_BATCH
@@ -67,11 +68,17 @@ class Classifier:
 
     def tokenize(self, texts: list[str], progress: bool = False, pairs: list[str] | None = None) -> TokenizedSplit:
         """The texts (or the sentence pairs (texts[i], pairs[i])) as the tokenize stage would store
-        them: the tokenizer's pair encoding, truncated to max_length."""
+        them: the tokenizer's pair encoding, truncated to max_length the way training was (head | head_tail)."""
         from lora_dvc.tokenization import tokenize_texts
 
         ids, truncated = tokenize_texts(
-            self.tokenizer, texts, self.max_length, "tokenize", progress=progress, pairs=pairs
+            self.tokenizer,
+            texts,
+            self.max_length,
+            "tokenize",
+            progress=progress,
+            pairs=pairs,
+            truncation=self.truncation,
         )
         if truncated.any():
             log.info(
@@ -157,6 +164,10 @@ def load_classifier(
     folder = _existing_folder(root, Path(folder))
     kind = model_kind(folder)
     params = _params_or_none(root)
+    if params is not None:  # the length and truncation the tokenize stage applied (auto resolved)
+        from lora_dvc.tokenization import tokenized_params
+
+        params = tokenized_params(params, root, required=False) or params  # auto, no meta.json: see below
     labels = labels or _labels_for(folder, root)
     batch_size = batch_size or (params.evaluate.batch_size if params else DEFAULT_BATCH)
     if kind == "tfidf":
@@ -181,6 +192,7 @@ def load_classifier(
         base=base,
         source=folder,
         max_length=max_length,
+        truncation=params.model.truncation if params else "head",
         buckets=tuple(_buckets(params, max_length)),
         device=torch_device,
         batch_size=batch_size,
@@ -225,25 +237,16 @@ def _params_or_none(root: Path):
     return load_params(root / PARAMS) if (root / PARAMS).exists() else None
 
 
-def read_label_file(path: Path) -> list[str]:
-    try:
-        labels = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"{path}: cannot read the label list ({err})") from None
-    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
-        raise UserError(f"{path}: expected a JSON list of label names in id order")
-    return labels
-
-
 def _labels_for(folder: Path, root: Path) -> list[str]:
     """The model's own config names them (full models, exports), else its labels.json (TF-IDF
     exports), else the prepare stage's labels.json."""
     named = _config_labels(folder)
     if named:
         return named
-    for path in (folder / "labels.json", root / LABELS):
-        if path.exists():
-            return read_label_file(path)
+    if (folder / "labels.json").exists():
+        return read_label_file(folder / "labels.json")
+    if (root / LABELS).exists():
+        return read_labels(root)
     raise UserError(f"{LABELS} not found and {folder} names no labels; pass --labels labels.json")
 
 
@@ -283,7 +286,8 @@ def _base_name(folder: Path, kind: str, base: str | None, params) -> str | None:
 
 def _tokenizer_and_length(folder: Path, base: str | None, params) -> tuple[Any, int]:
     """The tokenizer (an export's own, else the base model's) and the truncation length: an exported
-    tokenizer carries its training max_length, else params' model.max_length, else the tokenizer's."""
+    tokenizer carries its training max_length, else the tokenize stage's (meta.json; params' model.max_length),
+    else the tokenizer's."""
     from lora_dvc.modeling import load_tokenizer
 
     own = (folder / "tokenizer_config.json").exists()
@@ -294,19 +298,18 @@ def _tokenizer_and_length(folder: Path, base: str | None, params) -> tuple[Any, 
     limit = int(limit) if isinstance(limit, int) and 0 < limit <= TOKENIZER_LIMIT else None
     if own and limit:
         return tokenizer, limit
-    if params is not None:
+    if params is not None and params.model.max_length != "auto":
         return tokenizer, params.model.max_length
     return tokenizer, limit or FALLBACK_MAX_LENGTH
 
 
 def _buckets(params, max_length: int) -> list[int]:
     """params' length buckets (Params.buckets) for the classifier's max_length."""
-    from dataclasses import replace
-
     from lora_dvc.params import Params
+    from lora_dvc.tokenization import bucket_lengths
 
     params = params or Params()
-    return replace(params, model=replace(params.model, max_length=max_length)).buckets
+    return bucket_lengths(max_length, params.model.length_buckets)
 
 
 def _load_network(folder: Path, base: str | None, labels: list[str]):
@@ -364,7 +367,7 @@ def revision_root(rev: str, folder: Path) -> Iterator[Path]:
             ) from None
         if not found:
             raise UserError(f"--rev {rev}: {folder.as_posix()} does not exist in that revision")
-        for rel in (folder, LABELS, PARAMS):
+        for rel in (folder, LABELS, PARAMS, TOKENIZED_META):
             if rel == folder or fs.exists(rel.as_posix()):
                 _copy_from_revision(fs, rev, rel, tmp / rel)
         yield tmp

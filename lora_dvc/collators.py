@@ -13,6 +13,7 @@ import torch
 from transformers import DataCollatorWithPadding
 
 from lora_dvc.artifacts import TokenizedSplit
+from lora_dvc.tokenization import bucket_of
 
 PAD_MULTIPLE = 8  # tensor-core and AVX-512 friendly widths; costs < 4 padded tokens a row
 
@@ -93,7 +94,7 @@ class BucketCollator:
 
     def __call__(self, rows: list[dict]) -> dict:
         longest = max(len(r["input_ids"]) for r in rows)
-        length = next((b for b in self.buckets if b >= longest), self.buckets[-1])
+        length = self.buckets[bucket_of(longest, self.buckets)]
         input_ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(rows), length), dtype=torch.long)
         for i, row in enumerate(rows):

@@ -164,6 +164,7 @@ def card_facts(clf: Classifier, params, args) -> CardFacts:
         test=(optional_record(EVAL_SUMMARY) or {}).get("test"),
         prepare=optional_record(PREPARE_STATS),
         merged=args.merge and clf.kind == "lora",
+        truncation=clf.truncation,
     )
 
 

@@ -35,7 +35,7 @@ def batched_probabilities(
     """
     model.eval()
     probs = np.full((len(split), model.config.num_labels), np.nan, dtype=np.float32)
-    batches = make_batches(split, buckets, batch_size, shuffle=False)[rank::world_size]
+    batches = make_batches(split, buckets, batch_size)[rank::world_size]
     for length, rows in tqdm(batches, desc=desc, unit="batch", disable=not progress, mininterval=1.0):
         batch = collate(split, length, rows, pad_id, pad_rows_to=batch_size if static_shapes else None)
         with autocast or nullcontext():

@@ -50,6 +50,7 @@ class CardFacts:
     test: dict | None = None  # records/evaluate/metrics.json's "test"
     prepare: dict | None = None  # records/prepare.json
     merged: bool = False
+    truncation: str = "head"  # model.truncation as tokenized: head | head_tail
 
 
 def dataset_metadata(dataset: str, data_path: str, root: Path = Path(".")) -> dict:

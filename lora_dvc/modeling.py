@@ -92,7 +92,21 @@ def load_base_model(name: str, labels: list[str]) -> torch.nn.Module:
 
 def max_positions(model: torch.nn.Module) -> int | None:
     """Token positions the model can embed (RoBERTa reserves padding_idx + 1 of them)."""
-    config = model.config
+    return config_positions(model.config)
+
+
+def model_positions(name: str) -> int | None:
+    """max_positions of a hub name or local folder, from its config.json alone (no weights loaded)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(resolve_model_path(name), trust_remote_code=False)
+    except (OSError, ValueError) as err:
+        raise _load_error(name, err) from None
+    return config_positions(config)
+
+
+def config_positions(config) -> int | None:
     positions = getattr(config, "max_position_embeddings", None)
     if positions is None:
         return None

@@ -29,6 +29,7 @@ DEVICES = ("auto", "cpu", "cuda", "xla")
 LORA_BIAS = ("none", "all", "lora_only")
 METHODS = ("lora", "full", "tfidf")  # a peft adapter | every weight | TF-IDF + logistic regression
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+TRUNCATIONS = ("head", "head_tail")  # lora_dvc.tokenization: the first tokens | a quarter head, the rest tail
 
 
 def check(rule: Callable[[Any], bool], allowed: str):
@@ -63,11 +64,23 @@ class DataParams:
 @dataclass
 class ModelParams:
     name: str = "sentence-transformers/all-MiniLM-L6-v2"
-    max_length: int = field(default=128, metadata=check(lambda v: 8 <= v <= 8192, "an integer in [8, 8192]"))
-    length_buckets: list[int] = field(
-        default_factory=lambda: [32, 64, 96, 128],
-        metadata=check(lambda v: len(v) > 0 and all(b > 0 for b in v), "a non-empty list of positive integers"),
+    # auto: the tokenize stage picks it from the train split's token lengths (lora_dvc.tokenization.choose_max_length)
+    # and records it in data/tokenized/meta.json, which train, evaluate and predict read
+    max_length: int | str = field(
+        default=128,
+        metadata=check(
+            lambda v: v == "auto" or isinstance(v, int) and 8 <= v <= 8192, "an integer in [8, 8192] or auto"
+        ),
     )
+    # auto: quarters of max_length (128 -> 32, 64, 96, 128)
+    length_buckets: list[int] | str = field(
+        default_factory=lambda: [32, 64, 96, 128],
+        metadata=check(
+            lambda v: v == "auto" or isinstance(v, list) and len(v) > 0 and all(b > 0 for b in v),
+            "a non-empty list of positive integers or auto",
+        ),
+    )
+    truncation: str = field(default="head", metadata=check(lambda v: v in TRUNCATIONS, " | ".join(TRUNCATIONS)))
 
 
 @dataclass

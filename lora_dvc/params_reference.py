@@ -41,8 +41,11 @@ MAPS_TO = {
     "data.max_train_rows": "stratified `train_test_split(train_size=)` of the training split",
     "data.seed": "`train_test_split(random_state=)`",
     "model.name": "`AutoModelForSequenceClassification.from_pretrained(pretrained_model_name_or_path=)`",
-    "model.max_length": "tokenizer `max_length=` (with `truncation=True`)",
+    "model.max_length": "tokenizer `max_length=` (with `truncation=True`); auto: chosen by the tokenize stage "
+    "(data/tokenized/meta.json)",
     "model.length_buckets": "padded lengths of the batches (this project's bucketing; cf. `DataCollatorWithPadding`)",
+    "model.truncation": "head: tokenizer `truncation=True` (`truncation_side='right'`); head_tail: this project's "
+    "head + tail cut (Sun et al. 2019), no transformers key",
     "lora.r": "peft `LoraConfig.r`",
     "lora.alpha": "peft `LoraConfig.lora_alpha`",
     "lora.dropout": "peft `LoraConfig.lora_dropout`",

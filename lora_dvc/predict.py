@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lora_dvc.artifacts import LABELS, MODEL
-from lora_dvc.classifier import KIND_NAMES, load_classifier, read_label_file, revision_root
+from lora_dvc.artifacts import LABELS, MODEL, read_label_file
+from lora_dvc.classifier import KIND_NAMES, load_classifier, revision_root
 from lora_dvc.errors import UserError
 from lora_dvc.params import PRECISIONS
 from lora_dvc.runner import ArgumentParser, run_stage

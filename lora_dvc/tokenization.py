@@ -1,11 +1,23 @@
 """Tokenization shared by the tokenize stage and the classifier loader: fast-path batch encoding of
 texts or sentence pairs, truncation to max_length (and which rows it shortened), length statistics
-per bucket."""
+per bucket, and the `model.max_length: auto` / `model.length_buckets: auto` choices.
+
+Truncation (`model.truncation`):
+- head: the first max_length tokens (transformers' `truncation=True`);
+- head_tail: a long single text keeps its first quarter and last three quarters of the text budget
+  (max_length less the tokenizer's special tokens; the quarter rounded down), the special tokens in
+  place: at 512 on BERT, [CLS] + 127 head + 383 tail + [SEP] (Sun et al. 2019, "How to Fine-Tune
+  BERT for Text Classification": 128 + 382). Texts that fit are untouched, so head_tail equals head
+  on them. Sentence pairs are always truncated 'longest_first' (head of each side).
+"""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
 import weakref
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -14,6 +26,14 @@ from tqdm import tqdm
 CHUNK = 8192
 # one private copy of each tokenizer's backend (copying it took 18 ms, a third of a small split's time)
 _ENCODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+TRUNCATIONS = ("head", "head_tail")
+HEAD_SHARE = 4  # head_tail: 1/HEAD_SHARE of the text budget from the head, the rest from the tail
+# model.max_length: auto covers this percentile of the train split's token lengths, rounded up to a
+# multiple of AUTO_STEP, at least AUTO_STEP, at most the model's positions and AUTO_BUDGET (compute:
+# a MiniLM step at 512 tokens costs ~4x one at 128)
+AUTO_PERCENTILE = 95
+AUTO_STEP = 64
+AUTO_BUDGET = 512
 
 
 def tokenize_texts(
@@ -23,12 +43,17 @@ def tokenize_texts(
     desc: str,
     progress: bool = True,
     pairs: list[str] | None = None,
+    truncation: str = "head",
 ) -> tuple[list[list[int]], np.ndarray]:
     """Token ids truncated to max_length, and which rows were longer than that. With `pairs`, row i
     is the pair (texts[i], pairs[i]) as the tokenizer joins two sequences ([CLS] a [SEP] b [SEP] on
-    BERT), truncated 'longest_first': one token at a time off the longer of the two."""
+    BERT), truncated 'longest_first': one token at a time off the longer of the two. `truncation`:
+    head | head_tail (module docstring; pairs are always truncated longest_first)."""
     if pairs is not None and len(pairs) != len(texts):
         raise ValueError(f"{len(texts)} texts but {len(pairs)} pair texts")
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"truncation {truncation!r}: expected one of {', '.join(TRUNCATIONS)}")
+    head_tail = truncation == "head_tail" and pairs is None
     encode = _ENCODERS.get(tokenizer)
     if encode is None:
         encode = _ENCODERS[tokenizer] = _batch_encoder(tokenizer)
@@ -41,7 +66,12 @@ def tokenize_texts(
             # one token over the limit tells which rows truncation shortens
             out = encode(chunk, max_length + 1)
             long_rows = [i for i, row in enumerate(out) if len(row) > max_length]
-            if long_rows:
+            if long_rows and head_tail:
+                prefix, suffix = _special_ends(tokenizer)
+                for i, row in zip(long_rows, encode([chunk[i] for i in long_rows], None)):
+                    out[i] = cut_head_tail(row, max_length, prefix, suffix)
+                    truncated[start + i] = True
+            elif long_rows:
                 for i, row in zip(long_rows, encode([chunk[i] for i in long_rows], max_length)):
                     out[i] = row
                     truncated[start + i] = True
@@ -50,9 +80,88 @@ def tokenize_texts(
     return ids, truncated
 
 
+def cut_head_tail(ids: list[int], max_length: int, prefix: int, suffix: int) -> list[int]:
+    """`ids` (with `prefix` leading and `suffix` trailing special tokens) cut to max_length: the
+    specials kept, the first budget // HEAD_SHARE text tokens and the last of the rest."""
+    if len(ids) <= max_length:
+        return ids
+    budget = max_length - prefix - suffix
+    if budget <= 0:
+        return ids[:max_length]
+    head = budget // HEAD_SHARE
+    tail = budget - head
+    end = len(ids) - suffix
+    return ids[: prefix + head] + ids[end - tail : end] + ids[end:]
+
+
+_ENDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _special_ends(tokenizer) -> tuple[int, int]:
+    """How many special tokens the tokenizer puts before and after a single text ([CLS] / [SEP]: 1, 1)."""
+    ends = _ENDS.get(tokenizer)
+    if ends is None:
+        mask = tokenizer("x y", return_special_tokens_mask=True)["special_tokens_mask"]
+        prefix = next((i for i, m in enumerate(mask) if not m), len(mask))
+        suffix = next((i for i, m in enumerate(reversed(mask)) if not m), 0)
+        ends = _ENDS[tokenizer] = (prefix, suffix)
+    return ends
+
+
+def choose_max_length(lengths: np.ndarray, positions: int | None) -> int:
+    """`model.max_length: auto`: the AUTO_PERCENTILE-th percentile of the train split's token lengths
+    rounded up to a multiple of AUTO_STEP (at least AUTO_STEP), capped at the model's positions and
+    AUTO_BUDGET."""
+    cap = min(AUTO_BUDGET, positions) if positions else AUTO_BUDGET
+    need = float(np.percentile(lengths, AUTO_PERCENTILE)) if len(lengths) else 0.0
+    return int(min(cap, max(AUTO_STEP, math.ceil(need / AUTO_STEP) * AUTO_STEP)))
+
+
+def auto_buckets(max_length: int) -> list[int]:
+    """`model.length_buckets: auto`: quarters of max_length, each rounded up to a multiple of 8
+    (128 -> 32, 64, 96, 128)."""
+    return sorted({min(max_length, -(-max_length * k // 32) * 8) for k in (1, 2, 3, 4)})
+
+
+def bucket_lengths(max_length: int, length_buckets: list[int] | str) -> list[int]:
+    """The padded batch lengths for max_length: `auto` -> auto_buckets, else the given buckets
+    below max_length plus max_length itself (as Params.buckets)."""
+    if length_buckets == "auto":
+        return auto_buckets(max_length)
+    return sorted({b for b in length_buckets if b < max_length}) + [max_length]
+
+
+def tokenized_params(params, root: Path = Path("."), required: bool = True):
+    """`params` with model.max_length, model.length_buckets and model.truncation as the tokenize stage
+    applied them (data/tokenized/meta.json, via artifacts.read_tokenized_meta): what train, evaluate and
+    predict use, so `auto` means the stage's choice. meta.json without `truncation` means head, without
+    `length_buckets` params' buckets. No meta.json: params as they are, an error for auto unless not
+    `required` (then None)."""
+    from lora_dvc.artifacts import TOKENIZED_META, read_tokenized_meta
+    from lora_dvc.errors import UserError
+
+    model = params.model
+    if not (root / TOKENIZED_META).exists():
+        if "auto" not in (model.max_length, model.length_buckets):
+            return params
+        if not required:
+            return None
+        raise UserError(
+            f"{TOKENIZED_META} not found: model.max_length / model.length_buckets auto are chosen by the "
+            "tokenize stage; run `dvc repro tokenize` first"
+        )
+    meta = read_tokenized_meta(root)
+    length = int(meta["max_length"])
+    buckets = meta.get("length_buckets") or bucket_lengths(length, model.length_buckets)
+    model = dataclasses.replace(
+        model, max_length=length, length_buckets=list(buckets), truncation=meta.get("truncation", "head")
+    )
+    return dataclasses.replace(params, model=model)
+
+
 def _batch_encoder(tokenizer):
-    """encode(inputs, max_length) -> lists of ids, with special tokens, truncated, unpadded; an input
-    is a text or a (text, text_pair) tuple.
+    """encode(inputs, max_length) -> lists of ids, with special tokens, truncated (max_length None:
+    not truncated), unpadded; an input is a text or a (text, text_pair) tuple.
 
     A fast tokenizer's Rust backend is called directly (`encode_batch_fast` skips the character
     offsets that transformers' wrapper computes and we never use): the same ids, 1.4-1.5x the
@@ -66,7 +175,7 @@ def _batch_encoder(tokenizer):
                 first, second = (list(side) for side in zip(*inputs))
                 out = tokenizer(first, second, truncation="longest_first", max_length=max_length)
             else:
-                out = tokenizer(inputs, truncation=True, max_length=max_length)
+                out = tokenizer(inputs, truncation=max_length is not None, max_length=max_length)
             return out["input_ids"]
 
         return slow
@@ -74,15 +183,19 @@ def _batch_encoder(tokenizer):
     backend.no_padding()
 
     def encode(inputs: list, max_length: int) -> list[list[int]]:
-        backend.enable_truncation(max_length=max_length, strategy="longest_first")
+        if max_length is None:
+            backend.no_truncation()
+        else:
+            backend.enable_truncation(max_length=max_length, strategy="longest_first")
         return [e.ids for e in backend.encode_batch_fast(inputs, add_special_tokens=True)]
 
     return encode
 
 
-def bucket_of(lengths: np.ndarray, buckets: list[int]) -> np.ndarray:
-    """Index of the smallest bucket that holds each length."""
-    return np.searchsorted(np.asarray(buckets), lengths, side="left")
+def bucket_of(lengths, buckets: list[int]) -> np.ndarray:
+    """Index of the smallest bucket (`buckets` ascending) that holds each length, or of the last bucket for a
+    longer one: the one rule for the tokenize stage's bucket counts, inference batches and XLA's padding."""
+    return np.searchsorted(np.asarray(buckets), lengths, side="left").clip(max=len(buckets) - 1)
 
 
 def length_stats(lengths: np.ndarray, truncated: np.ndarray, buckets: list[int]) -> dict:

@@ -1,15 +1,16 @@
 """The train stage's engine: transformers' Trainer + peft on the tokenized splits -> models/classifier/.
 
 `train.method: lora` wraps `model.name` with a peft LoraConfig from `lora.*` (LoRA, rsLoRA, DoRA,
-LoRA+ through peft's create_loraplus_optimizer), `full` trains every weight, `tfidf` fits the
-TF-IDF + logistic regression baseline instead. Training itself is stock `transformers.Trainer`:
-linear warmup and decay, gradient clipping, bf16 autocast where the hardware has native bf16
-(lora_dvc.device), length-grouped batches padded to their longest row (to their length bucket on
-XLA, lora_dvc.collators), a val pass per epoch, the best val epoch kept whenever more than one epoch
-runs (load_best_model_at_end), early stopping (`train.patience`: EarlyStoppingCallback), checkpoints every
-`train.checkpoint_every` steps and at each epoch end, resumed after any interruption (Trainer's
-resume_from_checkpoint), data parallel over `train.processes` processes under torchrun (DDP: gloo on
-CPU, NCCL on CUDA). What Trainer cannot do itself is in lora_dvc/callbacks.py (the pipeline's
+LoRA+ through peft's create_loraplus_optimizer), `full` trains every weight (`tfidf` fits the
+TF-IDF + logistic regression baseline instead: lora_dvc/tfidf_training.py). Training itself is
+stock `transformers.Trainer`: linear warmup and decay, gradient clipping, bf16 autocast where the
+hardware has native bf16 (lora_dvc.device), length-grouped batches padded to their longest row (to
+their length bucket on XLA, lora_dvc.collators), a val pass per epoch, the best val epoch kept
+whenever more than one epoch runs (load_best_model_at_end), early stopping (`train.patience`:
+EarlyStoppingCallback), checkpoints every `train.checkpoint_every` steps and at each epoch end,
+resumed after any interruption (Trainer's resume_from_checkpoint), data parallel over
+`train.processes` processes under torchrun (DDP: gloo on CPU, NCCL on CUDA; lora_dvc/launch.py
+starts the processes). What Trainer cannot do itself is in lora_dvc/callbacks.py (the pipeline's
 DVCLive keys, the train-accuracy tally, signal handling, checkpoint bookkeeping), lora_dvc/
 checkpoints.py (where checkpoints live) and lora_dvc/collators.py (resumable length grouping).
 
@@ -23,29 +24,34 @@ import hashlib
 import json
 import logging
 import math
-import os
 import sys
 import time
 
 import numpy as np
-import pandas as pd
 import torch
 from dvclive import Live
 from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainingArguments, set_seed
 
-from lora_dvc.artifacts import LABELS, PREPARED, TRAIN_METRICS, TokenizedSplit, write_metrics
 from lora_dvc.artifacts import MODEL as MODEL_DIR
-from lora_dvc.artifacts import TOKENIZED as DATA_DIR
 from lora_dvc.artifacts import TRAIN_LIVE as LIVE_DIR
+from lora_dvc.artifacts import (
+    TRAIN_METRICS,
+    read_labels,
+    read_tokenized,
+    read_tokenized_meta,
+    tokenized_file,
+    write_metrics,
+)
 from lora_dvc.atomic import atomic_dir
 from lora_dvc.callbacks import CheckpointCallback, LiveCallback, StopOnSignal, Tallies, restore_live
 from lora_dvc.checkpoints import CheckpointStore, fingerprint, prune_stale
 from lora_dvc.collators import EpochSeededLengthSampler, SplitDataset, make_collator
 from lora_dvc.compat import keep_padding_masks_on_device
-from lora_dvc.device import device_kind, resolve_precision, xla_available, xla_has_tpu
+from lora_dvc.device import device_kind, resolve_precision
 from lora_dvc.dropout import restore_dropout, use_fast_dropout
 from lora_dvc.errors import UserError
 from lora_dvc.fused_lora import use_fused_lora
+from lora_dvc.launch import is_main_process
 from lora_dvc.metrics import classification_metrics, compared_train
 from lora_dvc.modeling import (
     apply_method,
@@ -56,10 +62,8 @@ from lora_dvc.modeling import (
     max_positions,
     ready_for_bf16_autocast,
 )
-from lora_dvc.params import Params, load_params
+from lora_dvc.params import Params
 from lora_dvc.provenance import provenance
-from lora_dvc.runner import setup_logging
-from lora_dvc.tfidf import TfidfClassifier
 
 log = logging.getLogger("train")
 
@@ -257,7 +261,7 @@ def val_metrics_fn(labels: list[str]):
 
 
 def data_md5() -> dict:
-    return {f"{s}.npz": hashlib.md5((DATA_DIR / f"{s}.npz").read_bytes()).hexdigest() for s in ("train", "val")}
+    return {f"{s}.npz": hashlib.md5(tokenized_file(s).read_bytes()).hexdigest() for s in ("train", "val")}
 
 
 def provenance_summary(device: str, precision: str) -> dict:
@@ -296,9 +300,9 @@ def build_trainer(
     started: float,
 ) -> tuple[TallyingTrainer, StopOnSignal, int]:
     tp = params.train
-    pad_id = json.loads((DATA_DIR / "meta.json").read_text())["pad_token_id"]
-    train_set = SplitDataset(TokenizedSplit.load(DATA_DIR / "train.npz"))
-    val_set = SplitDataset.by_length(TokenizedSplit.load(DATA_DIR / "val.npz"))
+    pad_id = read_tokenized_meta()["pad_token_id"]
+    train_set = SplitDataset(read_tokenized("train"))
+    val_set = SplitDataset.by_length(read_tokenized("val"))
     args = training_arguments(params, str(store.local), precision, device)
     micro_batches = args.train_batch_size * args.world_size  # rows per forward pass, over all processes
     # drop_last on XLA: full batches only; an optimizer step every grad_accum micro-batches, as Trainer counts
@@ -355,12 +359,12 @@ def train_transformer(params: Params) -> None:
     precision = resolve_precision(device, tp.precision)
     if device == "xla":
         keep_padding_masks_on_device()
-    labels = json.loads(LABELS.read_text(encoding="utf-8"))
+    labels = read_labels()
     set_seed(tp.seed)  # before the model: LoRA's initial weights and the head come from this seed
     model = build_model(params, labels)  # before any output: a refused config leaves nothing behind
     ready_for_device(model, device, precision, tp.fast_dropout)
     store = CheckpointStore(fingerprint(params))
-    is_main = int(os.environ.get("RANK", "0")) == 0 if device != "xla" else _xla_is_main()
+    is_main = is_main_process(device)
     if is_main:
         prune_stale()
     resume = store.latest()
@@ -471,98 +475,3 @@ def finish(
     save_model(model.to("cpu"), params)
     store.clean()
     log.info("saved %s (%.0f s, %.1f samples/s)", MODEL_DIR, seconds, progress["samples"] / seconds)
-
-
-def _xla_is_main() -> bool:
-    import torch_xla.runtime as xr
-
-    return xr.global_ordinal() == 0
-
-
-def train_tfidf(params: Params) -> None:
-    """The classical baseline: fit on train, report val, save to models/classifier/."""
-    labels = json.loads(LABELS.read_text(encoding="utf-8"))
-    frames = {
-        s: pd.read_csv(PREPARED / f"{s}.csv", dtype={"text": str}, keep_default_na=False) for s in ("train", "val")
-    }
-    started = time.perf_counter()
-    model = TfidfClassifier().fit(frames["train"]["text"].tolist(), frames["train"]["label"].to_numpy())
-    seconds = time.perf_counter() - started
-    metrics = {
-        s: classification_metrics(f["label"].to_numpy(), model.predict_proba(f["text"].tolist()), labels)
-        for s, f in frames.items()
-    }
-    with Live(dir=str(LIVE_DIR), save_dvc_exp=False, dvcyaml=None) as live:
-        for split, values in metrics.items():
-            for key in ("loss", "accuracy", "macro_f1"):
-                live.log_metric(f"{split}/{key}", values[key])
-        live.summary.update(
-            {
-                "trainable_params": model.n_params,
-                "total_params": model.n_params,
-                "trainable_percent": 100.0,
-                "steps": 0,
-                "train_seconds": round(seconds, 1),
-                "train_samples_per_second": round(len(frames["train"]) / seconds, 2),
-                "lora_weight_mean": 0.0,
-            }
-        )
-    with atomic_dir(MODEL_DIR) as tmp:
-        model.save(tmp)
-    write_metrics(
-        TRAIN_METRICS,
-        compared_train(metrics["val"], 1, seconds, len(frames["train"]) / seconds, model.n_params),
-    )
-    log.info(
-        "tfidf: val accuracy %.4f, macro-F1 %.4f (%.0f s)",
-        metrics["val"]["accuracy"],
-        metrics["val"]["macro_f1"],
-        seconds,
-    )
-
-
-def _xla_worker(index: int, params: Params) -> None:  # torch_xla.launch passes the process index
-    setup_logging()  # a spawned process starts with logging unconfigured
-    train_transformer(params)
-
-
-def launch_processes(processes: int) -> None:
-    """Re-run this stage under torchrun (torch.distributed.run) with `processes` processes on this host."""
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import main as torchrun
-
-    log.info("starting %d data-parallel processes with torchrun", processes)
-    try:
-        torchrun(["--standalone", f"--nproc-per-node={processes}", "--module", "stages.train"])
-    except ChildFailedError as failed:
-        codes = [f.exitcode for f in failed.failures.values()]
-        sys.exit(next((c for c in codes if c == 2), codes[0] if codes else 1))
-
-
-def main() -> None:
-    params = load_params()
-    if params.train.method == "tfidf":
-        return train_tfidf(params)
-    if params.train.cores == "all":
-        # decided before launch: touching the XLA device first would stop torch_xla.launch from starting
-        if not (params.train.device == "xla" and xla_available() or params.train.device == "auto" and xla_has_tpu()):
-            raise UserError(
-                "train.cores=all runs one process per TPU core: it needs torch_xla and "
-                f"train.device=xla, or auto on a TPU host (now {params.train.device}); see docs/tpu.md"
-            )
-        import torch_xla
-
-        torch_xla.launch(_xla_worker, args=(params,))
-        return
-    if params.train.processes > 1 and "LOCAL_RANK" not in os.environ:
-        micro_batch(params)  # a user error is said once, before any process starts
-        return launch_processes(params.train.processes)
-    train_transformer(params)
-
-
-def run() -> None:
-    try:
-        main()
-    except StopRequested as stopped:
-        print(stopped, file=sys.stderr)
-        sys.exit(128 + stopped.signum)  # the shell's convention for "killed by signal"

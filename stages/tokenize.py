@@ -1,5 +1,12 @@
 """tokenize: prepared splits -> token ids, truncated to model.max_length, in a compact format.
 
+`model.truncation`: head keeps a long text's first tokens; head_tail a quarter of them from the
+head and the rest from the tail (lora_dvc/tokenization.py). `model.max_length: auto` picks the
+length from the train split: its p95 token length rounded up to a multiple of 64, at most the
+model's positions and 512; `model.length_buckets: auto` takes quarters of the length. The choice
+goes to data/tokenized/meta.json (max_length, and length_buckets / truncation / auto when they are
+not the plain defaults), which train, evaluate and predict read, and to records/tokenize.json.
+
 Sentence pairs (prepared splits with a `text_pair` column, from `data.text_pair_column`) go through
 the tokenizer's pair API: one sequence `[CLS] text [SEP] text_pair [SEP]` (BERT's special tokens;
 each tokenizer its own), truncated 'longest_first'.
@@ -17,33 +24,63 @@ import logging
 import numpy as np
 
 from lora_dvc import artifacts
-from lora_dvc.modeling import load_tokenizer
+from lora_dvc.modeling import load_tokenizer, model_positions
 from lora_dvc.params import load_params
 from lora_dvc.runner import run_stage
-from lora_dvc.tokenization import length_stats, tokenize_texts
+from lora_dvc.tokenization import (
+    AUTO_BUDGET,
+    AUTO_PERCENTILE,
+    AUTO_STEP,
+    bucket_lengths,
+    choose_max_length,
+    length_stats,
+    tokenize_texts,
+)
 
 log = logging.getLogger("tokenize")
 
 
 def main() -> None:
     params = load_params()
-    tokenizer = load_tokenizer(params.model.name)
+    model = params.model
+    tokenizer = load_tokenizer(model.name)
+    frames = {split: artifacts.read_prepared(split) for split in artifacts.SPLITS}
+    pairs = {s: f["text_pair"].tolist() if "text_pair" in f.columns else None for s, f in frames.items()}
+    auto = None
+    max_length = model.max_length
+    if max_length == "auto":
+        positions = model_positions(model.name)
+        cap = min(AUTO_BUDGET, positions) if positions else AUTO_BUDGET
+        ids, _ = tokenize_texts(tokenizer, frames["train"]["text"].tolist(), cap, "lengths", pairs=pairs["train"])
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        max_length = choose_max_length(lengths, positions)
+        auto = {
+            "rule": f"p{AUTO_PERCENTILE} of train token lengths, rounded up to a multiple of {AUTO_STEP}, "
+            f"at most the model's positions and {AUTO_BUDGET}",
+            "train_tokens_p95": int(np.percentile(lengths, AUTO_PERCENTILE)),
+            "positions": positions,
+            "max_length": max_length,
+        }
+        log.info("model.max_length auto: %d (%s)", max_length, auto["rule"])
+    buckets = bucket_lengths(max_length, model.length_buckets)
     encoded, stats = {}, {}
-    for split in artifacts.SPLITS:
-        frame = artifacts.read_prepared(split)
-        pairs = frame["text_pair"].tolist() if "text_pair" in frame.columns else None
-        ids, truncated = tokenize_texts(tokenizer, frame["text"].tolist(), params.model.max_length, split, pairs=pairs)
-        encoded[split] = (ids, frame["label"].to_numpy(np.int64))
-        stats[split] = length_stats(
-            np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)), truncated, params.buckets
+    for split, frame in frames.items():
+        ids, truncated = tokenize_texts(
+            tokenizer, frame["text"].tolist(), max_length, split, pairs=pairs[split], truncation=model.truncation
         )
-    meta = {
-        "tokenizer": params.model.name,
-        "pad_token_id": tokenizer.pad_token_id,
-        "max_length": params.model.max_length,
-    }
+        encoded[split] = (ids, frame["label"].to_numpy(np.int64))
+        stats[split] = length_stats(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)), truncated, buckets)
+    # keys beyond the first three only when they say something: a default run's folder stays byte-identical
+    meta = {"tokenizer": model.name, "pad_token_id": tokenizer.pad_token_id, "max_length": max_length}
+    if "auto" in (model.max_length, model.length_buckets):
+        meta["length_buckets"] = buckets
+    if model.truncation != "head":
+        meta["truncation"] = model.truncation
+    if auto:
+        meta["auto"] = auto
     artifacts.write_tokenized(encoded, meta)
-    artifacts.write_metrics(artifacts.TOKENIZE_STATS, stats)
+    choice = {"max_length": max_length, "length_buckets": buckets, "truncation": model.truncation, "auto": auto}
+    artifacts.write_metrics(artifacts.TOKENIZE_STATS, {**stats, "choice": choice})
     for split, s in stats.items():
         log.info(
             "%s: %d rows, mean %.1f tokens, p95 %d, %.1f%% truncated",

@@ -59,7 +59,7 @@ def test_two_gloo_processes_match_one(repo, tmp_path):
     two, two_curve, two_files, log = train(repo, 2, tmp_path / "ckpt")
 
     assert "starting 2 data-parallel processes with torchrun" in log
-    assert "2 process(es) x 8 rows = global batch 16" in log
+    assert "2 process(es) x 8 rows (1 micro-batch(es) of 8) = global batch 16" in log
     assert two_files == one_files
     assert set(two) == set(one)
     assert (two["processes"], two["per_process_batch_size"], two["global_batch_size"]) == (2, 8, 16)

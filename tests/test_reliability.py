@@ -295,7 +295,7 @@ def on_step_end(self, args, state, control, **kwargs):
     return step_end(self, args, state, control, **kwargs)
 callbacks.StopOnSignal.on_step_end = on_step_end
 from lora_dvc.runner import run_stage
-from lora_dvc.training import run
+from stages.train import run
 run_stage(run)
 """
 

@@ -229,8 +229,8 @@ def test_cores_all_needs_xla(tmp_path, monkeypatch):
     """train.cores=all on a device other than XLA is a user error, raised before anything loads."""
     import yaml
 
-    from lora_dvc import training as train
     from lora_dvc.errors import UserError
+    from stages import train
 
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     params["train"].update(cores="all", device="cpu")

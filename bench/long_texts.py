@@ -1,0 +1,247 @@
+"""Long texts: does head_tail truncation or `model.max_length: auto` beat head truncation at 128, and TF-IDF?
+
+    python bench/long_texts.py                     # seeds 42 43 44 -> bench/results/long-texts-<time>.json
+    python bench/long_texts.py --build-only OUT    # just write the long-text set (dev.tsv, test.tsv) to OUT
+
+The set is built from AG News (data/raw/ag_news, alps TSV `description<TAB>class`), deterministically from
+--data-seed: each row is one AG News article, which gives the row its label, placed at a random position
+among 4-6 other articles drawn from the same file (unrelated, of random classes), joined by spaces. So a
+text runs ~5-7 articles (~200-400 MiniLM tokens) and the labelled article can sit anywhere in it. The pool
+rows come from dev.tsv (articles and fillers from dev.tsv), the test rows from test.tsv (from test.tsv):
+no article is shared between pool and test.
+
+Each run is the real pipeline (`dvc repro evaluate`: prepare, tokenize, train, evaluate) in one temporary
+git + DVC copy of this working tree (`git ls-files -co --exclude-standard`, generated outputs left out),
+with the data fixed and `train.seed` varied; the configs alternate within each seed (the order reversed
+every other seed). Each run gets its own checkpoint folder. The JSON holds the host, the set's token
+lengths, every run's test accuracy / macro-F1, val accuracy and train seconds, and per config the mean and
+sample standard deviation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+from run import GENERATED, host_info, read_raw, set_param, write_raw  # noqa: E402
+
+RAW = ROOT / "data/raw/ag_news"
+FILLERS = (4, 6)  # other articles around the labelled one, inclusive
+# (name, overrides): every config also gets the shared overrides of `main`
+CONFIGS = {
+    "tfidf": ["train.method=tfidf"],
+    "head-128": [],
+    "head_tail-128": ["model.truncation=head_tail"],
+    "head-512": ["model.max_length=512", "model.length_buckets=auto"],
+    "auto-head_tail": ["model.max_length=auto", "model.length_buckets=auto", "model.truncation=head_tail"],
+}
+
+
+def long_rows(frame, rows: int, rng: np.random.Generator):
+    """`rows` long texts from an alps frame (column 0 text, 1 class): a sampled article among 4-6 fillers."""
+    import pandas as pd
+
+    texts, labels = frame[0].to_numpy(), frame[1].to_numpy()
+    picked = rng.choice(len(frame), size=rows, replace=False)
+    out_text, out_label = [], []
+    for i in picked:
+        k = int(rng.integers(FILLERS[0], FILLERS[1] + 1))
+        others = rng.choice(np.delete(np.arange(len(frame)), i), size=k, replace=False)
+        parts = [texts[j] for j in others]
+        parts.insert(int(rng.integers(0, k + 1)), texts[i])
+        out_text.append(" ".join(parts))
+        out_label.append(labels[i])
+    return pd.DataFrame({0: out_text, 1: out_label})
+
+
+def build(dest: Path, pool_rows: int, test_rows: int, seed: int) -> Path:
+    """dev.tsv (pool_rows) and test.tsv (test_rows) long texts in `dest`, as the ag_news reader takes them."""
+    rng = np.random.default_rng(seed)
+    dest.mkdir(parents=True, exist_ok=True)
+    write_raw(long_rows(read_raw(RAW / "dev.tsv"), pool_rows, rng), dest / "dev.tsv")
+    write_raw(long_rows(read_raw(RAW / "test.tsv"), test_rows, rng), dest / "test.tsv")
+    return dest
+
+
+def make_copy(dest: Path) -> Path:
+    """This working tree (tracked and untracked, not ignored; outputs left out) as a git + DVC repository."""
+    names = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    for name in filter(None, names):
+        if name.startswith(GENERATED) or name.startswith("data/raw/") or not (ROOT / name).is_file():
+            continue
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, dest / name)
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "copy"],
+    ):
+        subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
+    return dest
+
+
+def env() -> dict:
+    e = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DVC_NO_ANALYTICS": "1"}
+    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
+    return e
+
+
+def one_run(repo: Path, base: dict, name: str, seed: int, checkpoints: Path) -> dict:
+    params = json.loads(json.dumps(base))
+    for assignment in [*CONFIGS[name], f"train.seed={seed}"]:
+        set_param(params, assignment)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run_env = {**env(), "LORA_DVC_CHECKPOINTS": str(checkpoints / f"{name}-{seed}")}
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro", "evaluate"], cwd=repo, env=run_env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{name} seed {seed} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+    train = json.loads((repo / "metrics/train.json").read_text())
+    test = json.loads((repo / "metrics/test.json").read_text())["test"]
+    tokens = json.loads((repo / "records/tokenize.json").read_text())
+    row = {
+        "config": name,
+        "seed": seed,
+        "test_accuracy": test["accuracy"],
+        "test_macro_f1": test["macro_f1"],
+        "val_accuracy": (train.get("val") or {}).get("accuracy"),
+        "train_seconds": (train.get("fit") or {}).get("seconds"),
+        "process_seconds": round(time.perf_counter() - started, 1),
+        "tokenize": tokens.get("choice"),
+        "train_truncated_fraction": tokens["train"]["truncated_fraction"],
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def summary(rows: list[dict]) -> dict:
+    out = {}
+    for name in CONFIGS:
+        mine = [r for r in rows if r["config"] == name]
+        if not mine:
+            continue
+        acc, f1 = [r["test_accuracy"] for r in mine], [r["test_macro_f1"] for r in mine]
+        secs = [r["train_seconds"] for r in mine if r["train_seconds"] is not None]
+        out[name] = {
+            "runs": len(mine),
+            "test_accuracy_mean": round(statistics.mean(acc), 4),
+            "test_accuracy_std": round(statistics.stdev(acc), 4) if len(acc) > 1 else None,
+            "test_macro_f1_mean": round(statistics.mean(f1), 4),
+            "test_macro_f1_std": round(statistics.stdev(f1), 4) if len(f1) > 1 else None,
+            "train_seconds_mean": round(statistics.mean(secs), 1) if secs else None,
+        }
+    return out
+
+
+def token_lengths(folder: Path) -> dict:
+    from lora_dvc.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer("sentence-transformers/all-MiniLM-L6-v2")
+    out = {}
+    for name in ("dev.tsv", "test.tsv"):
+        ids = tokenizer(read_raw(folder / name)[0].tolist())["input_ids"]
+        lengths = np.array([len(r) for r in ids])
+        out[name] = {
+            "rows": len(lengths),
+            "mean": round(float(lengths.mean()), 1),
+            "p5": int(np.percentile(lengths, 5)),
+            "p50": int(np.percentile(lengths, 50)),
+            "p95": int(np.percentile(lengths, 95)),
+            "max": int(lengths.max()),
+            "over_128": round(float((lengths > 128).mean()), 4),
+            "over_512": round(float((lengths > 512).mean()), 4),
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--pool-rows", type=int, default=1000, help="train + val rows (val: --val-rows of them)")
+    parser.add_argument("--val-rows", type=int, default=100)
+    parser.add_argument("--test-rows", type=int, default=400)
+    parser.add_argument("--data-seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--build-only", type=Path, help="write the set to this folder and stop")
+    parser.add_argument(
+        "--resume", type=Path, help="a result file of the same set: keep its runs, run only the missing ones"
+    )
+    args = parser.parse_args()
+    if args.build_only:
+        build(args.build_only, args.pool_rows, args.test_rows, args.data_seed)
+        print(json.dumps(token_lengths(args.build_only), indent=2))
+        return
+    host = host_info()
+    shared = [
+        "data.dataset=ag_news",
+        "data.path=data/long_texts",
+        f"data.val_fraction={args.val_rows / args.pool_rows}",
+        f"train.epochs={args.epochs}",
+        "train.min_steps=null",
+    ]
+    rows: list[dict] = json.loads(args.resume.read_text())["runs"] if args.resume else []
+    done = {(r["config"], r["seed"]) for r in rows}
+    with tempfile.TemporaryDirectory() as scratch:
+        repo = make_copy(Path(scratch) / "repo")
+        build(repo / "data/long_texts", args.pool_rows, args.test_rows, args.data_seed)
+        lengths = token_lengths(repo / "data/long_texts")
+        print(json.dumps(lengths), flush=True)
+        base = yaml.safe_load((repo / "params.yaml").read_text())
+        for assignment in shared:
+            set_param(base, assignment)
+        for i, seed in enumerate(args.seeds):
+            order = args.configs if i % 2 == 0 else args.configs[::-1]  # alternate which config runs first
+            for name in order:
+                if (name, seed) in done:
+                    continue
+                rows.append(one_run(repo, base, name, seed, Path(scratch) / "checkpoints"))
+                write_result(host, args, shared, lengths, rows)
+
+
+def write_result(host: dict, args, shared: list[str], lengths: dict, rows: list[dict]) -> None:
+    """Rewritten after every run, so an interrupted bench keeps what finished."""
+    result = {
+        "bench": "long-texts",
+        "host": host,
+        "data": {
+            "source": "data/raw/ag_news (alps dev.tsv pool, test.tsv test)",
+            "rule": f"one article (the label) at a random position among {FILLERS[0]}-{FILLERS[1]} others",
+            "pool_rows": args.pool_rows,
+            "val_rows": args.val_rows,
+            "test_rows": args.test_rows,
+            "data_seed": args.data_seed,
+            "token_lengths": lengths,
+        },
+        "shared_overrides": shared,
+        "configs": {name: CONFIGS[name] for name in args.configs},
+        "seeds": args.seeds,
+        "runs": rows,
+        "summary": summary(rows),
+    }
+    out = args.resume or BENCH / "results" / f"long-texts-{STARTED}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+STARTED = time.strftime("%Y%m%dT%H%M%S")
+
+if __name__ == "__main__":
+    main()
