@@ -106,6 +106,15 @@ def model_positions(name: str) -> int | None:
     return config_positions(config)
 
 
+def check_max_length(name: str, max_length: int, positions: int | None) -> None:
+    """One line when model.max_length asks for more token positions than the model embeds."""
+    if positions is not None and max_length > positions:
+        raise UserError(
+            f"model.max_length={max_length} exceeds the {positions} positions of {name}; "
+            f"set model.max_length <= {positions} (or auto)"
+        )
+
+
 def config_positions(config) -> int | None:
     positions = getattr(config, "max_position_embeddings", None)
     if positions is None:

@@ -55,6 +55,7 @@ from lora_dvc.launch import is_main_process
 from lora_dvc.metrics import classification_metrics, compared_train
 from lora_dvc.modeling import (
     apply_method,
+    check_max_length,
     count_params,
     load_base_model,
     load_tokenizer,
@@ -146,12 +147,7 @@ def save_model(model, params: Params) -> None:
 
 def build_model(params: Params, labels: list[str]) -> torch.nn.Module:
     model = load_base_model(params.model.name, labels)
-    positions = max_positions(model)
-    if positions is not None and params.model.max_length > positions:
-        raise UserError(
-            f"model.max_length={params.model.max_length} exceeds the {positions} positions "
-            f"of {params.model.name}; set model.max_length <= {positions}"
-        )
+    check_max_length(params.model.name, params.model.max_length, max_positions(model))
     model = apply_method(model, params.train.method, params.lora)
     trainable, total = count_params(model)
     budget = params.lora.max_trainable

@@ -24,7 +24,7 @@ import logging
 import numpy as np
 
 from lora_dvc import artifacts
-from lora_dvc.modeling import load_tokenizer, model_positions
+from lora_dvc.modeling import check_max_length, load_tokenizer, model_positions
 from lora_dvc.params import load_params
 from lora_dvc.runner import run_stage
 from lora_dvc.tokenization import (
@@ -48,8 +48,10 @@ def main() -> None:
     pairs = {s: f["text_pair"].tolist() if "text_pair" in f.columns else None for s, f in frames.items()}
     auto = None
     max_length = model.max_length
-    if max_length == "auto":
-        positions = model_positions(model.name)
+    positions = model_positions(model.name)
+    if max_length != "auto":
+        check_max_length(model.name, max_length, positions)  # before any work, as train would refuse it
+    else:
         cap = min(AUTO_BUDGET, positions) if positions else AUTO_BUDGET
         ids, _ = tokenize_texts(tokenizer, frames["train"]["text"].tolist(), cap, "lengths", pairs=pairs["train"])
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))

@@ -91,13 +91,13 @@ BAD_INPUT = [
         "absent target module",
         {"lora": {"targets": ["q_proj"]}},
         "train",
-        "module(s) ['q_proj'] not in bert model; its linear modules are",
+        "module(s) ['q_proj'] not in bert model; its linear and embedding modules are",
         2,
     ),
     (
         "max_length over positions",
         {"model": {"max_length": 512, "length_buckets": [64, 512]}},
-        "train",
+        "tokenize",
         "model.max_length=512 exceeds the 128 positions",
         2,
     ),
@@ -115,8 +115,10 @@ def tokenized_repo(tmp_path_factory, tiny_model) -> Path:
 
 @pytest.mark.parametrize("case, setup, stage, fragment, code", BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
 def test_bad_input_one_line_no_outputs(request, case, setup, stage, fragment, code):
-    # prepare cases get a fresh repository; train cases share one whose earlier stages ran on good params
+    # prepare and tokenize cases get a fresh repository; train cases share one whose earlier stages ran on good params
     repo = request.getfixturevalue("tokenized_repo" if stage == "train" else "repo")
+    if stage == "tokenize":
+        run([sys.executable, "-m", "stages.prepare"], repo)
     for name, content in setup.get("files", {}).items():
         path = repo / "my_data" / name
         path.parent.mkdir(exist_ok=True)
@@ -132,9 +134,11 @@ def test_bad_input_one_line_no_outputs(request, case, setup, stage, fragment, co
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and fragment in lines[0], result.stderr
     assert "Traceback" not in result.stderr
-    outputs = {"prepare": ["data/prepared", "records/prepare.json"], "train": ["models/classifier", "records/train"]}[
-        stage
-    ]
+    outputs = {
+        "prepare": ["data/prepared", "records/prepare.json"],
+        "tokenize": ["data/tokenized", "records/tokenize.json"],
+        "train": ["models/classifier", "records/train"],
+    }[stage]
     for out in outputs:
         assert not (repo / out).exists(), f"{out} left behind"
     assert not list(repo.glob("**/.*.tmp"))
