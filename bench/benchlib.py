@@ -19,6 +19,7 @@ of the first layer's: an overcount of at most 1/layers of the backward-to-inputs
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 
 # LoRA target aliases of params.yaml -> projections per layer (each treated as hidden x hidden)
@@ -152,3 +153,10 @@ def fmt(value, digits: int = 1, suffix: str = "") -> str:
             return "n/a"
         return f"{value:,.{digits}f}{suffix}"
     return f"{value}{suffix}"
+
+
+def mean_std(values, digits: int = 4) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for a single value), rounded: a bench row over seeds."""
+    values = list(values)
+    std = round(statistics.stdev(values), digits) if len(values) > 1 else None
+    return round(statistics.mean(values), digits), std

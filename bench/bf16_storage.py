@@ -29,6 +29,7 @@ import yaml
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
+from benchlib import mean_std  # noqa: E402
 from run import host_info  # noqa: E402 - the bench's one host description
 
 RULES = ("linear", "all-frozen")
@@ -104,11 +105,12 @@ def summary(rows: list[dict]) -> dict:
     out = {}
     for rule in RULES:
         mine = [r for r in rows if r["rule"] == rule]
-        acc, secs = [r["test_accuracy"] for r in mine], sorted(r["train_seconds"] for r in mine)
+        secs = sorted(r["train_seconds"] for r in mine)
+        accuracy, accuracy_std = mean_std(r["test_accuracy"] for r in mine)
         out[rule] = {
-            "test_accuracy_mean": round(statistics.mean(acc), 4),
-            "test_accuracy_std": round(statistics.stdev(acc), 4) if len(acc) > 1 else 0.0,
-            "test_macro_f1_mean": round(statistics.mean(r["test_macro_f1"] for r in mine), 4),
+            "test_accuracy_mean": accuracy,
+            "test_accuracy_std": accuracy_std,
+            "test_macro_f1_mean": mean_std(r["test_macro_f1"] for r in mine)[0],
             "train_seconds": {"min": secs[0], "median": statistics.median(secs), "max": secs[-1]},
         }
     return out

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ import yaml
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
+from benchlib import mean_std  # noqa: E402
 from run import GENERATED, host_info, read_raw, set_param, write_raw  # noqa: E402
 
 RAW = ROOT / "data/raw/ag_news"
@@ -138,15 +138,16 @@ def summary(rows: list[dict]) -> dict:
         mine = [r for r in rows if r["config"] == name]
         if not mine:
             continue
-        acc, f1 = [r["test_accuracy"] for r in mine], [r["test_macro_f1"] for r in mine]
         secs = [r["train_seconds"] for r in mine if r["train_seconds"] is not None]
+        accuracy, accuracy_std = mean_std(r["test_accuracy"] for r in mine)
+        macro_f1, macro_f1_std = mean_std(r["test_macro_f1"] for r in mine)
         out[name] = {
             "runs": len(mine),
-            "test_accuracy_mean": round(statistics.mean(acc), 4),
-            "test_accuracy_std": round(statistics.stdev(acc), 4) if len(acc) > 1 else None,
-            "test_macro_f1_mean": round(statistics.mean(f1), 4),
-            "test_macro_f1_std": round(statistics.stdev(f1), 4) if len(f1) > 1 else None,
-            "train_seconds_mean": round(statistics.mean(secs), 1) if secs else None,
+            "test_accuracy_mean": accuracy,
+            "test_accuracy_std": accuracy_std,
+            "test_macro_f1_mean": macro_f1,
+            "test_macro_f1_std": macro_f1_std,
+            "train_seconds_mean": mean_std(secs, 1)[0] if secs else None,
         }
     return out
 
