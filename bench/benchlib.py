@@ -1,6 +1,6 @@
-"""The bench's pure functions: model FLOPs of a BERT encoder under LoRA, ratios, the result schema, the table.
-
-No timing and no I/O here, so tests/test_bench.py can check every figure the bench derives.
+"""The bench's shared helpers: model FLOPs of a BERT encoder under LoRA, ratios and spreads, run order, the
+result schema (pure functions, checked by tests/test_bench.py), and the host, environment, timing, working-tree
+copy and result-writing helpers every bench script uses.
 
 FLOPs count a multiply-add as 2. Per encoder layer and per token of a row of length L (hidden d, FFN width
 f, LoRA rank r on m hidden x hidden projections):
@@ -18,9 +18,36 @@ of the first layer's: an overcount of at most 1/layers of the backward-to-inputs
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import math
+import os
+import platform
+import shutil
+import socket
 import statistics
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+# pipeline outputs and results: never copied into a bench's temporary repository
+GENERATED = (
+    "data/prepared",
+    "data/tokenized",
+    "models/",
+    "metrics/",
+    "records/",
+    "plots/",
+    "reports/",
+    "dvc.lock",
+    "checkpoints/",
+    "bench/results",
+)
 
 # LoRA target aliases of params.yaml -> projections per layer (each treated as hidden x hidden)
 TARGET_COUNT = {"qv": 2, "qkv": 3, "all": 4, "all-linear": 4}
@@ -160,3 +187,263 @@ def mean_std(values, digits: int = 4) -> tuple[float, float | None]:
     values = list(values)
     std = round(statistics.stdev(values), digits) if len(values) > 1 else None
     return round(statistics.mean(values), digits), std
+
+
+def spread(values) -> dict[str, float]:
+    """min / median / max of repeated measurements (rounded to 4 places): what a bench row on a busy machine quotes."""
+    values = sorted(values)
+    if not values:
+        raise ValueError("spread of no values")
+    return {"min": round(values[0], 4), "median": round(statistics.median(values), 4), "max": round(values[-1], 4)}
+
+
+def paired_ratios(runs: list[dict], ours: tuple[str, str], peer: tuple[str, str], key: str = "wall_s") -> list[float]:
+    """Per repeat, peer seconds / our seconds: the i-th run of `ours` (side, precision) against the i-th of `peer`,
+    which ran next to it in the same repeat (benchlib.run_order), so drift falls on both sides of each ratio."""
+
+    def pick(side_precision):
+        side, precision = side_precision
+        return [r[key] for r in runs if (r["side"], r["precision"]) == (side, precision) and r.get(key)]
+
+    return [round(p / o, 3) for o, p in zip(pick(ours), pick(peer), strict=False)]
+
+
+# ---- the machine, the environment and timing (I/O from here on) ----
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def env(**extra: str) -> dict:
+    """The environment a bench child runs in: this venv first on PATH, offline, no DVC analytics; tokenizer
+    threads left at the library's default (tests/helpers.py turns them off for the tests)."""
+    e = os.environ.copy()
+    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
+    e.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", DVC_NO_ANALYTICS="1", **extra)
+    e.pop("TOKENIZERS_PARALLELISM", None)
+    return e
+
+
+def load1() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_busy_s() -> float:
+    """CPU-seconds all processes on this machine have used since boot (/proc/stat, idle and iowait excluded)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    return (sum(fields[:8]) - fields[3] - fields[4]) / TICK  # user nice system idle iowait irq softirq steal
+
+
+def wait_for_quiet(max_cores: float, max_wait: float, window: float = 3.0) -> float:
+    """Wait (up to max_wait s) until other processes use less than max_cores; returns the last reading."""
+    deadline = time.time() + max_wait
+    while True:
+        before = cpu_busy_s()
+        time.sleep(window)
+        busy = (cpu_busy_s() - before) / window
+        if busy < max_cores or time.time() >= deadline:
+            return round(busy, 2)
+
+
+def timed(cmd: list[str], cwd: Path, log_file: Path, extra_env: dict | None = None) -> dict:
+    """Run cmd (output appended to log_file); wall and CPU seconds and peak RSS of its process tree, and how many
+    cores other processes used meanwhile (machine busy time minus the tree's own), with the load average."""
+    before = load1()
+    busy0 = cpu_busy_s()
+    t0 = time.perf_counter()
+    with open(log_file, "a") as out:
+        out.write(f"\n$ {' '.join(cmd)}\n")
+        out.flush()
+        proc = subprocess.Popen(cmd, cwd=cwd, env={**env(), **(extra_env or {})}, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    busy = cpu_busy_s() - busy0
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"bench: {' '.join(cmd)} exited {code}\n{log_file.read_text()[-4000:]}")
+    # ru_maxrss of a reaped child covers its reaped descendants too: max over dvc and the stage
+    cpu = usage.ru_utime + usage.ru_stime
+    others = max(0.0, busy - cpu) / wall if busy else None
+    return {
+        "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 2),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "other_cores": round(others, 2) if others is not None else None,
+        "load1_before": before,
+        "load1_after": load1(),
+    }
+
+
+def child(args: list[str], cwd: Path | None = None, **extra_env: str) -> dict:
+    """Run `python <args>` (a bench script's child mode), return the JSON object on its last stdout line."""
+    done = subprocess.run([sys.executable, *args], cwd=cwd, env=env(**extra_env), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(args)} failed\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def cpu_model_and_flags() -> tuple[str, set[str]]:
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    lines = info.splitlines()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), platform.processor())
+    flags = set(next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), []))
+    return cpu, flags
+
+
+def host_kind(host: dict) -> str:
+    """The kind of host a speed figure holds for: AMX, AVX512-BF16 without AMX, or neither (no native bf16)."""
+    if host.get("amx"):
+        return "AMX"
+    if host.get("avx512_bf16"):
+        return "AVX512-BF16, no AMX"
+    return "no native bf16 (AVX2-only or older)"
+
+
+def host_info() -> dict:
+    """Host, CPU model and the flags that decide bf16 speed, torch version and threads, the tree measured."""
+    import torch
+
+    cpu, flags = cpu_model_and_flags()
+    return {
+        "hostname": socket.gethostname(),
+        "cpu": cpu,
+        "avx512f": "avx512f" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "amx": "amx_bf16" in flags,
+        "torch": torch.__version__,
+        "transformers": _version("transformers"),
+        "peft": _version("peft"),
+        "threads": torch.get_num_threads(),
+        "cores": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "tree": tree_version(),
+    }
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+def tree_version() -> str:
+    """The commit this working tree is on, and whether it had uncommitted changes (they are measured too)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    return f"{head.strip() or 'unknown'}{' + uncommitted changes' if dirty else ''}"
+
+
+def best_seconds(fn, seconds: float) -> float:
+    """The best time of fn() over `seconds` of repeats, after one warm-up call (oneDNN picks and caches its
+    kernel): another process on a core only ever slows a call down."""
+    fn()
+    best, deadline = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def matmul_peak(n: int = 2048, seconds: float = 3.0) -> dict:
+    """Best achieved FLOP/s of an n x n matmul on all threads, fp32 and bf16: the machine's practical peak."""
+    import torch
+
+    peak = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        peak[name] = matmul_flops(n) / best_seconds(lambda a=a, b=b: torch.matmul(a, b), seconds)
+    return {"n": n, "threads": torch.get_num_threads(), "flops_per_s": peak}
+
+
+# ---- working-tree copies and result files ----
+
+
+def copy_tree(dest: Path, skip: tuple[str, ...] = ()) -> Path:
+    """This working tree's files (tracked and untracked, not ignored), pipeline outputs and `skip` left out."""
+    names = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    for name in filter(None, names):
+        if name.startswith(GENERATED + skip) or not (ROOT / name).is_file():
+            continue
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, dest / name)
+    return dest
+
+
+def git_commit_all(repo: Path) -> Path:
+    """Make `repo` a git repository with everything in it committed (DVC needs one)."""
+    for cmd in (
+        ["git", "init", "-q", "-b", "main"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.com", "commit", "-qm", "bench copy"],
+    ):
+        subprocess.run(cmd, cwd=repo, check=True, capture_output=True)
+    return repo
+
+
+def stamp() -> str:
+    return time.strftime("%Y%m%dT%H%M%S")
+
+
+def write_json(path: Path, record: dict) -> Path:
+    """Write atomically: a half-written result never lands under bench/results."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def save_probe(script: str, record: dict, out: Path | None = None) -> Path:
+    """A probe's raw figures (bench/step_levers.py, bench/matmul_ceiling.py) with its command, date and host,
+    to `out` or bench/results/<script>-<date>.json."""
+    now = dt.datetime.now(dt.timezone.utc)
+    path = out or RESULTS / f"{script}-{now.strftime('%Y%m%dT%H%M%S')}.json"
+    full = {
+        "command": " ".join([f"python bench/{script.replace('-', '_')}.py", *sys.argv[1:]]),
+        "date": now.isoformat(timespec="seconds"),
+        "host": host_info(),
+        **record,
+    }
+    write_json(path, full)
+    print(f"\nwrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    return path
+
+
+def set_param(params: dict, assignment: str) -> None:
+    """'train.precision=bf16' or 'model.length_buckets=[16,32,64,128]' (values parsed as YAML), as `dvc exp run -S`."""
+    import yaml
+
+    key, _, value = assignment.partition("=")
+    *path, leaf = key.strip().split(".")
+    node = params
+    for part in path:
+        node = node.setdefault(part, {})
+    node[leaf] = yaml.safe_load(value)
+
+
+def read_raw(path: Path):
+    """A shipped raw file: AG News (alps) is headerless `description<TAB>class`, one row a line; CSV has a header."""
+    import pandas as pd
+
+    if path.suffix == ".tsv":
+        return pd.read_csv(path, sep="\t", header=None, dtype=str, keep_default_na=False, quoting=3)
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def write_raw(frame, path: Path) -> None:
+    if path.suffix == ".tsv":
+        frame.to_csv(path, sep="\t", header=False, index=False, quoting=3)
+    else:
+        frame.to_csv(path, index=False)

@@ -25,36 +25,43 @@ import time
 from pathlib import Path
 
 import yaml
-
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-sys.path.insert(0, str(BENCH))
-from benchlib import mean_std  # noqa: E402
-from run import host_info  # noqa: E402 - the bench's one host description
+from benchlib import RESULTS, ROOT, env, git_commit_all, host_info, mean_std, stamp, write_json
 
 RULES = ("linear", "all-frozen")
-# one run in a fresh process: the run's rule replaces ready_for_bf16_autocast where training looks it up
-RUN = """
-import sys
-sys.path.insert(0, ".")
-import torch
-from lora_dvc import compat, training
-def ready(model):  # both rules spelled out here, whatever the tree's ready_for_bf16_autocast does
-    compat.disable_lora_input_cast(model)
-    if {rule!r} == "linear":
-        tensors = [p for m in model.modules() if isinstance(m, torch.nn.Linear) for p in m.parameters(recurse=False)]
-    else:
-        tensors = list(model.parameters())
-    frozen = [p for p in tensors if not p.requires_grad and p.is_floating_point() and p.dtype != torch.bfloat16]
-    for param in frozen:
-        param.data = param.data.to(torch.bfloat16)
-    return len(frozen)
-training.ready_for_bf16_autocast = ready
-from lora_dvc.runner import run_stage
-import stages.evaluate, stages.train
-run_stage(stages.train.run)
-run_stage(stages.evaluate.main)
-"""
+
+
+def bf16_rule(rule: str):
+    """`ready_for_bf16_autocast` under one rule, spelled out here whatever the tree's own function does."""
+    import torch
+
+    from lora_dvc import compat
+
+    def ready(model) -> int:
+        compat.disable_lora_input_cast(model)
+        if rule == "linear":
+            modules = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+            tensors = [p for m in modules for p in m.parameters(recurse=False)]
+        else:
+            tensors = list(model.parameters())
+        frozen = [p for p in tensors if not p.requires_grad and p.is_floating_point() and p.dtype != torch.bfloat16]
+        for param in frozen:
+            param.data = param.data.to(torch.bfloat16)
+        return len(frozen)
+
+    return ready
+
+
+def train_and_evaluate(rule: str) -> None:
+    """(child, run in the copy) the train and evaluate stages with `rule` where training looks it up."""
+    sys.path.insert(0, os.getcwd())  # the copy's lora_dvc and stages, not this tree's
+    import stages.evaluate
+    import stages.train
+    from lora_dvc import training
+    from lora_dvc.runner import run_stage
+
+    training.ready_for_bf16_autocast = bf16_rule(rule)
+    run_stage(stages.train.run)
+    run_stage(stages.evaluate.main)
 
 
 def prepared_copy(dest: Path) -> Path:
@@ -62,15 +69,9 @@ def prepared_copy(dest: Path) -> Path:
     dest.mkdir(parents=True)
     archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    for cmd in (
-        ["git", "init", "-q"],
-        ["git", "add", "-A"],
-        ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "copy"],
-    ):
-        subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    git_commit_all(dest)
     subprocess.run(
-        [sys.executable, "-m", "dvc", "repro", "tokenize"], cwd=dest, check=True, capture_output=True, env=env
+        [sys.executable, "-m", "dvc", "repro", "tokenize"], cwd=dest, check=True, capture_output=True, env=env()
     )
     return dest
 
@@ -79,10 +80,13 @@ def one_run(repo: Path, rule: str, seed: int, checkpoints: Path) -> dict:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["train"]["seed"] = seed
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "LORA_DVC_CHECKPOINTS": str(checkpoints / f"{rule}-{seed}"), "HF_HUB_OFFLINE": "1"}
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-c", RUN.format(rule=rule)], cwd=repo, env=env, capture_output=True, text=True
+        [sys.executable, str(Path(__file__).resolve()), "--child", rule],
+        cwd=repo,
+        env=env(LORA_DVC_CHECKPOINTS=str(checkpoints / f"{rule}-{seed}")),
+        capture_output=True,
+        text=True,
     )
     if done.returncode != 0:
         raise SystemExit(f"{rule} seed {seed} failed:\n{done.stderr[-3000:]}")
@@ -119,7 +123,11 @@ def summary(rows: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    parser.add_argument("--child", choices=RULES, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        train_and_evaluate(args.child)
+        return
     host = host_info()
     with tempfile.TemporaryDirectory() as scratch:
         repo = prepared_copy(Path(scratch) / "repo")
@@ -134,8 +142,7 @@ def main() -> None:
         "runs": rows,
         "summary": summary(rows),
     }
-    out = BENCH / "results" / f"bf16-storage-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write_json(RESULTS / f"bf16-storage-{stamp()}.json", result)
     print(f"wrote {out}")
     print(json.dumps(result["summary"], indent=2))
 

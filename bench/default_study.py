@@ -12,30 +12,24 @@ that README quotes exactly what the newest record says.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-sys.path.insert(0, str(BENCH))
-from run import host_info  # noqa: E402 - the bench's one host description
+from benchlib import RESULTS, ROOT, env, host_info, stamp, write_json
 
 STAGES = ("prepare", "tokenize", "train", "evaluate", "report", "export")
 
 
 def main() -> None:
     host = host_info()  # at the start: the tree that is measured
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     seconds = {}
     for stage in STAGES:
         started = time.perf_counter()
         done = subprocess.run(
             [sys.executable, "-m", "dvc", "repro", "-f", "-s", stage],
             cwd=ROOT,
-            env=env,
+            env=env(),
             capture_output=True,
             text=True,
         )
@@ -54,8 +48,7 @@ def main() -> None:
         "val": train["val"],
         "fit": train["fit"],
     }
-    out = BENCH / "results" / f"default-study-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    out = write_json(RESULTS / f"default-study-{stamp()}.json", record)
     print(f"wrote {out}: {record['total_seconds']} s from scratch, test accuracy {test['accuracy']}")
 
 

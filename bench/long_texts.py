@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,12 +30,19 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-sys.path.insert(0, str(BENCH))
-from benchlib import mean_std  # noqa: E402
-from run import GENERATED, host_info, read_raw, set_param, write_raw  # noqa: E402
+from benchlib import (
+    RESULTS,
+    ROOT,
+    copy_tree,
+    env,
+    git_commit_all,
+    host_info,
+    mean_std,
+    read_raw,
+    set_param,
+    write_json,
+    write_raw,
+)
 
 RAW = ROOT / "data/raw/ag_news"
 FILLERS = (4, 6)  # other articles around the labelled one, inclusive
@@ -77,37 +82,12 @@ def build(dest: Path, pool_rows: int, test_rows: int, seed: int) -> Path:
     return dest
 
 
-def make_copy(dest: Path) -> Path:
-    """This working tree (tracked and untracked, not ignored; outputs left out) as a git + DVC repository."""
-    names = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.split("\n")
-    for name in filter(None, names):
-        if name.startswith(GENERATED) or name.startswith("data/raw/") or not (ROOT / name).is_file():
-            continue
-        (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, dest / name)
-    for cmd in (
-        ["git", "init", "-q"],
-        ["git", "add", "-A"],
-        ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "copy"],
-    ):
-        subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
-    return dest
-
-
-def env() -> dict:
-    e = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DVC_NO_ANALYTICS": "1"}
-    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
-    return e
-
-
 def one_run(repo: Path, base: dict, name: str, seed: int, checkpoints: Path) -> dict:
     params = json.loads(json.dumps(base))
     for assignment in [*CONFIGS[name], f"train.seed={seed}"]:
         set_param(params, assignment)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run_env = {**env(), "LORA_DVC_CHECKPOINTS": str(checkpoints / f"{name}-{seed}")}
+    run_env = env(LORA_DVC_CHECKPOINTS=str(checkpoints / f"{name}-{seed}"))
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "dvc", "repro", "evaluate"], cwd=repo, env=run_env, capture_output=True, text=True
@@ -202,7 +182,8 @@ def main() -> None:
     rows: list[dict] = json.loads(args.resume.read_text())["runs"] if args.resume else []
     done = {(r["config"], r["seed"]) for r in rows}
     with tempfile.TemporaryDirectory() as scratch:
-        repo = make_copy(Path(scratch) / "repo")
+        # this working tree (outputs and the shipped raw data left out) as a git + DVC repository
+        repo = git_commit_all(copy_tree(Path(scratch) / "repo", skip=("data/raw/",)))
         build(repo / "data/long_texts", args.pool_rows, args.test_rows, args.data_seed)
         lengths = token_lengths(repo / "data/long_texts")
         print(json.dumps(lengths), flush=True)
@@ -238,8 +219,7 @@ def write_result(host: dict, args, shared: list[str], lengths: dict, rows: list[
         "runs": rows,
         "summary": summary(rows),
     }
-    out = args.resume or BENCH / "results" / f"long-texts-{STARTED}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.resume or RESULTS / f"long-texts-{STARTED}.json", result)
 
 
 STARTED = time.strftime("%Y%m%dT%H%M%S")

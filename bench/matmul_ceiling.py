@@ -20,7 +20,7 @@ import argparse
 from pathlib import Path
 
 import torch
-from run import best_seconds, matmul_peak, save_probe
+from benchlib import best_seconds, matmul_peak, save_probe
 
 HIDDEN, FFN, HEADS, RANK = 384, 1536, 12, 16  # all-MiniLM-L6-v2, LoRA r=16
 

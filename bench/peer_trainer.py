@@ -70,7 +70,7 @@ def samples_seen(rows: int, batch: int, steps: int) -> int:
     return full_epochs * rows + min(rest * batch, rows)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repo", type=Path, default=Path("."), help="repository with params.yaml and data/prepared")
     ap.add_argument("--max-steps", type=int, default=None, help="optimizer steps (default: train.epochs epochs)")
@@ -85,7 +85,7 @@ def main() -> None:
         "--bf16", action="store_true", help="bf16 autocast (Trainer's bf16=True), for ours with train.precision=bf16"
     )
     ap.add_argument("--out", type=Path, required=True, help="JSON results")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)  # argv: bench/gpu.py calls main() in-process
 
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import (

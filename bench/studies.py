@@ -27,8 +27,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path[:0] = [str(ROOT), str(BENCH)]
 
-from benchlib import Encoder, flops_per_token  # noqa: E402
-from run import host_info  # noqa: E402
+from benchlib import RESULTS, Encoder, flops_per_token, host_info, stamp, write_json  # noqa: E402
 
 from lora_dvc.studies import load_study, study_files  # noqa: E402
 
@@ -146,8 +145,7 @@ def main() -> None:
             rows.append(json.loads(done.stdout.splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
     result = {"bench": "studies", "host": host_info(), "timed_steps": TIMED_STEPS, "runs": rows}
-    out = BENCH / "results" / f"studies-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write_json(RESULTS / f"studies-{stamp()}.json", result)
     print(f"wrote {out}")
 
 

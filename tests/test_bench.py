@@ -1,4 +1,5 @@
-"""The bench's pure functions (bench/benchlib.py): FLOP counting, ratios, run order, the result JSON schema.
+"""The bench's pure functions (bench/benchlib.py, the summaries of run.py and step_levers.py): FLOP counting,
+ratios and spreads, run order, the result JSON schema.
 
 No timing here: the bench itself is run by hand (bench/README.md).
 """
@@ -143,3 +144,63 @@ def test_fmt_handles_missing_values():
     assert benchlib.fmt(None) == "n/a"
     assert benchlib.fmt(2.345, 2, "x") == "2.35x"
     assert benchlib.fmt(float("nan")) == "n/a"
+
+
+def test_spread_is_min_median_max():
+    assert benchlib.spread([3.0, 1.0, 2.0, 10.0]) == {"min": 1.0, "median": 2.5, "max": 10.0}
+    with pytest.raises(ValueError):
+        benchlib.spread([])
+
+
+def runs_of(seconds: dict) -> list[dict]:
+    """Runs in run order, repeat by repeat: {(side, precision): [s of repeat 0, 1, ...]}."""
+    repeats = len(next(iter(seconds.values())))
+    return [
+        {"side": side, "precision": precision, "wall_s": values[i], "repeat": i}
+        for i in range(repeats)
+        for (side, precision), values in seconds.items()
+    ]
+
+
+def test_ratios_pair_each_run_with_the_peer_of_its_own_repeat():
+    # the machine slows down from repeat to repeat; per-repeat pairs keep the ratio, medians across repeats mix
+    runs = runs_of({("ours", "bf16"): [10.0, 20.0, 40.0], ("stock", "fp32"): [20.0, 40.0, 80.0]})
+    assert benchlib.paired_ratios(runs, ("ours", "bf16"), ("stock", "fp32")) == [2.0, 2.0, 2.0]
+    assert benchlib.paired_ratios(runs, ("ours", "fp32"), ("stock", "fp32")) == []
+
+
+def test_speed_summary_gives_spreads_and_per_repeat_ratios():
+    import run
+
+    runs = runs_of(
+        {
+            ("ours", "bf16"): [10.0, 12.0, 11.0],
+            ("stock", "fp32"): [30.0, 24.0, 33.0],
+            ("stock", "bf16"): [20.0, 24.0, 22.0],
+            ("ours", "fp32"): [15.0, 15.0, 30.0],
+        }
+    )
+    summary = run.speed_summary(runs, "bf16")
+    assert summary["default"]["ours_s"] == {"min": 10.0, "median": 11.0, "max": 12.0}
+    assert summary["default"]["vs_stock"] == {"min": 2.0, "median": 3.0, "max": 3.0}
+    assert summary["fp32"]["vs_stock"] == {"min": 1.1, "median": 1.6, "max": 2.0}
+    assert summary["bf16"]["vs_stock"]["median"] == 2.0 and summary["bf16"]["padded_s"] is None
+
+
+def test_step_levers_summary_compares_each_lever_with_base_of_its_repeat():
+    import step_levers
+
+    runs = [
+        {"lever": lever, "s_per_step": s, "repeat": i, "warmup_s": 1.0, "threads": 2, "tokens_per_step": 1648.0}
+        for i, pair in enumerate([(0.6, 0.3), (0.9, 0.3), (0.6, 0.4)])
+        for lever, s in zip(("base", "default"), pair, strict=True)
+    ]
+    rows = {r["lever"]: r for r in step_levers.summarise(runs, ["base", "default"], 3)}
+    assert rows["default"]["s_per_step_spread"] == {"min": 0.3, "median": 0.3, "max": 0.4}
+    assert rows["default"]["vs_base"] == {"min": 1.5, "median": 2.0, "max": 3.0}
+
+
+def test_host_kind_names_what_decides_bf16_speed():
+    assert benchlib.host_kind({"amx": True, "avx512_bf16": True}) == "AMX"
+    assert benchlib.host_kind({"amx": False, "avx512_bf16": True}) == "AVX512-BF16, no AMX"
+    assert "no native bf16" in benchlib.host_kind({"amx": False, "avx512_bf16": False})

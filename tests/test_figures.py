@@ -1,23 +1,21 @@
-"""README's figures of the default study are the committed record's, and the record is the committed results'.
+"""Every figure block in README.md, bench/README.md and docs/*.md is what its newest raw record gives.
 
-`bench/default_study.py` times the default study from scratch, stage by stage, and writes
-bench/results/default-study-<time>.json with the scores the stages wrote. A quoted figure that differs from
-the newest record, or a record whose scores differ from the committed metrics files, fails here.
+`bench/figures.py` renders each `<!-- figures:NAME -->` block from the newest bench/results/<kind>-<stamp>.json
+of its kind; `--check` reports a block whose quoted text differs. The default study's record must also hold the
+committed metrics, and README's first screen must quote it.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 
+import pytest
 from helpers import ROOT
 
-RECORD = sorted((ROOT / "bench/results").glob("default-study-*.json"))[-1]
-README = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())  # wrapping aside
-
-
-def record() -> dict:
-    return json.loads(RECORD.read_text())
+sys.path.insert(0, str(ROOT / "bench"))
+import figures  # noqa: E402
 
 
 def minutes(seconds: float) -> str:
@@ -25,18 +23,46 @@ def minutes(seconds: float) -> str:
     return f"{whole // 60} min {whole % 60} s"
 
 
-def test_the_record_holds_the_committed_scores():
-    rec = record()
+def test_every_figures_block_is_its_records_rendering():
+    assert figures.run(check=True) == []
+
+
+def test_the_check_names_the_block_whose_figure_differs():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    match = re.search(
+        r"(<!-- figures:default-study -->.*?)(\d+(?:\.\d+)?) s(.*?<!-- /figures:default-study -->)", text, re.S
+    )
+    assert match, "README must carry the default-study block"
+    wrong = text[: match.start(2)] + str(float(match.group(2)) + 1) + text[match.end(2) :]
+    problems = figures.check_text(wrong, "README.md")
+    assert len(problems) == 1 and "'default-study' differs from its record" in problems[0]
+    assert figures.check_text(text.replace("figures:default-study -->", "figures:no-such -->"), "x") != []
+
+
+def test_the_newest_record_of_a_kind_is_the_source(tmp_path, monkeypatch):
+    monkeypatch.setattr(figures, "RESULTS", tmp_path)
+    for stamp, repeats in (("20260101T000000", 3), ("20260301T000000", 1), ("20260201T000000", 3)):
+        (tmp_path / f"step-levers-{stamp}.json").write_text(json.dumps({"repeats": repeats, "at": stamp}))
+    (tmp_path / "step-levers-frozen-bf16-20261128.json").write_text(json.dumps({"repeats": 9, "at": "other"}))
+    assert figures.newest("step-levers")[1]["at"] == "20260301T000000"
+    assert figures.newest("step-levers", lambda r: r["repeats"] >= 3)[1]["at"] == "20260201T000000"
+    with pytest.raises(figures.FigureError):
+        figures.newest("stock-recipe")
+
+
+def test_the_default_study_record_holds_the_committed_scores():
+    path, rec = figures.default_study()
     test = json.loads((ROOT / "metrics/test.json").read_text())["test"]
     train = json.loads((ROOT / "metrics/train.json").read_text())
-    assert rec["test"] == test and rec["val"] == train["val"]
+    assert rec["test"] == test and rec["val"] == train["val"], f"{path.name} is not the committed run"
     assert rec["total_seconds"] == round(sum(rec["stage_seconds"].values()), 1)
     assert list(rec["stage_seconds"]) == ["prepare", "tokenize", "train", "evaluate", "report", "export"]
 
 
 def test_readme_first_screen_quotes_the_record():
-    rec = record()
-    first = README.split("```bash")[0]  # the first screen
+    _, rec = figures.default_study()
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())  # wrapping aside
+    first = readme.split("```bash")[0]  # the first screen
     quoted = re.search(
         r"measured on this host \(([^)]*)\): (\d+ min \d+ s) from scratch, test accuracy (0\.\d{4}), "
         r"macro-F1 (0\.\d{4})",
@@ -48,24 +74,3 @@ def test_readme_first_screen_quotes_the_record():
     assert accuracy == f"{rec['test']['accuracy']:.4f}" and macro_f1 == f"{rec['test']['macro_f1']:.4f}"
     native = rec["host"]["avx512_bf16"] or rec["host"]["amx"]
     assert ("native bf16" in host) == native and ("AVX2" in host) == (not native)
-
-
-def test_readme_performance_section_quotes_the_record():
-    rec = record()
-    stages = ", ".join(f"{stage} {seconds:g} s" for stage, seconds in rec["stage_seconds"].items())
-    sentence = (
-        f"**{minutes(rec['total_seconds'])}** from scratch ({stages}; train stage "
-        f"{rec['fit']['samples_per_second']:g} samples/s), test accuracy {rec['test']['accuracy']:.4f}"
-    )
-    assert sentence in README, f"README's Performance section should say: {sentence}"
-    assert RECORD.name in README
-
-
-def test_bench_readme_bf16_storage_figures_are_the_records():
-    text = " ".join((ROOT / "bench/README.md").read_text(encoding="utf-8").split())  # wrapping aside
-    storage = json.loads((ROOT / "bench/results/bf16-storage-20261204T180320.json").read_text())["summary"]
-    for rule in ("all-frozen", "linear"):
-        assert f"**{storage[rule]['test_accuracy_mean']:.4f} ± {storage[rule]['test_accuracy_std']:.4f}**" in text
-    levers = json.loads((ROOT / "bench/results/step-levers-20261204T181239.json").read_text())["results"]
-    spread = {r["lever"]: " / ".join(f"{x:g}" for x in r["s_per_step_min_median_max"]) for r in levers}
-    assert f"{spread['default']} s against {spread['default_fp32_norms']} s" in text
