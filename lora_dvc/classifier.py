@@ -130,12 +130,12 @@ class Classifier:
 
 
 def model_kind(folder: Path) -> str:
-    from lora_dvc.tfidf import TfidfClassifier
-
     if (folder / "adapter_config.json").exists():
         return "lora"
     if (folder / "config.json").exists():
         return "full"
+    from lora_dvc.tfidf import TfidfClassifier  # scipy and sklearn: only where no transformer model is saved
+
     if TfidfClassifier.is_saved_in(folder):
         return "tfidf"
     raise UserError(

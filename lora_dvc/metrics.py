@@ -1,15 +1,20 @@
-"""Classification metrics from predicted probabilities, computed with scikit-learn."""
+"""Classification metrics from predicted probabilities, computed with scikit-learn.
+
+scikit-learn is imported where a metric is computed: the report stage reads this module for its
+constants and advice and need not pay sklearn's second of start-up.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, log_loss, precision_recall_fscore_support
 
 CONFIDENT = 0.9
 
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray, names: list[str]) -> dict:
     """accuracy, macro_f1, loss, per-class precision/recall/F1, and prediction confidence."""
+    from sklearn.metrics import accuracy_score, f1_score, log_loss, precision_recall_fscore_support
+
     ids = list(range(len(names)))
     preds = probs.argmax(axis=1)
     confidence = probs.max(axis=1)
@@ -46,6 +51,8 @@ LEARNED_MARGIN = 0.05
 
 def majority_macro_f1(train_labels: np.ndarray, test_labels: np.ndarray, n_classes: int) -> float:
     """Macro-F1 of always predicting train's most frequent class (the floor for `learned`)."""
+    from sklearn.metrics import f1_score
+
     majority = np.bincount(train_labels, minlength=n_classes).argmax()
     preds = np.full_like(test_labels, majority)
     return float(f1_score(test_labels, preds, labels=list(range(n_classes)), average="macro", zero_division=0))

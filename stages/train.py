@@ -17,7 +17,6 @@ import sys
 from lora_dvc.launch import launch_processes, launch_tpu_cores
 from lora_dvc.params import load_params
 from lora_dvc.runner import run_stage
-from lora_dvc.tfidf_training import train_tfidf
 from lora_dvc.tokenization import tokenized_params
 from lora_dvc.training import StopRequested, micro_batch, train_transformer
 
@@ -25,6 +24,8 @@ from lora_dvc.training import StopRequested, micro_batch, train_transformer
 def main() -> None:
     params = tokenized_params(load_params())  # model.max_length / length_buckets / truncation as tokenized
     if params.train.method == "tfidf":
+        from lora_dvc.tfidf_training import train_tfidf  # scipy and sklearn's models: only for this method
+
         return train_tfidf(params)
     if params.train.cores == "all":
         return launch_tpu_cores(train_transformer, params)
