@@ -32,6 +32,7 @@ from lora_dvc.atomic import atomic_dir, atomic_path, write_json
 from lora_dvc.errors import UserError
 
 SPLITS = ("train", "val", "test")
+LABEL_JOIN = "|"  # multi-label prepared splits: a row's label ids joined by this ("0|2")
 
 PREPARED = Path("data/prepared")
 LABELS = PREPARED / "labels.json"
@@ -67,8 +68,8 @@ def _require(path: Path, stage: str) -> Path:
 
 
 def write_prepared(splits: dict[str, pd.DataFrame], labels: list[str]) -> None:
-    """The `text,label` splits (`text,text_pair,label` for sentence pairs) and the label names in id
-    order, swapped in as one folder."""
+    """The `text,label` splits (`text,text_pair,label` for sentence pairs; `text,labels` for multi-label
+    rows, the label ids joined by LABEL_JOIN) and the label names in id order, swapped in as one folder."""
     with atomic_dir(PREPARED) as tmp:
         for name, frame in splits.items():
             frame.to_csv(tmp / f"{name}.csv", index=False)
@@ -77,7 +78,22 @@ def write_prepared(splits: dict[str, pd.DataFrame], labels: list[str]) -> None:
 
 def read_prepared(split: str, root: Path = Path(".")) -> pd.DataFrame:
     path = _require(root / PREPARED / f"{split}.csv", "prepare")
-    return pd.read_csv(path, dtype={"text": str, "text_pair": str}, keep_default_na=False)
+    return pd.read_csv(path, dtype={"text": str, "text_pair": str, "labels": str}, keep_default_na=False)
+
+
+def multi_hot(frame: pd.DataFrame, n_labels: int) -> np.ndarray:
+    """A multi-label split's `labels` column ('0|2') as a (rows, n_labels) 0/1 int64 matrix."""
+    out = np.zeros((len(frame), n_labels), dtype=np.int64)
+    for row, cell in enumerate(frame["labels"].astype(str)):
+        out[row, [int(i) for i in cell.split(LABEL_JOIN)]] = 1
+    return out
+
+
+def prepared_labels(frame: pd.DataFrame, n_labels: int) -> np.ndarray:
+    """A prepared split's labels as the tokenized splits keep them: ids (rows,), or multi-hot (rows, labels)."""
+    if "labels" in frame.columns:
+        return multi_hot(frame, n_labels)
+    return frame["label"].to_numpy(np.int64)
 
 
 def read_labels(root: Path = Path(".")) -> list[str]:
@@ -116,11 +132,15 @@ def write_tokenized(splits: dict[str, tuple[list[list[int]], np.ndarray]], meta:
 class TokenizedSplit:
     ids: np.ndarray  # int32, all rows concatenated
     offsets: np.ndarray  # int64, len = rows + 1
-    labels: np.ndarray  # int64
+    labels: np.ndarray  # int64: ids (rows,), or multi-hot (rows, labels) for multi-label splits
 
     @property
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
+
+    @property
+    def multi_label(self) -> bool:
+        return self.labels.ndim == 2
 
     def __len__(self) -> int:
         return len(self.labels)

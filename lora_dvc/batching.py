@@ -38,7 +38,7 @@ def collate(split: TokenizedSplit, length: int, rows: np.ndarray, pad_id: int, p
     n = len(rows) if pad_rows_to is None else pad_rows_to
     input_ids = np.full((n, length), pad_id, dtype=np.int64)
     attention = np.zeros((n, length), dtype=np.int64)
-    labels = np.full(n, -100, dtype=np.int64)
+    labels = np.full((n, *split.labels.shape[1:]), -100, dtype=np.int64)  # multi-label: multi-hot rows
     for i, row in enumerate(rows):
         start, end = split.offsets[row], split.offsets[row + 1]
         input_ids[i, : end - start] = split.ids[start:end]

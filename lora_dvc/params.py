@@ -55,6 +55,12 @@ class DataParams:
     text_pair_column: str | None = None  # sentence pairs: the second text of each row
     label_column: str = "label"
     labels: list[str] | None = None
+    # multi-label rows: each row carries a set of labels (a list column, or label cells split by
+    # label_delimiter); trained with BCE (problem_type multi_label_classification)
+    multi_label: bool = False
+    label_delimiter: str | None = field(
+        default=None, metadata=check(lambda v: v is None or v != "", "a non-empty string or null")
+    )
     val_fraction: float = field(default=0.1, metadata=check(fraction_open, "a number in (0, 1)"))
     test_fraction: float = field(default=0.1, metadata=check(fraction_open, "a number in (0, 1)"))
     max_train_rows: int | None = field(default=None, metadata=check(positive, "a positive integer or null"))
@@ -147,6 +153,9 @@ RESULT_NEUTRAL_KEYS = frozenset(
 @dataclass
 class EvaluateParams:
     batch_size: int = field(default=128, metadata=check(lambda v: 1 <= v <= 65536, "an integer in [1, 65536]"))
+    # multi-label: a label is predicted where its sigmoid probability is at or above this (evaluate, predict,
+    # export, and train's val metrics, which pick the kept epoch: not result-neutral)
+    threshold: float = field(default=0.5, metadata=check(fraction_open, "a number in (0, 1)"))
 
 
 @dataclass
@@ -260,6 +269,11 @@ def parse_params(raw: Any, source: str = PARAMS_FILE) -> Params:
         raise UserError(f"{source}: 'lora.targets' is empty; use qv, qkv, all, all-linear or a list of module names")
     if params.data.val_fraction + params.data.test_fraction >= 1:
         raise UserError(f"{source}: data.val_fraction + data.test_fraction must be below 1")
+    if params.data.label_delimiter is not None and not params.data.multi_label:
+        raise UserError(
+            f"{source}: data.label_delimiter={params.data.label_delimiter!r} splits label cells into label sets, "
+            "but data.multi_label is false; set data.multi_label: true, or data.label_delimiter: null"
+        )
     return params
 
 

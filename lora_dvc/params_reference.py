@@ -36,6 +36,9 @@ MAPS_TO = {
     "data.text_pair_column": 'the tokenizer\'s pair input: `tokenizer(text, text_pair, truncation="longest_first")`',
     "data.label_column": "the column (pandas or `datasets`) read as the label; a `ClassLabel` gives its names",
     "data.labels": "label id order -> `config.id2label` / `label2id` of the model",
+    "data.multi_label": 'transformers `config.problem_type="multi_label_classification"` (`BCEWithLogitsLoss` on '
+    "multi-hot float labels); scikit-learn micro/macro-F1 and subset accuracy",
+    "data.label_delimiter": "`str.split` of each label cell (a list column needs none)",
     "data.val_fraction": "scikit-learn `train_test_split(test_size=, stratify=)`",
     "data.test_fraction": "scikit-learn `train_test_split(test_size=, stratify=)`",
     "data.max_train_rows": "stratified `train_test_split(train_size=)` of the training split",
@@ -85,6 +88,8 @@ MAPS_TO = {
     "train.log_every": "transformers `TrainingArguments.logging_steps` (DVCLive step logs)",
     "train.checkpoint_every": "transformers `TrainingArguments.save_steps` (resumable checkpoints)",
     "evaluate.batch_size": "transformers `TrainingArguments.per_device_eval_batch_size`",
+    "evaluate.threshold": "multi-label: `sigmoid(logits) >= threshold` per label (val metrics, test metrics, "
+    "predict, the model card)",
 }
 
 # Measured with `python -m lora_dvc.params_reference --count` (lora_dvc.modeling on the bundled

@@ -10,6 +10,11 @@
 
 (`python -m lora_dvc.predict ...` is the same command.)
 
+A multi-label model (data.multi_label) gives per-label sigmoid probabilities and predicts every label
+at or above --threshold (default: params' evaluate.threshold, else 0.5): `predicted` is a list in
+JSONL, the labels joined by data.label_delimiter ('|' by default) in .csv/.tsv and --table, and
+`confidence` the least sure of the row's yes/no decisions.
+
 Output: by default one JSON object per text on stdout (JSONL), holding the input's fields plus
 `predicted`, `confidence` and `probabilities` (label -> probability); logs go to stderr. --table
 prints a table for people instead; --out FILE writes .jsonl (the same objects) or .csv/.tsv (the
@@ -101,43 +106,65 @@ def true_labels(values: list[str], labels: list[str]) -> list[str] | None:
 # -- output -----------------------------------------------------------------------------------
 
 
-def records(frame: pd.DataFrame, probs: np.ndarray, labels: list[str]) -> list[dict]:
-    """One JSON-ready object per row: the input's fields, predicted, confidence, probabilities."""
+def records(frame: pd.DataFrame, probs: np.ndarray, labels: list[str], sets: Sets | None = None) -> list[dict]:
+    """One JSON-ready object per row: the input's fields, predicted, confidence, probabilities
+    (multi-label, `sets`: predicted is the list of predicted labels)."""
     out = []
-    for row, p in zip(frame.to_dict(orient="records"), probs):
+    predicted, confidence = sets.labels if sets else None, sets.confidence if sets else probs.max(axis=1)
+    for i, (row, p) in enumerate(zip(frame.to_dict(orient="records"), probs)):
         row.update(
-            predicted=labels[int(p.argmax())],
-            confidence=round(float(p.max()), 6),
+            predicted=predicted[i] if sets else labels[int(p.argmax())],
+            confidence=round(float(confidence[i]), 6),
             probabilities={label: round(float(x), 6) for label, x in zip(labels, p)},
         )
         out.append(row)
     return out
 
 
-def flat_table(frame: pd.DataFrame, probs: np.ndarray, labels: list[str]) -> pd.DataFrame:
+class Sets:
+    """A multi-label model's predictions: each row's predicted label set, its confidence, and how a set
+    is written in a table (joined by data.label_delimiter, '|' by default)."""
+
+    def __init__(self, clf, probs: np.ndarray) -> None:
+        self.labels, self.confidence, self.delimiter = clf.predicted(probs), clf.confidence(probs), clf.label_delimiter
+
+    def joined(self) -> list[str]:
+        return [self.delimiter.join(s) for s in self.labels]
+
+
+def flat_table(frame: pd.DataFrame, probs: np.ndarray, labels: list[str], sets: Sets | None = None) -> pd.DataFrame:
     """The input columns plus predicted, confidence and prob_<label> for each class (.csv, .tsv)."""
-    new = {"predicted": [labels[i] for i in probs.argmax(axis=1)], "confidence": np.round(probs.max(axis=1), 6)}
+    if sets:
+        new = {"predicted": sets.joined(), "confidence": np.round(sets.confidence, 6)}
+    else:
+        new = {"predicted": [labels[i] for i in probs.argmax(axis=1)], "confidence": np.round(probs.max(axis=1), 6)}
     new.update({f"prob_{label}": np.round(probs[:, i], 6) for i, label in enumerate(labels)})
     for name in set(new) & set(frame.columns):
         log.warning("input column '%s' is replaced by the prediction's", name)
     return frame.assign(**new)
 
 
-def write_predictions(path: Path, frame: pd.DataFrame, probs: np.ndarray, labels: list[str]) -> None:
+def write_predictions(
+    path: Path, frame: pd.DataFrame, probs: np.ndarray, labels: list[str], sets: Sets | None = None
+) -> None:
     from lora_dvc.atomic import atomic_path, write_text
 
     if path.suffix.lower() == ".jsonl":
-        write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records(frame, probs, labels)))
+        lines = (json.dumps(r, ensure_ascii=False) + "\n" for r in records(frame, probs, labels, sets))
+        write_text(path, "".join(lines))
         return
     with atomic_path(path) as tmp:
-        flat_table(frame, probs, labels).to_csv(tmp, index=False, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+        table = flat_table(frame, probs, labels, sets)
+        table.to_csv(tmp, index=False, sep="\t" if path.suffix.lower() == ".tsv" else ",")
 
 
-def format_table(texts: list[str], probs: np.ndarray, labels: list[str], width: int = 60) -> str:
+def format_table(
+    texts: list[str], probs: np.ndarray, labels: list[str], width: int = 60, sets: Sets | None = None
+) -> str:
     """A plain-text table for people: predicted, confidence, one column per class, the text."""
     table = pd.DataFrame(probs, columns=labels).round(3)
-    table.insert(0, "predicted", [labels[i] for i in probs.argmax(axis=1)])
-    table.insert(1, "confidence", probs.max(axis=1).round(3))
+    table.insert(0, "predicted", sets.joined() if sets else [labels[i] for i in probs.argmax(axis=1)])
+    table.insert(1, "confidence", (sets.confidence if sets else probs.max(axis=1)).round(3))
     short = [" ".join(t.split()) for t in texts]
     table["text"] = [t if len(t) <= width else t[: width - 3] + "..." for t in short]
     return table.to_string(index=False, float_format="{:.3f}".format, justify="left")
@@ -166,6 +193,11 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--device", help="a torch device: cpu, cuda, cuda:1, xla (default: train.device's choice)")
     p.add_argument("--batch-size", type=int, help="texts per batch (default: params' evaluate.batch_size)")
     p.add_argument(
+        "--threshold",
+        type=float,
+        help="multi-label models: predict a label at sigmoid probability >= this (default: evaluate.threshold)",
+    )
+    p.add_argument(
         "--precision",
         choices=PRECISIONS,
         help="auto | fp32 | bf16 | fp16, resolved for the device as in training (default: params' train.precision)",
@@ -181,6 +213,8 @@ def parse_args(argv: list[str] | None = None):
         raise UserError("--text-pair-column needs a --file with columns (.csv, .tsv or .jsonl) holding both texts")
     if args.out and args.out.suffix.lower() not in OUT_SUFFIXES:
         raise UserError(f"--out {args.out}: use a file ending in {', '.join(OUT_SUFFIXES)}")
+    if args.threshold is not None and not 0 < args.threshold < 1:
+        raise UserError(f"--threshold {args.threshold}: use a number in (0, 1)")
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError("--batch-size must be a positive integer")
     return args
@@ -198,8 +232,19 @@ def load(args):
         return load_classifier(args.model, root=root, **options)
 
 
-def log_accuracy(frame: pd.DataFrame, args, probs: np.ndarray, labels: list[str]) -> None:
+def log_accuracy(frame: pd.DataFrame, args, probs: np.ndarray, labels: list[str], sets: Sets | None = None) -> None:
     if args.label_column not in frame.columns or args.label_column == args.text_column:
+        return
+    if sets:  # multi-label: subset accuracy against label sets written as predict writes them
+        truth = [{x.strip() for x in v.split(sets.delimiter) if x.strip()} for v in frame[args.label_column]]
+        correct = sum(t == set(p) for t, p in zip(truth, sets.labels))
+        log.info(
+            "subset accuracy against '%s': %.4f (%d of %d)",
+            args.label_column,
+            correct / max(len(truth), 1),
+            correct,
+            len(truth),
+        )
         return
     truth = true_labels(frame[args.label_column].tolist(), labels)
     if truth is None:
@@ -221,6 +266,8 @@ def main(argv: list[str] | None = None) -> None:
     texts = frame[args.text_column].tolist()
     pairs = frame[args.text_pair_column].tolist() if args.text_pair_column else None
     clf = load(args)
+    if args.threshold is not None:
+        clf.threshold = args.threshold
     log.info(
         "%s: %s model, %d labels, on %s",
         f"{args.model} at {args.rev}" if args.rev else clf.source,
@@ -234,14 +281,15 @@ def main(argv: list[str] | None = None) -> None:
     probs = clf.probabilities(texts, progress=len(texts) > 256, pairs=pairs)
     seconds = time.perf_counter() - started
     log.info("%d texts in %.1f s (%.0f texts/s)", len(texts), seconds, len(texts) / max(seconds, 1e-9))
-    log_accuracy(frame, args, probs, clf.labels)
+    sets = Sets(clf, probs) if clf.multi_label else None
+    log_accuracy(frame, args, probs, clf.labels, sets)
     if args.out:
-        write_predictions(args.out, frame, probs, clf.labels)
+        write_predictions(args.out, frame, probs, clf.labels, sets)
         log.info("wrote %s (%d rows)", args.out, len(frame))
     elif args.table:
-        print(format_table(texts, probs, clf.labels))
+        print(format_table(texts, probs, clf.labels, sets=sets))
     else:
-        for record in records(frame, probs, clf.labels):
+        for record in records(frame, probs, clf.labels, sets):
             print(json.dumps(record, ensure_ascii=False))
     sys.stdout.flush()
 

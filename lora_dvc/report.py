@@ -1,7 +1,9 @@
 """The report's figures (matplotlib) and markdown, from the metrics files of one run.
 
 Three figures: training curves, the test confusion matrix (count and row %), per-class
-precision/recall/F1. The markdown opens with a warning when the model did not learn (evaluate's
+precision/recall/F1. A multi-label run (evaluate's per-label counts) gets a per-label table of
+true/false positives and negatives instead of the confusion matrix, and micro-F1 beside macro-F1.
+The markdown opens with a warning when the model did not learn (evaluate's
 `test.learned`), then results, figures, per-class metrics, parameters and data statistics.
 """
 
@@ -127,6 +129,9 @@ def learned_warning(test: dict) -> str:
 
 
 def results_table(train: dict, test: dict) -> str:
+    if "micro_f1" in test:
+        return multi_label_results_table(train, test)
+
     def row(name: str, split: dict) -> tuple:
         return name, split.get("accuracy"), split.get("macro_f1"), split.get("loss")
 
@@ -141,6 +146,33 @@ def results_table(train: dict, test: dict) -> str:
     ).astype(object)
     results = results.where(results.notna(), None)  # blank cells, not "nan"
     return results.to_markdown(index=False, floatfmt=".4f", missingval="")
+
+
+def multi_label_results_table(train: dict, test: dict) -> str:
+    """Multi-label: subset accuracy, macro- and micro-F1 (test only: train and val record the first two)."""
+
+    def row(name: str, split: dict) -> tuple:
+        return name, split.get("accuracy"), split.get("macro_f1"), split.get("micro_f1"), split.get("loss")
+
+    floor = "test, most frequent label set " + ("{" + ", ".join(test.get("majority_label_set", [])) + "}")
+    results = pd.DataFrame(
+        [
+            row("train (during last epoch)", train.get("train", {})),
+            row("val", train.get("val", {})),
+            row(f"test (threshold {test.get('threshold', 0.5):g})", test),
+            (floor, test["majority_accuracy"], test["majority_macro_f1"], test.get("majority_micro_f1"), None),
+        ],
+        columns=["split", "subset accuracy", "macro-F1", "micro-F1", "loss (BCE)"],
+    ).astype(object)
+    results = results.where(results.notna(), None)
+    return results.to_markdown(index=False, floatfmt=".4f", missingval="")
+
+
+def per_label_counts_table(test: dict) -> str:
+    """Multi-label: each label's yes/no confusion counts on test, in place of a confusion matrix."""
+    counts = pd.DataFrame(test["per_label_counts"]).T[["tp", "fp", "fn", "tn"]]
+    counts.columns = ["true positive", "false positive", "false negative", "true negative"]
+    return counts.to_markdown()
 
 
 def model_table(train: dict, test: dict) -> str:
@@ -198,7 +230,10 @@ def build_report(params: Params) -> str:
     test = read_metrics(artifacts.EVAL_SUMMARY)["test"]
     labels = list(test["per_class"])
     curves = save_figure(training_curves_figure(), "training_curves.png")
-    confusion = save_figure(confusion_figure(labels), "confusion_matrix.png")
+    if "per_label_counts" in test:  # multi-label: per-label yes/no counts instead of a confusion matrix
+        confusion_block = f"Per-label confusion counts (test):\n\n{per_label_counts_table(test)}"
+    else:
+        confusion_block = f"![confusion matrix]({save_figure(confusion_figure(labels), 'confusion_matrix.png')})"
     per_class = save_figure(per_class_figure(test["per_class"]), "per_class_f1.png")
     per_class_table = pd.DataFrame(test["per_class"]).T
     per_class_table["support"] = per_class_table["support"].astype(int)
@@ -224,7 +259,7 @@ def build_report(params: Params) -> str:
 
 ![training curves]({curves})
 
-![confusion matrix]({confusion})
+{confusion_block}
 
 ![per-class F1]({per_class})
 

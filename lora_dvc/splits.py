@@ -5,6 +5,13 @@ also in the training pool, rows over data.max_train_rows. For sentence pairs (`d
 a row's text is the pair (text, text_pair): a pair with either side empty is empty, and duplicates,
 conflicts and test-in-train leaks are of the whole pair (the same text with another partner is a
 different example).
+
+Multi-label rows (`data.multi_label`) carry a tuple of label names (in id order): a conflict is the
+same text with two different label sets, and the splits are stratified on each row's first label
+(its lowest label id), not on the whole set, whose combinations are often too rare to stratify;
+when a first label has fewer than 2 rows or the held-out part is smaller than the number of first
+labels, that split is drawn unstratified (seeded). The prepared files then hold a `labels` column:
+the label ids of each row joined by '|' (artifacts.LABEL_JOIN).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from collections import Counter
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from lora_dvc.artifacts import LABEL_JOIN, multi_hot
 from lora_dvc.datasets import read_source
 from lora_dvc.errors import UserError
 from lora_dvc.params import DataParams
@@ -49,10 +57,31 @@ def drop_conflicting(frames: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.Data
     return kept, sum(len(frames[n]) - len(kept[n]) for n in frames)
 
 
+def is_multi_label(frame: pd.DataFrame) -> bool:
+    """Whether the label column holds label sets (tuples), as read with data.multi_label."""
+    return len(frame) > 0 and isinstance(frame["label"].iloc[0], tuple)
+
+
+def multi_label_strata(frame: pd.DataFrame, n_holdout: int) -> pd.Series | None:
+    """Each row's first label (lowest id) to stratify on, or None (no stratification) where it cannot."""
+    first = frame["label"].map(lambda labels: labels[0])
+    counts = first.value_counts()
+    if counts.min() < 2 or n_holdout < len(counts) or len(frame) - n_holdout < len(counts):
+        return None
+    return first
+
+
 def stratified_split(frame: pd.DataFrame, fraction: float, seed: int, what: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split off `fraction` of `frame`, stratified by label; refuse when a class is too small."""
-    counts = frame["label"].value_counts()
     n_holdout = round(len(frame) * fraction)
+    if is_multi_label(frame):
+        if n_holdout < 1 or n_holdout >= len(frame):
+            raise UserError(
+                f"dataset too small to split off {what}: {len(frame)} rows; add data or change data.{what}_fraction"
+            )
+        strata = multi_label_strata(frame, n_holdout)
+        return train_test_split(frame, test_size=n_holdout, random_state=seed, stratify=strata)
+    counts = frame["label"].value_counts()
     if counts.min() < 2 or n_holdout < len(counts) or len(frame) - n_holdout < len(counts):
         raise UserError(
             f"dataset too small to split off {what}: {len(frame)} rows, smallest class "
@@ -66,6 +95,10 @@ def stratified_split(frame: pd.DataFrame, fraction: float, seed: int, what: str)
 def subsample(frame: pd.DataFrame, rows: int | None, seed: int) -> pd.DataFrame:
     if rows is None or rows >= len(frame):
         return frame
+    if is_multi_label(frame):
+        strata = multi_label_strata(frame, len(frame) - rows)
+        kept, _ = train_test_split(frame, train_size=rows, random_state=seed, stratify=strata)
+        return kept
     if rows < frame["label"].nunique():
         raise UserError(f"data.max_train_rows={rows} is below the number of classes; raise it")
     kept, _ = train_test_split(frame, train_size=rows, random_state=seed, stratify=frame["label"])
@@ -99,7 +132,9 @@ def make_splits(data: DataParams) -> tuple[dict[str, pd.DataFrame], list[str], d
     train = subsample(train, data.max_train_rows, data.seed)
     dropped["over_max_train_rows"] = before - len(train)
 
-    missing = [label for label in source.labels if label not in set(train["label"])]
+    multi = is_multi_label(train)
+    seen = {name for labels in train["label"] for name in labels} if multi else set(train["label"])
+    missing = [label for label in source.labels if label not in seen]
     if missing:
         raise UserError(
             f"{source.files[0]}: no training examples left for class(es) {missing}; "
@@ -107,22 +142,39 @@ def make_splits(data: DataParams) -> tuple[dict[str, pd.DataFrame], list[str], d
         )
     splits = {"train": train, "val": val, "test": test}
     ids = {name: i for i, name in enumerate(source.labels)}
-    splits = {
-        k: pd.DataFrame({c: v[c].to_numpy() for c in text_columns(v)} | {"label": v["label"].map(ids).to_numpy()})
-        for k, v in splits.items()
-    }
+    if multi:  # ids joined by '|' in a `labels` column (artifacts.LABEL_JOIN); counts: rows holding each label
+        splits = {
+            k: pd.DataFrame(
+                {c: v[c].to_numpy() for c in text_columns(v)}
+                | {"labels": v["label"].map(lambda s: LABEL_JOIN.join(str(ids[n]) for n in s)).to_numpy()}
+            )
+            for k, v in splits.items()
+        }
+        class_counts = {
+            name: {
+                label: int(multi_hot(frame, len(source.labels))[:, i].sum()) for i, label in enumerate(source.labels)
+            }
+            for name, frame in splits.items()
+        }
+    else:
+        splits = {
+            k: pd.DataFrame({c: v[c].to_numpy() for c in text_columns(v)} | {"label": v["label"].map(ids).to_numpy()})
+            for k, v in splits.items()
+        }
+        class_counts = {
+            name: {label: int((frame["label"] == i).sum()) for i, label in enumerate(source.labels)}
+            for name, frame in splits.items()
+        }
     # the keys beyond `dataset` appear only for your own data, so the shipped datasets' records stay as they were
     own = {"format": source.format} if source.format else {}
     own |= {"text_pair_column": data.text_pair_column} if data.text_pair_column else {}
+    own |= {"multi_label": True} if multi else {}
     stats = {
         "dataset": data.dataset,
         **own,
         "source_rows": {name: len(frame) for name, frame in raw.items()},
         "dropped": dict(dropped),
         "rows": {name: len(frame) for name, frame in splits.items()},
-        "class_counts": {
-            name: {label: int((frame["label"] == i).sum()) for i, label in enumerate(source.labels)}
-            for name, frame in splits.items()
-        },
+        "class_counts": class_counts,
     }
     return splits, source.labels, stats

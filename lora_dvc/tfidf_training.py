@@ -11,6 +11,7 @@ from dvclive import Live
 
 from lora_dvc.artifacts import MODEL, TRAIN_LIVE, TRAIN_METRICS, read_labels, read_prepared, write_metrics
 from lora_dvc.atomic import atomic_dir
+from lora_dvc.errors import UserError
 from lora_dvc.metrics import classification_metrics, compared_train
 from lora_dvc.params import Params
 from lora_dvc.tfidf import TfidfClassifier
@@ -22,6 +23,11 @@ def train_tfidf(params: Params) -> None:
     """The classical baseline: fit on train, report val, save to models/classifier/."""
     labels = read_labels()
     frames = {s: read_prepared(s) for s in ("train", "val")}
+    if "labels" in frames["train"].columns:
+        raise UserError(
+            "train.method: tfidf fits single-label rows only, and data.multi_label is true; "
+            "use train.method: lora or full for multi-label rows"
+        )
     started = time.perf_counter()
     model = TfidfClassifier().fit(frames["train"]["text"].tolist(), frames["train"]["label"].to_numpy())
     seconds = time.perf_counter() - started

@@ -14,6 +14,11 @@ starts the processes). What Trainer cannot do itself is in lora_dvc/callbacks.py
 DVCLive keys, the train-accuracy tally, signal handling, checkpoint bookkeeping), lora_dvc/
 checkpoints.py (where checkpoints live) and lora_dvc/collators.py (resumable length grouping).
 
+Multi-label rows (the tokenize stage's multi-hot labels, `"multi_label": true` in its meta.json): the
+model's config gets problem_type multi_label_classification (transformers' BCEWithLogitsLoss on float
+multi-hot labels), the train tally and the val metrics predict a label at sigmoid >= evaluate.threshold,
+and the kept epoch is still the one with the best val macro-F1 (over labels, at that threshold).
+
 Outputs: models/classifier/ (peft adapter incl. classifier head, or full model), metrics/train.json
 (the compared numbers), records/train/ (DVCLive: curves and every detail). Only rank 0 writes them.
 """
@@ -43,7 +48,7 @@ from lora_dvc.artifacts import (
     write_metrics,
 )
 from lora_dvc.atomic import atomic_dir
-from lora_dvc.callbacks import CheckpointCallback, LiveCallback, StopOnSignal, Tallies, restore_live
+from lora_dvc.callbacks import CheckpointCallback, LiveCallback, StopOnSignal, Tallies, Tally, restore_live
 from lora_dvc.checkpoints import CheckpointStore, fingerprint, prune_stale
 from lora_dvc.collators import EpochSeededLengthSampler, SplitDataset, make_collator
 from lora_dvc.compat import keep_padding_masks_on_device
@@ -52,8 +57,9 @@ from lora_dvc.dropout import restore_dropout, use_fast_dropout
 from lora_dvc.errors import UserError
 from lora_dvc.fused_lora import use_fused_lora
 from lora_dvc.launch import is_main_process
-from lora_dvc.metrics import classification_metrics, compared_train
+from lora_dvc.metrics import classification_metrics, compared_train, multilabel_metrics
 from lora_dvc.modeling import (
+    MULTI_LABEL,
     apply_method,
     check_max_length,
     count_params,
@@ -85,15 +91,17 @@ class TallyingTrainer(Trainer):
     # divide it by train.grad_accum itself (it skips that for models whose forward takes **kwargs)
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, tallies: Tallies, **kwargs) -> None:
+    def __init__(self, *args, tallies: Tallies, logit_cut: float = 0.0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.tallies = tallies
+        self.logit_cut = logit_cut  # multi-label: the logit of evaluate.threshold (the tally predicts at >= 0)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"]
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if model.training:
-            self.tallies.add(loss, outputs.logits, labels, self.args.world_size)
+            logits = outputs.logits - self.logit_cut if self.logit_cut else outputs.logits
+            self.tallies.add(loss, logits, labels, self.args.world_size)
         return (loss, outputs) if return_outputs else loss
 
     def get_eval_dataloader(self, eval_dataset=None):
@@ -123,6 +131,31 @@ class TallyingTrainer(Trainer):
         return self.accelerator.prepare(loader)
 
 
+class MultiHotDataset(SplitDataset):
+    """A multi-label split's rows: labels as the row's multi-hot list (BCEWithLogitsLoss wants floats:
+    float_labels casts the batch)."""
+
+    def __getitem__(self, i: int) -> dict:
+        row = self.order[i]
+        start, end = self.split.offsets[row], self.split.offsets[row + 1]
+        return {"input_ids": self.split.ids[start:end].tolist(), "labels": self.split.labels[row].tolist()}
+
+
+def float_labels(collate):
+    """A collator whose batches carry float labels (multi-hot rows for BCEWithLogitsLoss)."""
+
+    def call(rows: list[dict]) -> dict:
+        batch = collate(rows)
+        batch["labels"] = batch["labels"].float()
+        return batch
+
+    return call
+
+
+def logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
 def save_model(model, params: Params) -> None:
     """Adapter (or full model) in Hugging Face format, written atomically."""
     with atomic_dir(MODEL_DIR) as tmp:
@@ -145,8 +178,8 @@ def save_model(model, params: Params) -> None:
         (tmp / "README.md").unlink(missing_ok=True)
 
 
-def build_model(params: Params, labels: list[str]) -> torch.nn.Module:
-    model = load_base_model(params.model.name, labels)
+def build_model(params: Params, labels: list[str], multi_label: bool = False) -> torch.nn.Module:
+    model = load_base_model(params.model.name, labels, MULTI_LABEL if multi_label else None)
     check_max_length(params.model.name, params.model.max_length, max_positions(model))
     model = apply_method(model, params.train.method, params.lora)
     trainable, total = count_params(model)
@@ -246,7 +279,19 @@ def training_arguments(params: Params, output_dir: str, precision: str, device: 
     )
 
 
-def val_metrics_fn(labels: list[str]):
+def val_metrics_fn(labels: list[str], multi_label: bool = False, threshold: float = 0.5):
+    """Val accuracy, macro-F1 and log loss from Trainer's val predictions. Multi-label: sigmoid
+    probabilities at `threshold`; accuracy is the subset accuracy, macro-F1 (which picks the kept epoch,
+    as for single labels) the mean of the per-label F1s, logloss the mean binary cross-entropy."""
+
+    def compute_multi_label(prediction) -> dict:
+        logits = torch.as_tensor(np.asarray(prediction.predictions, dtype=np.float32))
+        m = multilabel_metrics(np.asarray(prediction.label_ids), torch.sigmoid(logits).numpy(), labels, threshold)
+        return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "micro_f1": m["micro_f1"], "logloss": m["loss"]}
+
+    if multi_label:
+        return compute_multi_label
+
     def compute(prediction) -> dict:
         logits = torch.as_tensor(np.asarray(prediction.predictions, dtype=np.float32))
         probs = torch.softmax(logits, dim=-1).numpy()
@@ -297,8 +342,10 @@ def build_trainer(
 ) -> tuple[TallyingTrainer, StopOnSignal, int]:
     tp = params.train
     pad_id = read_tokenized_meta()["pad_token_id"]
-    train_set = SplitDataset(read_tokenized("train"))
-    val_set = SplitDataset.by_length(read_tokenized("val"))
+    train_split = read_tokenized("train")
+    dataset = MultiHotDataset if train_split.multi_label else SplitDataset
+    train_set = dataset(train_split)
+    val_set = dataset.by_length(read_tokenized("val"))
     args = training_arguments(params, str(store.local), precision, device)
     micro_batches = args.train_batch_size * args.world_size  # rows per forward pass, over all processes
     # drop_last on XLA: full batches only; an optimizer step every grad_accum micro-batches, as Trainer counts
@@ -323,16 +370,20 @@ def build_trainer(
     ]
     if tp.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=tp.patience))
+    collator = make_collator(load_tokenizer(params.model.name), device == "xla", params.buckets, pad_id)
+    if train_split.multi_label:
+        collator = float_labels(collator)
     trainer = TallyingTrainer(
         model=model,
         args=args,
         train_dataset=train_set,
         eval_dataset=val_set,
-        data_collator=make_collator(load_tokenizer(params.model.name), device == "xla", params.buckets, pad_id),
+        data_collator=collator,
         optimizers=(make_optimizer(model, params), None),
-        compute_metrics=val_metrics_fn(labels),
+        compute_metrics=val_metrics_fn(labels, train_split.multi_label, params.evaluate.threshold),
         callbacks=callbacks,
         tallies=tallies,
+        logit_cut=logit(params.evaluate.threshold) if train_split.multi_label else 0.0,
     )
     trainer.remove_callback(PrinterCallback)  # raw log dicts on stdout; the callbacks log what matters
     return trainer, stop, steps_per_epoch
@@ -356,8 +407,9 @@ def train_transformer(params: Params) -> None:
     if device == "xla":
         keep_padding_masks_on_device()
     labels = read_labels()
+    multi_label = bool(read_tokenized_meta().get("multi_label"))  # the tokenize stage's multi-hot labels
     set_seed(tp.seed)  # before the model: LoRA's initial weights and the head come from this seed
-    model = build_model(params, labels)  # before any output: a refused config leaves nothing behind
+    model = build_model(params, labels, multi_label)  # before any output: a refused config leaves nothing behind
     ready_for_device(model, device, precision, tp.fast_dropout)
     store = CheckpointStore(fingerprint(params))
     is_main = is_main_process(device)
@@ -374,6 +426,8 @@ def train_transformer(params: Params) -> None:
             restore_live(resume, LIVE_DIR)
         log.info("resuming from %s at step %s", store.where, resume.name.split("-")[-1])
     tallies = Tallies(len(labels))
+    if multi_label:  # train accuracy: subset accuracy at evaluate.threshold; macro-F1 over labels
+        tallies.window, tallies.epoch = Tally(len(labels), multi_label=True), Tally(len(labels), multi_label=True)
     if resume is not None:
         tallies.restore(json.loads((resume / "lora_dvc_state.json").read_text()), is_main)
     started = time.perf_counter() - tallies.progress["seconds"]

@@ -6,6 +6,10 @@ writes accuracy, macro-F1, log loss, per-class precision/recall/F1, mean confide
 majority-class floor (accuracy and macro-F1) and `learned`: false when test macro-F1 is within
 metrics.LEARNED_MARGIN of that floor, with a warning that says what to try.
 
+Multi-label (multi-hot test labels): sigmoid probabilities, a label predicted at or above
+evaluate.threshold; subset accuracy, macro- and micro-F1, mean binary cross-entropy, per-label scores
+and tp/fp/fn/tn counts, and the floor of always predicting train's most frequent label set.
+
 Outputs: metrics/test.json (test accuracy, macro-F1, loss, learned as 1/0: the compared numbers);
 records/evaluate/metrics.json (every score above) and records/evaluate/plots/sklearn/confusion_matrix.json
 (DVCLive), records/evaluate/predictions.csv.
@@ -51,9 +55,13 @@ def main() -> None:
     probs = clf.probabilities(texts, tokenized=test, progress=True)
     seconds = time.perf_counter() - started
 
-    metrics = test_summary(test.labels, read_tokenized("train").labels, probs, clf.labels)
+    threshold = params.evaluate.threshold
+    metrics = test_summary(test.labels, read_tokenized("train").labels, probs, clf.labels, threshold)
     metrics["samples_per_second"] = round(len(test) / seconds, 1)
-    write_outputs(metrics, test.labels, probs, clf.labels)
+    if test.multi_label:
+        write_multi_label_outputs(metrics, test.labels, probs, clf)
+    else:
+        write_outputs(metrics, test.labels, probs, clf.labels)
     log.info(
         "test accuracy %.4f, macro-F1 %.4f (majority class: accuracy %.4f, macro-F1 %.4f), %.0f samples/s",
         metrics["accuracy"],
@@ -62,6 +70,14 @@ def main() -> None:
         metrics["majority_macro_f1"],
         metrics["samples_per_second"],
     )
+    if test.multi_label:
+        log.info(
+            "test micro-F1 %.4f (most frequent label set %s: micro-F1 %.4f) at threshold %g",
+            metrics["micro_f1"],
+            metrics["majority_label_set"],
+            metrics["majority_micro_f1"],
+            threshold,
+        )
     if not metrics["learned"]:
         log.warning("WARNING: %s", not_learned_advice("test", metrics["macro_f1"], metrics["majority_macro_f1"]))
 
@@ -77,6 +93,26 @@ def write_outputs(metrics: dict, truth, probs, labels: list[str]) -> None:
         )
     write_table(
         pd.DataFrame({"label": actual, "predicted": predicted, "confidence": probs.max(axis=1).round(6)}),
+        EVAL_PREDICTIONS,
+    )
+    write_metrics(TEST_METRICS, compared_test(metrics))
+
+
+def write_multi_label_outputs(metrics: dict, truth, probs, clf) -> None:
+    """Multi-label: the details through DVCLive (no confusion matrix: per-label counts are in the summary),
+    predictions.csv with the true and predicted label sets joined by '|', metrics/test.json."""
+    join = "|".join
+    with Live(dir=str(EVAL_LIVE), save_dvc_exp=False, dvcyaml=None) as live:
+        live.summary["test"] = metrics
+    actual = [join(name for name, on in zip(clf.labels, row) if on) for row in truth]
+    write_table(
+        pd.DataFrame(
+            {
+                "label": actual,
+                "predicted": [join(s) for s in clf.predicted(probs)],
+                "confidence": clf.confidence(probs).round(6),
+            }
+        ),
         EVAL_PREDICTIONS,
     )
     write_metrics(TEST_METRICS, compared_test(metrics))

@@ -15,6 +15,9 @@ Each split becomes one .npz: `ids` (all token ids, int32, concatenated), `offset
 ids[offsets[i]:offsets[i+1]]) and `labels`. No padding is stored: train and evaluate pad each
 batch to the smallest of `model.length_buckets` that fits, so an XLA device compiles one graph
 per bucket. Token-length statistics per split go to records/tokenize.json.
+
+Multi-label splits (a `labels` column of ids joined by '|') store multi-hot `labels` (rows, labels),
+and meta.json says `"multi_label": true`.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ def main() -> None:
     tokenizer = load_tokenizer(model.name)
     frames = {split: artifacts.read_prepared(split) for split in artifacts.SPLITS}
     pairs = {s: f["text_pair"].tolist() if "text_pair" in f.columns else None for s, f in frames.items()}
+    multi_label = "labels" in frames["train"].columns  # multi-hot labels (rows, labels) in the .npz
+    n_labels = len(artifacts.read_labels()) if multi_label else 0
     auto = None
     max_length = model.max_length
     positions = model_positions(model.name)
@@ -70,7 +75,7 @@ def main() -> None:
         ids, truncated = tokenize_texts(
             tokenizer, frame["text"].tolist(), max_length, split, pairs=pairs[split], truncation=model.truncation
         )
-        encoded[split] = (ids, frame["label"].to_numpy(np.int64))
+        encoded[split] = (ids, artifacts.prepared_labels(frame, n_labels))
         stats[split] = length_stats(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)), truncated, buckets)
     # keys beyond the first three only when they say something: a default run's folder stays byte-identical
     meta = {"tokenizer": model.name, "pad_token_id": tokenizer.pad_token_id, "max_length": max_length}
@@ -80,6 +85,8 @@ def main() -> None:
         meta["truncation"] = model.truncation
     if auto:
         meta["auto"] = auto
+    if multi_label:  # train sets problem_type from it; the classifier loader reads it for an adapter
+        meta["multi_label"] = True
     artifacts.write_tokenized(encoded, meta)
     choice = {"max_length": max_length, "length_buckets": buckets, "truncation": model.truncation, "auto": auto}
     artifacts.write_metrics(artifacts.TOKENIZE_STATS, {**stats, "choice": choice})
