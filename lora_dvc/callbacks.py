@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import TrainerCallback
 
 from lora_dvc.checkpoints import COMPLETE, CheckpointStore
@@ -58,7 +57,9 @@ class Tally:
     def reset(self, state: dict | None = None) -> None:
         rows, columns = (3, self.n_classes + 1) if self.multi_label else (self.n_classes, self.n_classes)
         state = state or {"loss": 0.0, "confusion": [[0] * columns] * rows}
-        self.loss = torch.tensor(state["loss"], dtype=torch.float64)
+        # one element, not 0-dim: XLA takes a 0-dim 0 (or 1) moved to the device as a constant of the graph,
+        # so the step after each reset would compile a graph of its own
+        self.loss = torch.tensor([state["loss"]], dtype=torch.float64)
         self.confusion = torch.tensor(state["confusion"], dtype=torch.float64)
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
@@ -72,10 +73,14 @@ class Tally:
             self.confusion[0, -1] += (predicted == actual).all(-1).sum().double()
             self.confusion[1, -1] += labels.shape[0]
             return
-        keep = labels >= 0  # rows padded in for static shapes carry label -100
-        n = self.n_classes
-        self.loss += loss.detach().double() * keep.sum()
-        self.confusion += F.one_hot(labels[keep], n).double().T @ F.one_hot(logits[keep].argmax(-1), n).double()
+        # one-hot rows by comparison, not by indexing the kept rows: a boolean index has a shape that depends on
+        # the data, which XLA reads on the host (a sync and two extra graphs every step). Rows padded in for
+        # static shapes carry label -100 and match no class, so they add nothing.
+        classes = torch.arange(self.n_classes, device=labels.device)
+        actual = (labels.unsqueeze(-1) == classes).double()
+        predicted = (logits.argmax(-1).unsqueeze(-1) == classes).double()
+        self.loss += loss.detach().double() * (labels >= 0).sum()
+        self.confusion += actual.T @ predicted
 
     def reduced_state(self) -> dict:
         """This tally summed over all processes (every process must call it at the same point)."""
@@ -134,9 +139,44 @@ class Tallies:
 class LiveCallback(TrainerCallback):
     """The pipeline's DVCLive curves from Trainer's events; `live` is None on ranks other than 0."""
 
-    def __init__(self, live, tallies: Tallies, epochs: int, xla: bool = False) -> None:
+    def __init__(
+        self, live, tallies: Tallies, epochs: int, xla: bool = False, log_every: int = 0, every: int = 0
+    ) -> None:
         self.live, self.tallies, self.epochs, self.xla = live, tallies, epochs, xla
         self.compilations: int | None = None
+        # XLA only: Trainer logs nothing per step there (lora_dvc.training.training_arguments), so this callback
+        # logs the window itself at the steps Trainer logs elsewhere (every log_every steps, at each checkpoint
+        # step `every` and at the epoch end); and it counts the graphs compiled by the val passes apart
+        self.log_every, self.every = log_every, every
+        self.logged_step, self.lr = 0, None
+        self.eval_compilations, self.before_eval, self.evaluated_epoch = 0, 0, None
+
+    @classmethod
+    def of(cls, trainer) -> LiveCallback:
+        return next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, cls))
+
+    def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        if self.xla:  # the rate this step used, before the scheduler steps (Trainer's learning_rate)
+            self.lr = optimizer.param_groups[0]["lr"]
+
+    def on_step_end(self, args, state, control, **kwargs):
+        step = state.global_step
+        if self.xla and ((self.log_every and step % self.log_every == 0) or (self.every and step % self.every == 0)):
+            self.log_window(state)
+
+    def log_window(self, state) -> None:
+        """XLA: the step's graph runs first (the cut falls where the data loader's would), then the window is read."""
+        from lora_dvc.device import xla_sync
+
+        xla_sync()
+        window = Tally.summary(self.tallies.window.reduced_state())
+        self.tallies.window.reset()
+        self.logged_step = state.global_step
+        if self.live is not None and window["rows"]:
+            self.live.step = state.global_step
+            self.live.log_metric("train_step/loss", window["loss"])
+            self.live.log_metric("train_step/accuracy", window["accuracy"])
+            self.live.log_metric("train_step/lr", self.lr)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or "loss" not in logs or "learning_rate" not in logs:
@@ -150,11 +190,22 @@ class LiveCallback(TrainerCallback):
             self.live.log_metric("train_step/lr", logs["learning_rate"])
 
     def on_epoch_end(self, args, state, control, **kwargs):
+        if self.xla and state.global_step > self.logged_step:
+            self.log_window(state)
         self.tallies.epoch_train = Tally.summary(self.tallies.epoch.reduced_state())
         self.tallies.epoch.reset()
+        if self.xla:
+            from lora_dvc.device import xla_compile_stats
+
+            self.before_eval = xla_compile_stats()["compilations"]
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         epoch = round(state.epoch)
+        if self.xla:
+            from lora_dvc.device import xla_compile_stats
+
+            self.eval_compilations += xla_compile_stats()["compilations"] - self.before_eval
+            self.evaluated_epoch = epoch  # logged after the epoch's checkpoint, which belongs to the epoch
         progress = self.tallies.progress
         val = {
             "loss": metrics["eval_logloss"],
@@ -181,19 +232,31 @@ class LiveCallback(TrainerCallback):
                 self.live.log_metric(f"train/{key}", train[key])
             self.live.log_metric(f"val/{key}", val[key])
         self.live.log_metric("epoch", epoch, plot=False)
-        if self.xla:
-            self.log_compilations(epoch)
 
-    def log_compilations(self, epoch: int) -> None:
-        """XLA compiles one graph per shape: the count must stop growing after the first epoch."""
+    def on_save(self, args, state, control, **kwargs):
+        if self.xla and self.evaluated_epoch is not None and self.live is not None:
+            self.live.step = state.global_step
+            self.log_compilations(self.evaluated_epoch)
+        self.evaluated_epoch = None
+
+    def compile_summary(self) -> dict:
+        """The run's XLA compilations so far: all, those of the val passes, the rest (training)."""
         from lora_dvc.device import xla_compile_stats
 
         stats = xla_compile_stats()
-        self.live.log_metric("xla/compilations", stats["compilations"])
-        self.live.log_metric("xla/compile_seconds", stats["compile_seconds"])
-        # on Trainer, epoch 2 still adds up to 2 graphs (the first epoch-end checkpoint; tests/test_xla.py
-        # pins it): growth after that means a shape that changes with the data
-        if self.compilations is not None and epoch > 2 and stats["compilations"] > self.compilations:
+        return stats | {
+            "eval_compilations": self.eval_compilations,
+            "train_compilations": stats["compilations"] - self.eval_compilations,
+        }
+
+    def log_compilations(self, epoch: int) -> None:
+        """XLA compiles one graph per shape: the count must stop growing after the first epoch."""
+        stats = self.compile_summary()
+        for key in ("compilations", "eval_compilations", "compile_seconds"):
+            self.live.log_metric(f"xla/{key}", stats[key])
+        # every graph (each bucket's train step and val batch, the first step, the first checkpoint's
+        # rendezvous) compiles in the first epoch: growth after it means a shape that changes with the data
+        if self.compilations is not None and epoch > 1 and stats["compilations"] > self.compilations:
             log.warning(
                 "XLA compiled %d more graphs in epoch %d: shapes are not static",
                 stats["compilations"] - self.compilations,
@@ -214,21 +277,23 @@ class CheckpointCallback(TrainerCallback):
         live_dir: Path,
         live,
         started: float,
+        xla: bool = False,
     ) -> None:
         self.every, self.steps_per_epoch, self.store, self.tallies = every, steps_per_epoch, store, tallies
         self.live_dir, self.live, self.started = live_dir, live, started
+        self.log = not xla  # XLA: no Trainer log at a checkpoint; LiveCallback logs the window there itself
 
     def on_step_end(self, args, state, control, **kwargs):
         # an epoch's last step is saved after its evaluation (Trainer's epoch checkpoint), once
         epoch_end = state.global_step % self.steps_per_epoch == 0
         if self.every and state.global_step % self.every == 0 and not epoch_end:
             control.should_save = True
-        if control.should_save:
+        if control.should_save and self.log:
             control.should_log = True  # the loss window restarts at a checkpoint, as after a resume
         return control
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        if control.should_save:
+        if control.should_save and self.log:
             control.should_log = True
         return control
 

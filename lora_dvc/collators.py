@@ -86,6 +86,74 @@ class EpochSeededLengthSampler(torch.utils.data.Sampler):
         return iter(length_grouped_order(self.lengths, self.batch_size, generator))
 
 
+class EpochSeededBucketSampler(torch.utils.data.Sampler):
+    """Static shapes (XLA): a row order in which every `unit` consecutive rows (one optimizer step over all
+    processes: micro-batch x processes x grad_accum) pad to one length bucket, and every epoch has the same
+    number of steps in each bucket. So the first epoch meets every train graph there is, and no later epoch
+    compiles anything, however many epochs run (length grouping meets a rare bucket in some epochs only).
+
+    Per bucket, shortest first: its rows in a random order, cut into units; the rows left over (fewer than a
+    unit) move up into the next bucket's first unit, where they pad to that bucket, placed so that each
+    micro-batch of that unit holds at least one row of the bucket itself (a micro-batch of left-over rows
+    only would pad to a smaller bucket). What is left after the last bucket is dropped, like drop_last.
+    The units are shuffled, one of the longest bucket first (an out-of-memory shows at once); the order
+    depends only on (seed, epoch), as EpochSeededLengthSampler's, so a resumed run replays it.
+    """
+
+    def __init__(self, micro_batch: int, batches_per_step: int, lengths: list[int], buckets: list[int], seed: int):
+        self.micro, self.per_step = micro_batch, batches_per_step
+        self.unit = micro_batch * batches_per_step
+        of_bucket = bucket_of(np.asarray(lengths, dtype=np.int64), sorted(buckets))
+        self.rows = [np.flatnonzero(of_bucket == b) for b in range(len(buckets))]
+        self.seed, self.epoch = seed, 0
+        self.unit_buckets = [b for b, _ in self.units(None)]  # each unit's bucket index, every epoch alike
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps an epoch (units), the same every epoch."""
+        return len(self.unit_buckets)
+
+    def __len__(self) -> int:
+        return self.steps * self.unit
+
+    def units(self, generator: torch.Generator | None) -> list[tuple[int, list[int]]]:
+        """(bucket index, rows) of each unit; rows in bucket order without a generator (for the counts)."""
+        units, carry = [], []
+        most_carried = self.unit - self.per_step  # room for one row of the bucket in each micro-batch
+        for b, rows in enumerate(self.rows):
+            rows = rows if generator is None else rows[torch.randperm(len(rows), generator=generator).numpy()]
+            rows = rows.tolist()
+            if len(carry) + len(rows) < self.unit:
+                carry = (carry + rows)[:most_carried]
+                continue
+            take = self.unit - len(carry)
+            units.append((b, self.spread(rows[:take], carry)))
+            rows = rows[take:]
+            full = len(rows) // self.unit * self.unit
+            units += [(b, rows[i : i + self.unit]) for i in range(0, full, self.unit)]
+            carry = rows[full:][:most_carried]
+        return units
+
+    def spread(self, own: list[int], carried: list[int]) -> list[int]:
+        """One unit: each micro-batch starts with one of the bucket's own rows, the rest fill up in order."""
+        rest = carried + own[self.per_step :]
+        fill = self.micro - 1
+        return [row for i in range(self.per_step) for row in [own[i], *rest[i * fill : (i + 1) * fill]]]
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        units = self.units(generator)
+        if not units:
+            return iter([])
+        order = torch.randperm(len(units), generator=generator).tolist()
+        first = max(order, key=lambda i: units[i][0])  # the first unit of the longest bucket, in shuffled order
+        order.remove(first)
+        return iter([row for i in [first, *order] for row in units[i][1]])
+
+
 class BucketCollator:
     """Pads a batch to the smallest length bucket that holds its longest row (static shapes on XLA)."""
 

@@ -16,6 +16,8 @@ logged warning naming the library, its version and the lever that went off. Neve
       (a paged cache, softcap, attention sinks)                                  train.fast_dropout: false
     transformers masking_utils._ignore_*_mask_sdpa    padding masks on XLA       warning; a host sync a step
     torch_xla _internal.tpu.num_available_chips       TPU detection (auto)       warning; /dev/accel* counted
+    torch_xla _XLAC._set_xla_handle_special_scalars   XLA train: 0 and 1 as      warning; 2 more graphs (the
+      (XLA_NO_SPECIAL_SCALARS after import)             graph inputs             loss sum's 0, a 0 lr step)
 
 The library objects are looked up when a lever is switched on, not at import: the tokenize stage, which
 imports lora_dvc.modeling, does not pay for importing peft.
@@ -273,6 +275,35 @@ def keep_padding_masks_on_device() -> None:
 
         keep_on_xla.keeps_xla_masks = True
         setattr(masking_utils, name, keep_on_xla)
+
+
+# -- torch_xla: scalars as graph inputs -------------------------------------------------------------------------
+
+
+def xla_scalars_as_inputs() -> bool:
+    """Make torch_xla pass the scalars 0 and 1 into its graphs as inputs, like every other scalar.
+
+    By default torch_xla bakes a 0-dim 0 or 1 into the graph as a constant, so the same step with a learning
+    rate of 0 (the first step of a warmup from 0: its weight decay factor is 1) or with a loss sum just set to
+    0 (Trainer's, at the start) is another graph to compile. `XLA_NO_SPECIAL_SCALARS=1` does the same but is
+    read once, when torch_xla is imported, which transformers does on import; this calls the setter behind
+    it (torch_xla's private `_XLAC._set_xla_handle_special_scalars`). Returns whether it is on; a torch_xla
+    without that function keeps its constants, with a warning (training then compiles 2 more graphs).
+    """
+    try:
+        import torch_xla
+
+        setter = torch_xla._XLAC._set_xla_handle_special_scalars
+    except (ImportError, AttributeError) as err:
+        log.warning(
+            "torch_xla %s: %s; the scalars 0 and 1 stay constants of XLA's graphs, so training compiles 2 more "
+            "graphs (the first step's and its loss sum's). requirements-xla.txt pins the torch_xla it was tested with",
+            version("torch_xla"),
+            str(err).splitlines()[0] if str(err) else "no _XLAC._set_xla_handle_special_scalars",
+        )
+        return False
+    setter(False)
+    return True
 
 
 # -- torch_xla: counting TPU chips ------------------------------------------------------------------------------

@@ -176,6 +176,13 @@ class _Forward:
         return self.stack.__exit__(*exc)
 
 
+def xla_sync() -> None:
+    """Cut and run the pending XLA graph now (torch_xla.sync; what the device data loader does at each batch)."""
+    import torch_xla
+
+    torch_xla.sync()
+
+
 def xla_compile_stats() -> dict | None:
     """(compilations, compile seconds) so far, from torch_xla's metrics; None off XLA."""
     if not xla_available():

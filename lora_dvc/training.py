@@ -35,7 +35,8 @@ import time
 import numpy as np
 import torch
 from dvclive import Live
-from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, EvalPrediction, PrinterCallback, Trainer, TrainingArguments, set_seed
+from transformers.trainer_utils import EvalLoopOutput
 
 from lora_dvc.artifacts import MODEL as MODEL_DIR
 from lora_dvc.artifacts import TRAIN_LIVE as LIVE_DIR
@@ -48,10 +49,11 @@ from lora_dvc.artifacts import (
     write_metrics,
 )
 from lora_dvc.atomic import atomic_dir
+from lora_dvc.batching import collate, make_batches
 from lora_dvc.callbacks import CheckpointCallback, LiveCallback, StopOnSignal, Tallies, Tally, restore_live
 from lora_dvc.checkpoints import CheckpointStore, fingerprint, prune_stale
-from lora_dvc.collators import EpochSeededLengthSampler, SplitDataset, make_collator
-from lora_dvc.compat import keep_padding_masks_on_device
+from lora_dvc.collators import EpochSeededBucketSampler, EpochSeededLengthSampler, SplitDataset, make_collator
+from lora_dvc.compat import keep_padding_masks_on_device, xla_scalars_as_inputs
 from lora_dvc.device import device_kind, resolve_precision
 from lora_dvc.dropout import restore_dropout, use_fast_dropout
 from lora_dvc.errors import UserError
@@ -90,6 +92,10 @@ class TallyingTrainer(Trainer):
     # sequence classifiers return each micro-batch's mean loss whatever Trainer passes them, so Trainer must
     # divide it by train.grad_accum itself (it skips that for models whose forward takes **kwargs)
     loss_is_scaled_for_ga = False
+    # static shapes (XLA; build_trainer sets both): train steps of one length bucket each, and a val pass in
+    # full batches padded to their bucket (static_evaluation_loop)
+    buckets: list[int] | None = None
+    pad_id: int = 0
 
     def __init__(self, *args, tallies: Tallies, logit_cut: float = 0.0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -104,6 +110,38 @@ class TallyingTrainer(Trainer):
             self.tallies.add(loss, logits, labels, self.args.world_size)
         return (loss, outputs) if return_outputs else loss
 
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        if self.buckets is None or self.args.world_size > 1 or eval_dataset_of(self) is None:
+            return super().evaluation_loop(
+                dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+            )
+        return self.static_evaluation_loop(metric_key_prefix)
+
+    @torch.no_grad()
+    def static_evaluation_loop(self, metric_key_prefix: str) -> EvalLoopOutput:
+        """The val pass on one XLA device in one graph per length bucket: full batches (the last of each
+        bucket padded with empty rows), each moved whole to the host and cut there. Trainer's own loop adds
+        graphs of its own on XLA (its cross-process gathers and size checks, a shape per last batch)."""
+        split, args, model = eval_dataset_of(self), self.args, self.model
+        size = args.eval_batch_size
+        logits = np.zeros((len(split), model.config.num_labels), dtype=np.float32)
+        model.eval()
+        with torch.autocast(args.device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            for length, rows in make_batches(split, self.buckets, size):
+                batch = collate(split, length, rows, self.pad_id, pad_rows_to=size)
+                out = model(
+                    input_ids=batch["input_ids"].to(args.device),
+                    attention_mask=batch["attention_mask"].to(args.device),
+                ).logits
+                logits[rows] = out.float().cpu()[: len(rows)].numpy()
+        labels = np.asarray(split.labels)
+        metrics = self.compute_metrics(EvalPrediction(predictions=logits, label_ids=labels))
+        metrics = {f"{metric_key_prefix}_{key}": value for key, value in metrics.items()}
+        metrics[f"{metric_key_prefix}_loss"] = metrics[f"{metric_key_prefix}_logloss"]
+        return EvalLoopOutput(predictions=logits, label_ids=labels, metrics=metrics, num_samples=len(split))
+
     def get_eval_dataloader(self, eval_dataset=None):
         # dataloader_drop_last (static shapes on XLA) is for training: every val row must be scored
         drop_last, self.args.dataloader_drop_last = self.args.dataloader_drop_last, False
@@ -116,9 +154,12 @@ class TallyingTrainer(Trainer):
         # Trainer's public hook (its sampler hook is private): the DataLoader Trainer would build, drawing
         # from a length-grouped order that replays per epoch; accelerate shards it over processes as before
         args = self.args
-        sampler = EpochSeededLengthSampler(
-            args.train_batch_size * args.gradient_accumulation_steps, self.train_dataset.lengths, args.seed
-        )
+        if self.buckets is not None:
+            sampler = bucket_sampler(args, self.train_dataset, self.buckets)
+        else:
+            sampler = EpochSeededLengthSampler(
+                args.train_batch_size * args.gradient_accumulation_steps, self.train_dataset.lengths, args.seed
+            )
         loader = torch.utils.data.DataLoader(
             self.train_dataset,
             batch_size=args.train_batch_size,
@@ -154,6 +195,17 @@ def float_labels(collate):
 
 def logit(p: float) -> float:
     return math.log(p / (1 - p))
+
+
+def eval_dataset_of(trainer: Trainer):
+    """The tokenized val split behind the trainer's eval dataset, or None."""
+    return getattr(trainer.eval_dataset, "split", None)
+
+
+def bucket_sampler(args: TrainingArguments, dataset: SplitDataset, buckets: list[int]) -> EpochSeededBucketSampler:
+    """XLA's train order: every optimizer step (a micro-batch on each process, times grad_accum) in one bucket."""
+    per_step = args.world_size * args.gradient_accumulation_steps
+    return EpochSeededBucketSampler(args.train_batch_size, per_step, dataset.lengths, buckets, args.seed)
 
 
 def save_model(model, params: Params) -> None:
@@ -259,7 +311,9 @@ def training_arguments(params: Params, output_dir: str, precision: str, device: 
         load_best_model_at_end=tp.patience is not None,  # and whenever more than one epoch runs (build_trainer)
         metric_for_best_model="macro_f1",
         greater_is_better=True,
-        logging_strategy="steps",
+        # on XLA Trainer's per-log loss read-out (a cross-process mesh_reduce, a reset of its loss sum) compiles
+        # graphs of its own and changes the next step's graph: LiveCallback logs the same window there instead
+        logging_strategy="no" if xla else "steps",
         logging_steps=tp.log_every,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
@@ -351,6 +405,8 @@ def build_trainer(
     # drop_last on XLA: full batches only; an optimizer step every grad_accum micro-batches, as Trainer counts
     batches = len(train_set) // micro_batches if device == "xla" else -(-len(train_set) // micro_batches)
     steps_per_epoch = -(-batches // args.gradient_accumulation_steps)
+    if device == "xla":  # whole steps of one length bucket each, as many every epoch (bucket_sampler)
+        steps_per_epoch = bucket_sampler(args, train_set, params.buckets).steps
     if steps_per_epoch == 0:
         raise UserError(
             f"train split has {len(train_set)} rows: too few for one batch of {tp.batch_size}; "
@@ -364,8 +420,17 @@ def build_trainer(
     model = model.to(args.device)
     stop = StopOnSignal(steps_per_epoch)
     callbacks = [
-        LiveCallback(live, tallies, args.num_train_epochs, xla=device == "xla"),
-        CheckpointCallback(tp.checkpoint_every, steps_per_epoch, store, tallies, LIVE_DIR, live, started),
+        LiveCallback(
+            live,
+            tallies,
+            args.num_train_epochs,
+            xla=device == "xla",
+            log_every=tp.log_every,
+            every=tp.checkpoint_every,
+        ),
+        CheckpointCallback(
+            tp.checkpoint_every, steps_per_epoch, store, tallies, LIVE_DIR, live, started, xla=device == "xla"
+        ),
         stop,
     ]
     if tp.patience:
@@ -385,6 +450,8 @@ def build_trainer(
         tallies=tallies,
         logit_cut=logit(params.evaluate.threshold) if train_split.multi_label else 0.0,
     )
+    if device == "xla":
+        trainer.buckets, trainer.pad_id = params.buckets, pad_id
     trainer.remove_callback(PrinterCallback)  # raw log dicts on stdout; the callbacks log what matters
     return trainer, stop, steps_per_epoch
 
@@ -406,6 +473,7 @@ def train_transformer(params: Params) -> None:
     precision = resolve_precision(device, tp.precision)
     if device == "xla":
         keep_padding_masks_on_device()
+        xla_scalars_as_inputs()  # the first step is then the only extra train graph (docs/tpu.md)
     labels = read_labels()
     multi_label = bool(read_tokenized_meta().get("multi_label"))  # the tokenize stage's multi-hot labels
     set_seed(tp.seed)  # before the model: LoRA's initial weights and the head come from this seed
@@ -507,10 +575,13 @@ def finish(
             "best_epoch": progress["best_epoch"],
             "train_seconds": round(seconds, 1),
             "train_samples_per_second": round(progress["samples"] / seconds, 2),
-            "lora_weight_mean": lora_weight_mean(model),
+            # on the host: on XLA a reduction over the weights would compile one more graph
+            "lora_weight_mean": lora_weight_mean(model.to("cpu") if device == "xla" else model),
             "provenance": provenance_summary(device, precision),
         }
     )
+    if device == "xla":  # the whole run's compilations, the val passes' apart (lora_dvc.callbacks.LiveCallback)
+        live.summary["xla"] = LiveCallback.of(trainer).compile_summary()
     live.make_summary()
     live.end()
     # the kept model's val scores; a checkpoint written before they were tracked falls back to the last logged

@@ -349,3 +349,21 @@ def test_tpu_detection_falls_back_visibly_when_torch_xla_moves_its_chip_count(mo
         assert device.tpu_chips_attached()  # the device files decide
     warned = [r.getMessage() for r in caplog.records if r.name == "compat"]
     assert len(warned) == 1 and warned[0].startswith("torch_xla ") and "counts /dev/accel* device files" in warned[0]
+
+
+def test_xla_scalars_as_inputs_falls_back_visibly_without_torch_xla_s_setter(monkeypatch, caplog):
+    import sys
+    import types
+
+    calls = []
+    fake = types.ModuleType("torch_xla")  # the tested torch_xla: the private setter is there and gets False
+    fake._XLAC = types.SimpleNamespace(_set_xla_handle_special_scalars=calls.append)
+    monkeypatch.setitem(sys.modules, "torch_xla", fake)
+    assert compat.xla_scalars_as_inputs() and calls == [False]
+    assert not [r for r in caplog.records if r.name == "compat"]
+    fake._XLAC = types.SimpleNamespace()  # a torch_xla without it: a warning, constants stay
+    with caplog.at_level(logging.WARNING, logger="compat"):
+        assert not compat.xla_scalars_as_inputs()
+    warned = [r.getMessage() for r in caplog.records if r.name == "compat"]
+    assert len(warned) == 1 and warned[0].startswith("torch_xla ") and "compiles 2 more graphs" in warned[0]
+    assert "\n" not in warned[0]
