@@ -32,7 +32,6 @@ PARAMS = Path("params.yaml")
 KIND_NAMES = {"lora": "LoRA", "full": "full", "tfidf": "TF-IDF baseline"}
 DEFAULT_BATCH = 64
 FALLBACK_MAX_LENGTH = 512  # when neither params.yaml nor the tokenizer gives a usable limit
-MULTI_LABEL = "multi_label_classification"  # config.problem_type of a multi-label head (lora_dvc.modeling)
 TOKENIZER_LIMIT = 8192  # tokenizers without a limit report ~1e30: not a training length
 log = logging.getLogger("classifier")
 
@@ -60,6 +59,8 @@ class Classifier:
     @property
     def multi_label(self) -> bool:
         """A multi-label head (config.problem_type): probabilities are per-label sigmoids."""
+        from lora_dvc.modeling import MULTI_LABEL
+
         config = getattr(self.model, "config", None)
         return getattr(config, "problem_type", None) == MULTI_LABEL
 
@@ -340,6 +341,8 @@ def _buckets(params, max_length: int) -> list[int]:
 def _problem_type(folder: Path, root: Path) -> str | None:
     """An export's or a full model's config.json problem_type, else multi-label where the tokenize stage
     says so (data/tokenized/meta.json: an adapter in models/classifier), else None (single-label)."""
+    from lora_dvc.modeling import MULTI_LABEL
+
     path = folder / "config.json"
     if path.exists():
         return json.loads(path.read_text(encoding="utf-8")).get("problem_type")

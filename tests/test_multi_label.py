@@ -165,3 +165,38 @@ def test_predict_writes_label_sets(tmp_path):
     table = flat_table(frame, probs, ["a", "b"], sets)
     assert table["predicted"].tolist() == ["a|b", ""]
     assert table["confidence"].tolist() == pytest.approx([0.7, 0.8])
+
+
+def test_a_lora_adapter_of_a_multi_label_run_loads_as_multi_label(tmp_path, tiny_model):
+    """models/classifier holds only the adapter: the tokenize stage's meta.json says the run was multi-label,
+    and the loaded head then gives per-label sigmoids, as plain peft gives them over the same base."""
+    import torch
+    from peft import PeftModel
+
+    from lora_dvc.artifacts import TOKENIZED_META
+    from lora_dvc.classifier import load_classifier
+    from lora_dvc.modeling import MULTI_LABEL, apply_method, load_base_model
+    from lora_dvc.params import LoraParams
+
+    labels = ["sports", "science", "politics"]
+    torch.manual_seed(0)
+    model = apply_method(
+        load_base_model(str(tiny_model), labels, MULTI_LABEL), "lora", LoraParams(r=4, alpha=8, targets="all")
+    )
+    adapter = tmp_path / "models/classifier"
+    model.save_pretrained(adapter)
+    (tmp_path / TOKENIZED_META).parent.mkdir(parents=True)
+    (tmp_path / TOKENIZED_META).write_text(json.dumps({"multi_label": True, "max_length": 32}))
+
+    clf = load_classifier("models/classifier", root=tmp_path, labels=labels, base=str(tiny_model), device="cpu")
+    assert clf.multi_label and clf.model.config.problem_type == MULTI_LABEL
+    texts = ["the match ended in a draw", "a new vaccine was tested"]
+    probs = clf.probabilities(texts)
+    assert probs.shape == (2, 3) and not np.allclose(probs.sum(axis=1), 1.0)
+
+    base = load_base_model(str(tiny_model), labels, MULTI_LABEL)
+    plain = PeftModel.from_pretrained(base, adapter).eval()
+    with torch.no_grad():
+        batch = clf.tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
+        expected = plain(**batch).logits.sigmoid().numpy()
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
