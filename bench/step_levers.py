@@ -23,6 +23,10 @@ last three, which stack levers:
   fused_adamw    ready_bf16 with torch.optim.AdamW(fused=True)
   default        what the train stage runs on a bf16 CPU: fused_adamw and lora_dvc.fused_lora (each LoRA
                  layer's scale and sum inside its matmul)
+  default_foreach  default, but torch's foreach AdamW instead of the fused one
+  fp32_default   what the train stage runs on a CPU without native bf16: fp32, fast dropout, fused LoRA, fused
+                 AdamW
+  fp32_default_foreach  fp32_default with torch's foreach AdamW
   default_fp32_norms  default, but only frozen Linear tensors stored in bf16: embeddings and LayerNorm stay
                  fp32 (the alternative to ready_for_bf16_autocast's every frozen tensor, bench/bf16_storage.py)
 
@@ -59,14 +63,17 @@ LEVERS = [
     "ready_bf16",
     "fused_adamw",
     "default",
+    "default_foreach",
     "default_fp32_norms",
+    "fp32_default",
+    "fp32_default_foreach",
 ]
 LENGTHS = [40, 48, 56, 64, 44, 52, 36, 72]  # tokens per row; AG News rows average about 45
 BATCH = 32
 FAST_DROPOUT_OFF = ("base", "fp32", "threads1", "no_dropout")
-READY_BF16 = ("ready_bf16", "fused_adamw", "default")
-FUSED_ADAMW = ("fused_adamw", "default", "default_fp32_norms")
-FUSED_LORA = ("default", "default_fp32_norms")
+READY_BF16 = ("ready_bf16", "fused_adamw", "default", "default_foreach")
+FUSED_ADAMW = ("fused_adamw", "default", "default_fp32_norms", "fp32_default")
+FUSED_LORA = ("default", "default_foreach", "default_fp32_norms", "fp32_default", "fp32_default_foreach")
 
 
 def frozen_linear_to_bf16(model) -> None:
