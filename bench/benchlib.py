@@ -303,7 +303,7 @@ def host_kind(host: dict) -> str:
         return "AMX"
     if host.get("avx512_bf16"):
         return "AVX512-BF16, no AMX"
-    return "no native bf16 (AVX2-only or older)"
+    return "no native bf16: AVX2-only or older"
 
 
 def host_info() -> dict:
@@ -390,6 +390,15 @@ def git_commit_all(repo: Path) -> Path:
     ):
         subprocess.run(cmd, cwd=repo, check=True, capture_output=True)
     return repo
+
+
+# what a pipeline stage cannot avoid importing: the floor under its fixed cost (bench/stage_overhead.py)
+IMPORT_FLOORS = {
+    "dvc": "import dvc.cli",
+    "torch": "import torch",
+    "transformers Trainer": "from transformers import Trainer",
+    "peft": "import peft",
+}
 
 
 def stamp() -> str:

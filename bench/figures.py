@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchlib import RESULTS, ROOT, host_kind, spread
+from benchlib import IMPORT_FLOORS, RESULTS, ROOT, host_kind, spread
 
 DOCS = ("README.md", "bench/README.md", "docs/*.md")
 BLOCK = re.compile(r"<!-- figures:(?P<name>[\w-]+) -->(?P<body>.*?)<!-- /figures:(?P=name) -->", re.S)
@@ -122,6 +122,11 @@ def default_study_sentence() -> str:
         f"{r['fit']['samples_per_second']:g} samples/s), test accuracy {r['test']['accuracy']:.4f}, "
         f"macro-F1 {r['test']['macro_f1']:.4f}."
     )
+
+
+def default_study_accuracy() -> str:
+    path, r = default_study()
+    return f"test accuracy {r['test']['accuracy']:.4f} (`{rel(path)}`)"
 
 
 # ---- ours against the stock Trainer recipe (bench/run.py) ----
@@ -486,6 +491,40 @@ def matmul_ceiling() -> str:
     return "\n".join(lines)
 
 
+# ---- the fixed cost of each stage (bench/stage_overhead.py) ----
+
+STAGES = ("prepare", "tokenize", "train", "evaluate", "report", "export", "whole")
+
+
+def stage_overhead() -> str:
+    path, r = newest("stage-overhead")
+    before, after = r["trees"]
+    goal = r["goals_seconds"]
+    lines = [
+        f"`{r['command']}` ({host_line(r['host'])}; `{rel(path)}`): {r['set_up']}; `dvc repro -f -s STAGE` "
+        f"per stage and a whole `dvc repro -f`, each its own process with DVC's start; seconds, min / median / max; "
+        f"{load_line(r['runs'])}.",
+        "",
+        f"| `dvc repro -f -s` | before ({before['tree']}) | after ({after['tree']}) | median after / before | goal |",
+        "|---|---|---|---|---|",
+    ]
+    for stage in STAGES:
+        b, a = before["seconds"][stage], after["seconds"][stage]
+        target = goal["whole"] if stage == "whole" else goal["stage"]
+        met = "met" if a["median"] <= target else "not met"
+        label = "whole `dvc repro -f`" if stage == "whole" else stage
+        lines.append(f"| {label} | {mmm(b)} | {mmm(a)} | {a['median'] / b['median']:.2f} | <= {target:g} s: {met} |")
+    floors = "; ".join(
+        f"`{IMPORT_FLOORS.get(name, name)}` {mmm(s)} s" for name, s in r["import_floor_seconds"].items()
+    )
+    lines += [
+        "",
+        f"What a stage cannot avoid importing, timed in the same run (a fresh `python -c`, min / median / max): "
+        f"{floors}.",
+    ]
+    return "\n".join(lines)
+
+
 # ---- the study (docs/study.md: `lora-dvc compare`'s report over the sweep's experiments) ----
 
 STUDY = ROOT / "docs/study.md"
@@ -539,6 +578,7 @@ class Block:
 BLOCKS = {
     "default-study-first": Block(default_study_first, inline=True),
     "default-study": Block(default_study_sentence),
+    "default-study-accuracy": Block(default_study_accuracy, inline=True),
     "stock-recipe-summary": Block(stock_recipe_summary),
     "stock-recipe-stages": Block(stock_recipe_stage_figures),
     "stock-recipe-table": Block(stock_recipe_table),
@@ -546,6 +586,7 @@ BLOCKS = {
     "bf16-storage": Block(bf16_storage),
     "long-texts": Block(long_texts),
     "matmul-ceiling": Block(matmul_ceiling),
+    "stage-overhead": Block(stage_overhead),
     "study": Block(study),
 }
 

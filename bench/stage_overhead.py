@@ -20,20 +20,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchlib import RESULTS, ROOT, host_info, log, spread, stamp, timed, write_json
+from benchlib import IMPORT_FLOORS, RESULTS, ROOT, host_info, log, spread, stamp, timed, write_json
 
 sys.path.insert(0, str(ROOT / "tests"))
 from helpers import build_tiny_model, make_repo, write_params  # noqa: E402 - the tests' tiny set-up
 
 STAGES = ("prepare", "tokenize", "train", "evaluate", "report", "export")
 GOALS = {"stage": 5.0, "whole": 20.0}  # seconds (issue 25: each `dvc repro -f -s STAGE`, the whole tiny repro)
-# what a stage cannot avoid importing, timed in the same run: the floor under its fixed cost
-FLOORS = {
-    "dvc": "import dvc.cli",
-    "torch": "import torch",
-    "transformers Trainer": "from transformers import Trainer",
-    "peft": "import peft",
-}
 
 
 def tree_copy(rev: str, dest: Path, model: Path) -> Path:
@@ -95,7 +88,7 @@ def main() -> None:
                     f"repeat {repeat + 1} {revs[rev]}: "
                     + ", ".join(f"{r['stage']} {r['wall_s']:.1f}" for r in runs[-7:])
                 )
-            for name, statement in FLOORS.items():
+            for name, statement in IMPORT_FLOORS.items():
                 runs.append(
                     {
                         "tree": None,
@@ -134,7 +127,7 @@ def main() -> None:
         "repeats": args.repeats,
         "goals_seconds": GOALS,
         "trees": trees,
-        "import_floor_seconds": {name: seconds(None, f"import {name}") for name in FLOORS},
+        "import_floor_seconds": {name: seconds(None, f"import {name}") for name in IMPORT_FLOORS},
         "other_cores": spread(others) if others else None,
         "load1_before": spread([r["load1_before"] for r in runs]),
         "runs": runs,
