@@ -30,15 +30,20 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, names: list[st
         "loss": round(float(log_loss(labels, probs, labels=ids)), 6),
         "mean_confidence": round(float(confidence.mean()), 6),
         "confident_fraction": round(float((confidence > CONFIDENT).mean()), 6),
-        "per_class": {
-            name: {
-                "precision": round(float(precision[i]), 6),
-                "recall": round(float(recall[i]), 6),
-                "f1": round(float(f1[i]), 6),
-                "support": int(support[i]),
-            }
-            for i, name in enumerate(names)
-        },
+        "per_class": per_class(names, precision, recall, f1, support),
+    }
+
+
+def per_class(names: list[str], precision, recall, f1, support) -> dict:
+    """sklearn's precision_recall_fscore_support arrays as {name: {precision, recall, f1, support}}."""
+    return {
+        name: {
+            "precision": round(float(precision[i]), 6),
+            "recall": round(float(recall[i]), 6),
+            "f1": round(float(f1[i]), 6),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(names)
     }
 
 
@@ -72,15 +77,7 @@ def multilabel_metrics(labels: np.ndarray, probs: np.ndarray, names: list[str], 
         "mean_confidence": round(float(confidence.mean()), 6),
         "confident_fraction": round(float((confidence > CONFIDENT).mean()), 6),
         "threshold": threshold,
-        "per_class": {
-            name: {
-                "precision": round(float(precision[i]), 6),
-                "recall": round(float(recall[i]), 6),
-                "f1": round(float(f1[i]), 6),
-                "support": int(support[i]),
-            }
-            for i, name in enumerate(names)
-        },
+        "per_class": per_class(names, precision, recall, f1, support),
         "per_label_counts": {
             name: {
                 "tp": int(tp[i]),
