@@ -115,9 +115,9 @@ class Tally:
 class Tallies:
     """The log-window and the epoch tallies, plus what a resumed run must carry on."""
 
-    def __init__(self, n_classes: int) -> None:
-        self.window = Tally(n_classes)
-        self.epoch = Tally(n_classes)
+    def __init__(self, n_classes: int, multi_label: bool = False) -> None:
+        self.window = Tally(n_classes, multi_label=multi_label)
+        self.epoch = Tally(n_classes, multi_label=multi_label)
         self.epoch_train: dict | None = None  # train metrics of the epoch just ended
         self.progress = {"best_f1": -1.0, "best_epoch": 0, "epochs_run": 0, "seconds": 0.0, "samples": 0}
 

@@ -11,6 +11,7 @@ import torch
 from tqdm import tqdm
 
 from lora_dvc.batching import TokenizedSplit, collate, make_batches
+from lora_dvc.modeling import MULTI_LABEL
 
 
 @torch.inference_mode()
@@ -37,7 +38,7 @@ def batched_probabilities(
     """
     model.eval()
     # multi-label heads (config.problem_type): a sigmoid per label; single-label: a softmax over the classes
-    multi_label = getattr(model.config, "problem_type", None) == "multi_label_classification"
+    multi_label = getattr(model.config, "problem_type", None) == MULTI_LABEL
     activate = torch.sigmoid if multi_label else partial(torch.softmax, dim=-1)
     probs = np.full((len(split), model.config.num_labels), np.nan, dtype=np.float32)
     batches = make_batches(split, buckets, batch_size)[rank::world_size]

@@ -50,7 +50,7 @@ from lora_dvc.artifacts import (
 )
 from lora_dvc.atomic import atomic_dir
 from lora_dvc.batching import collate, make_batches
-from lora_dvc.callbacks import CheckpointCallback, LiveCallback, StopOnSignal, Tallies, Tally, restore_live
+from lora_dvc.callbacks import CheckpointCallback, LiveCallback, StopOnSignal, Tallies, restore_live
 from lora_dvc.checkpoints import CheckpointStore, fingerprint, prune_stale
 from lora_dvc.collators import EpochSeededBucketSampler, EpochSeededLengthSampler, SplitDataset, make_collator
 from lora_dvc.compat import keep_padding_masks_on_device, xla_scalars_as_inputs
@@ -493,9 +493,8 @@ def train_transformer(params: Params) -> None:
         if is_main:
             restore_live(resume, LIVE_DIR)
         log.info("resuming from %s at step %s", store.where, resume.name.split("-")[-1])
-    tallies = Tallies(len(labels))
-    if multi_label:  # train accuracy: subset accuracy at evaluate.threshold; macro-F1 over labels
-        tallies.window, tallies.epoch = Tally(len(labels), multi_label=True), Tally(len(labels), multi_label=True)
+    # multi-label: train accuracy is the subset accuracy at evaluate.threshold, macro-F1 over labels
+    tallies = Tallies(len(labels), multi_label)
     if resume is not None:
         tallies.restore(json.loads((resume / "lora_dvc_state.json").read_text()), is_main)
     started = time.perf_counter() - tallies.progress["seconds"]
