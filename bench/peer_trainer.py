@@ -49,6 +49,17 @@ def model_path(name: str) -> str:
     return name
 
 
+def max_length(repo: Path, model: dict) -> int:
+    """params' model.max_length or, when it is auto, the tokenize stage's choice in `repo`
+    (data/tokenized/meta.json): the peer truncates where ours does."""
+    if model["max_length"] != "auto":
+        return int(model["max_length"])
+    meta = repo / "data/tokenized/meta.json"
+    if not meta.exists():
+        raise SystemExit(f"model.max_length is auto and {meta} is missing: run `dvc repro tokenize` in {repo} first")
+    return int(json.loads(meta.read_text())["max_length"])
+
+
 class Rows(torch.utils.data.Dataset):
     """Tokenized rows as lists of ids (the stock recipe's collator pads them; the padded recipe's are 128 long)."""
 
@@ -106,10 +117,11 @@ def main(argv: list[str] | None = None) -> None:
     }
     path = model_path(mp["name"])
     tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
+    length = max_length(args.repo, mp)
 
     def encode(frame: pd.DataFrame) -> Rows:
         padding = "max_length" if args.recipe == "padded" else False
-        enc = tokenizer(frame["text"].tolist(), padding=padding, truncation=True, max_length=mp["max_length"])
+        enc = tokenizer(frame["text"].tolist(), padding=padding, truncation=True, max_length=length)
         return Rows(enc, frame["label"].to_numpy(np.int64))
 
     t0 = time.perf_counter()

@@ -190,7 +190,7 @@ def best_peak(*peaks: dict) -> dict:
 def token_lengths(copy: Path) -> dict[str, list[int]]:
     """Real (non-pad) token count of each train and val row, as the model sees them (truncated at max_length)."""
     import pandas as pd
-    from peer_trainer import model_path
+    from peer_trainer import max_length, model_path
     from transformers import AutoConfig, AutoTokenizer
 
     params = yaml.safe_load((copy / "params.yaml").read_text())
@@ -199,7 +199,7 @@ def token_lengths(copy: Path) -> dict[str, list[int]]:
     lengths = {}
     for split in ("train", "val"):
         texts = pd.read_csv(copy / f"data/prepared/{split}.csv", dtype={"text": str}, keep_default_na=False)["text"]
-        enc = tok(texts.tolist(), truncation=True, max_length=params["model"]["max_length"])
+        enc = tok(texts.tolist(), truncation=True, max_length=max_length(copy, params["model"]))
         lengths[split] = [len(ids) for ids in enc["input_ids"]]
     lengths["encoder"] = Encoder.from_config(
         AutoConfig.from_pretrained(path), params["lora"]["r"], params["lora"]["targets"]

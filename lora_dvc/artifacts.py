@@ -114,17 +114,21 @@ def read_label_file(path: Path) -> list[str]:
 # -- tokenized splits: one .npz per split, ids concatenated, no padding -----------------------
 
 
-def write_tokenized(splits: dict[str, tuple[list[list[int]], np.ndarray]], meta: dict) -> None:
+def write_tokenized(splits: dict[str, tuple[list[list[int]], np.ndarray, list[list[int]] | None]], meta: dict) -> None:
     """Each split as `ids` (int32, rows concatenated), `offsets` (row i is ids[offsets[i]:offsets[i+1]])
-    and `labels`; `meta` (tokenizer, pad id, max_length) beside them."""
+    and `labels`, and for sentence pairs on models that take them `types` (int8 token type ids, laid out
+    as ids); `meta` (tokenizer, pad id, max_length) beside them."""
     import itertools
 
     with atomic_dir(TOKENIZED) as tmp:
-        for split, (ids, labels) in splits.items():
+        for split, (ids, labels, types) in splits.items():
             lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
             offsets = np.concatenate([[0], np.cumsum(lengths)])
             flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(offsets[-1]))
-            np.savez(tmp / f"{split}.npz", ids=flat, offsets=offsets, labels=np.asarray(labels, dtype=np.int64))
+            arrays = {"ids": flat, "offsets": offsets, "labels": np.asarray(labels, dtype=np.int64)}
+            if types is not None:
+                arrays["types"] = np.fromiter(itertools.chain.from_iterable(types), dtype=np.int8, count=len(flat))
+            np.savez(tmp / f"{split}.npz", **arrays)
         (tmp / TOKENIZED_META.name).write_text(json.dumps(meta, indent=2) + "\n")
 
 
@@ -133,6 +137,7 @@ class TokenizedSplit:
     ids: np.ndarray  # int32, all rows concatenated
     offsets: np.ndarray  # int64, len = rows + 1
     labels: np.ndarray  # int64: ids (rows,), or multi-hot (rows, labels) for multi-label splits
+    types: np.ndarray | None = None  # int8 token type ids laid out as ids: sentence pairs on BERT-like models
 
     @property
     def lengths(self) -> np.ndarray:
@@ -149,14 +154,25 @@ class TokenizedSplit:
     def load(cls, path: str | Path) -> TokenizedSplit:
         path = _require(Path(path), "tokenize")
         with np.load(path) as npz:
-            return cls(npz["ids"], npz["offsets"], npz["labels"])
+            return cls(npz["ids"], npz["offsets"], npz["labels"], npz["types"] if "types" in npz else None)
 
     @classmethod
-    def from_ids(cls, rows: list[list[int]], labels: list[int] | None = None) -> TokenizedSplit:
+    def from_ids(
+        cls, rows: list[list[int]], labels: list[int] | None = None, types: list[list[int]] | None = None
+    ) -> TokenizedSplit:
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         flat = np.array([t for r in rows for t in r], dtype=np.int32)
-        return cls(flat, offsets, np.asarray(labels if labels is not None else [-1] * len(rows), dtype=np.int64))
+        labels = np.asarray(labels if labels is not None else [-1] * len(rows), dtype=np.int64)
+        return cls(flat, offsets, labels, None if types is None else np.array([t for r in types for t in r], np.int8))
+
+    def row(self, i: int) -> dict:
+        """Row i's input_ids (and token_type_ids for pairs) as lists, unpadded: a Trainer dataset row."""
+        start, end = self.offsets[i], self.offsets[i + 1]
+        out = {"input_ids": self.ids[start:end].tolist()}
+        if self.types is not None:
+            out["token_type_ids"] = self.types[start:end].tolist()
+        return out
 
 
 def tokenized_file(split: str, root: Path = Path(".")) -> Path:

@@ -39,15 +39,26 @@ def collate(split: TokenizedSplit, length: int, rows: np.ndarray, pad_id: int, p
     input_ids = np.full((n, length), pad_id, dtype=np.int64)
     attention = np.zeros((n, length), dtype=np.int64)
     labels = np.full((n, *split.labels.shape[1:]), -100, dtype=np.int64)  # multi-label: multi-hot rows
+    types = None if split.types is None else np.zeros((n, length), dtype=np.int64)
     for i, row in enumerate(rows):
         start, end = split.offsets[row], split.offsets[row + 1]
         input_ids[i, : end - start] = split.ids[start:end]
         attention[i, : end - start] = 1
         labels[i] = split.labels[row]
+        if types is not None:
+            types[i, : end - start] = split.types[start:end]
     if pad_rows_to is not None:
         attention[len(rows) :, 0] = 1  # padded rows attend to one token so softmax stays finite
-    return {
+    batch = {
         "input_ids": torch.from_numpy(input_ids),
         "attention_mask": torch.from_numpy(attention),
         "labels": torch.from_numpy(labels),
     }
+    if types is not None:
+        batch["token_type_ids"] = torch.from_numpy(types)
+    return batch
+
+
+def model_inputs(batch: dict, device) -> dict:
+    """The batch's model inputs (ids, mask, token types where the split has them) on `device`."""
+    return {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}

@@ -93,7 +93,7 @@ class Classifier:
     def tokenize(self, texts: list[str], progress: bool = False, pairs: list[str] | None = None) -> TokenizedSplit:
         """The texts (or the sentence pairs (texts[i], pairs[i])) as the tokenize stage would store
         them: the tokenizer's pair encoding, truncated to max_length the way training was (head | head_tail)."""
-        from lora_dvc.tokenization import tokenize_texts
+        from lora_dvc.tokenization import token_types, tokenize_texts
 
         ids, truncated = tokenize_texts(
             self.tokenizer,
@@ -111,7 +111,7 @@ class Classifier:
                 len(texts),
                 self.max_length,
             )
-        return TokenizedSplit.from_ids(ids)
+        return TokenizedSplit.from_ids(ids, types=token_types(self.tokenizer, ids) if pairs is not None else None)
 
     def probabilities(
         self,

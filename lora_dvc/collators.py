@@ -43,8 +43,7 @@ class SplitDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         row = self.order[i]
-        start, end = self.split.offsets[row], self.split.offsets[row + 1]
-        return {"input_ids": self.split.ids[start:end].tolist(), "labels": int(self.split.labels[row])}
+        return {**self.split.row(row), "labels": int(self.split.labels[row])}
 
 
 def length_grouped_order(lengths: list[int], batch_size: int, generator: torch.Generator) -> list[int]:
@@ -165,15 +164,21 @@ class BucketCollator:
         length = self.buckets[bucket_of(longest, self.buckets)]
         input_ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(rows), length), dtype=torch.long)
+        types = torch.zeros((len(rows), length), dtype=torch.long) if "token_type_ids" in rows[0] else None
         for i, row in enumerate(rows):
             ids = row["input_ids"][:length]
             input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             attention[i, : len(ids)] = 1
-        return {
+            if types is not None:
+                types[i, : len(ids)] = torch.tensor(row["token_type_ids"][:length], dtype=torch.long)
+        batch = {
             "input_ids": input_ids,
             "attention_mask": attention,
             "labels": torch.tensor([r["labels"] for r in rows], dtype=torch.long),
         }
+        if types is not None:
+            batch["token_type_ids"] = types
+        return batch
 
 
 def make_collator(tokenizer, static_shapes: bool, buckets: list[int], pad_id: int):

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from lora_dvc.batching import TokenizedSplit, collate, make_batches
+from lora_dvc.batching import TokenizedSplit, collate, make_batches, model_inputs
 from lora_dvc.modeling import MULTI_LABEL
 
 
@@ -45,9 +45,7 @@ def batched_probabilities(
     for length, rows in tqdm(batches, desc=desc, unit="batch", disable=not progress, mininterval=1.0):
         batch = collate(split, length, rows, pad_id, pad_rows_to=batch_size if static_shapes else None)
         with autocast or nullcontext():
-            logits = model(
-                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-            ).logits
+            logits = model(**model_inputs(batch, device)).logits
         probs[rows] = activate(logits.float()).cpu()[: len(rows)].numpy()  # cut on the host: one XLA graph per bucket
     return probs
 

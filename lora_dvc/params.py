@@ -73,20 +73,20 @@ class ModelParams:
     # auto: the tokenize stage picks it from the train split's token lengths (lora_dvc.tokenization.choose_max_length)
     # and records it in data/tokenized/meta.json, which train, evaluate and predict read
     max_length: int | str = field(
-        default=128,
+        default="auto",
         metadata=check(
             lambda v: v == "auto" or isinstance(v, int) and 8 <= v <= 8192, "an integer in [8, 8192] or auto"
         ),
     )
     # auto: quarters of max_length (128 -> 32, 64, 96, 128)
     length_buckets: list[int] | str = field(
-        default_factory=lambda: [32, 64, 96, 128],
+        default="auto",
         metadata=check(
             lambda v: v == "auto" or isinstance(v, list) and len(v) > 0 and all(b > 0 for b in v),
             "a non-empty list of positive integers or auto",
         ),
     )
-    truncation: str = field(default="head", metadata=check(lambda v: v in TRUNCATIONS, " | ".join(TRUNCATIONS)))
+    truncation: str = field(default="head_tail", metadata=check(lambda v: v in TRUNCATIONS, " | ".join(TRUNCATIONS)))
 
 
 @dataclass
@@ -168,9 +168,25 @@ class Params:
 
     @property
     def buckets(self) -> list[int]:
-        """Length buckets clipped to max_length, always ending at max_length."""
-        inside = sorted({b for b in self.model.length_buckets if b < self.model.max_length})
-        return inside + [self.model.max_length]
+        """Length buckets clipped to max_length, always ending at max_length (bucket_lengths).
+        With max_length auto the tokenize stage decides: resolve params with tokenization.tokenized_params."""
+        if self.model.max_length == "auto":
+            raise ValueError("model.max_length is auto: the tokenize stage's choice (tokenized_params) has the length")
+        return bucket_lengths(self.model.max_length, self.model.length_buckets)
+
+
+def auto_buckets(max_length: int) -> list[int]:
+    """`model.length_buckets: auto`: quarters of max_length, each rounded up to a multiple of 8
+    (128 -> 32, 64, 96, 128)."""
+    return sorted({min(max_length, -(-max_length * k // 32) * 8) for k in (1, 2, 3, 4)})
+
+
+def bucket_lengths(max_length: int, length_buckets: list[int] | str) -> list[int]:
+    """The padded batch lengths for max_length: `auto` -> auto_buckets, else the given buckets
+    below max_length plus max_length itself (as Params.buckets)."""
+    if length_buckets == "auto":
+        return auto_buckets(max_length)
+    return sorted({b for b in length_buckets if b < max_length}) + [max_length]
 
 
 def all_keys(cls=Params, prefix: str = "") -> list[str]:

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from lora_dvc.params import auto_buckets, bucket_lengths  # noqa: F401 (the param's meaning lives with it)
+
 # rows per call of the Rust batch encoder: 8,192 ran 1.13x 2,048 on 24k BanglaSenti rows (2 cores)
 CHUNK = 8192
 # one private copy of each tokenizer's backend (copying it took 18 ms, a third of a small split's time)
@@ -80,6 +82,21 @@ def tokenize_texts(
     return ids, truncated
 
 
+def token_types(tokenizer, rows: list[list[int]]) -> list[list[int]] | None:
+    """Pair rows' token type ids (segment A 0, segment B 1), as the tokenizer's own pair call returns them,
+    for tokenizers whose models take them (BERT, ELECTRA, DeBERTa: `token_type_ids` in model_input_names);
+    None for the rest (RoBERTa, XLM-R, DistilBERT, ModernBERT). Segment B starts after the first separator:
+    `[CLS] a [SEP]` is 0s, `b [SEP]` 1s."""
+    if "token_type_ids" not in getattr(tokenizer, "model_input_names", ()):
+        return None
+    sep = tokenizer.sep_token_id
+    out = []
+    for row in rows:
+        first = row.index(sep) + 1 if sep in row else len(row)
+        out.append([0] * first + [1] * (len(row) - first))
+    return out
+
+
 def cut_head_tail(ids: list[int], max_length: int, prefix: int, suffix: int) -> list[int]:
     """`ids` (with `prefix` leading and `suffix` trailing special tokens) cut to max_length: the
     specials kept, the first budget // HEAD_SHARE text tokens and the last of the rest."""
@@ -115,20 +132,6 @@ def choose_max_length(lengths: np.ndarray, positions: int | None) -> int:
     cap = min(AUTO_BUDGET, positions) if positions else AUTO_BUDGET
     need = float(np.percentile(lengths, AUTO_PERCENTILE)) if len(lengths) else 0.0
     return int(min(cap, max(AUTO_STEP, math.ceil(need / AUTO_STEP) * AUTO_STEP)))
-
-
-def auto_buckets(max_length: int) -> list[int]:
-    """`model.length_buckets: auto`: quarters of max_length, each rounded up to a multiple of 8
-    (128 -> 32, 64, 96, 128)."""
-    return sorted({min(max_length, -(-max_length * k // 32) * 8) for k in (1, 2, 3, 4)})
-
-
-def bucket_lengths(max_length: int, length_buckets: list[int] | str) -> list[int]:
-    """The padded batch lengths for max_length: `auto` -> auto_buckets, else the given buckets
-    below max_length plus max_length itself (as Params.buckets)."""
-    if length_buckets == "auto":
-        return auto_buckets(max_length)
-    return sorted({b for b in length_buckets if b < max_length}) + [max_length]
 
 
 def tokenized_params(params, root: Path = Path("."), required: bool = True):

@@ -49,7 +49,7 @@ from lora_dvc.artifacts import (
     write_metrics,
 )
 from lora_dvc.atomic import atomic_dir
-from lora_dvc.batching import collate, make_batches
+from lora_dvc.batching import collate, make_batches, model_inputs
 from lora_dvc.callbacks import CheckpointCallback, LiveCallback, StopOnSignal, Tallies, restore_live
 from lora_dvc.checkpoints import CheckpointStore, fingerprint, prune_stale
 from lora_dvc.collators import EpochSeededBucketSampler, EpochSeededLengthSampler, SplitDataset, make_collator
@@ -131,10 +131,7 @@ class TallyingTrainer(Trainer):
         with torch.autocast(args.device.type, dtype=torch.bfloat16, enabled=args.bf16):
             for length, rows in make_batches(split, self.buckets, size):
                 batch = collate(split, length, rows, self.pad_id, pad_rows_to=size)
-                out = model(
-                    input_ids=batch["input_ids"].to(args.device),
-                    attention_mask=batch["attention_mask"].to(args.device),
-                ).logits
+                out = model(**model_inputs(batch, args.device)).logits
                 logits[rows] = out.float().cpu()[: len(rows)].numpy()
         labels = np.asarray(split.labels)
         metrics = self.compute_metrics(EvalPrediction(predictions=logits, label_ids=labels))
@@ -178,8 +175,7 @@ class MultiHotDataset(SplitDataset):
 
     def __getitem__(self, i: int) -> dict:
         row = self.order[i]
-        start, end = self.split.offsets[row], self.split.offsets[row + 1]
-        return {"input_ids": self.split.ids[start:end].tolist(), "labels": self.split.labels[row].tolist()}
+        return {**self.split.row(row), "labels": self.split.labels[row].tolist()}
 
 
 def float_labels(collate):

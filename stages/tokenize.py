@@ -37,6 +37,7 @@ from lora_dvc.tokenization import (
     bucket_lengths,
     choose_max_length,
     length_stats,
+    token_types,
     tokenize_texts,
 )
 
@@ -75,7 +76,8 @@ def main() -> None:
         ids, truncated = tokenize_texts(
             tokenizer, frame["text"].tolist(), max_length, split, pairs=pairs[split], truncation=model.truncation
         )
-        encoded[split] = (ids, artifacts.prepared_labels(frame, n_labels))
+        types = token_types(tokenizer, ids) if pairs[split] is not None else None
+        encoded[split] = (ids, artifacts.prepared_labels(frame, n_labels), types)
         stats[split] = length_stats(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)), truncated, buckets)
     # keys beyond the first three only when they say something: a default run's folder stays byte-identical
     meta = {"tokenizer": model.name, "pad_token_id": tokenizer.pad_token_id, "max_length": max_length}

@@ -158,6 +158,36 @@ def test_pairs_are_encoded_with_the_tokenizers_pair_api():
     assert all(row.count(tokenizer.sep_token_id) == 2 for row in ids)
 
 
+def test_pair_token_types_are_the_tokenizers_and_reach_the_model_inputs():
+    import copy
+
+    from lora_dvc.artifacts import TokenizedSplit
+    from lora_dvc.batching import collate, model_inputs
+    from lora_dvc.collators import BucketCollator, SplitDataset
+    from lora_dvc.modeling import load_tokenizer
+    from lora_dvc.tokenization import token_types, tokenize_texts
+
+    tokenizer = load_tokenizer("sentence-transformers/all-MiniLM-L6-v2")  # BERT: segment B has type 1
+    first, second = ["a premise here", "another premise that runs much longer than that"], ["yes it is", "no"]
+    ids, _ = tokenize_texts(tokenizer, first, 12, "test", progress=False, pairs=second)
+    types = token_types(tokenizer, ids)
+    assert types == tokenizer(first, second, truncation="longest_first", max_length=12)["token_type_ids"]
+    assert all(1 in row for row in types)
+    split = TokenizedSplit.from_ids(ids, [0, 1], types)
+    batch = collate(split, 16, [0, 1], tokenizer.pad_token_id)
+    assert batch["token_type_ids"].tolist()[0] == types[0] + [0] * (16 - len(types[0]))  # padding is type 0
+    assert set(model_inputs(batch, "cpu")) == {"input_ids", "attention_mask", "token_type_ids"}
+    rows = [SplitDataset(split)[i] for i in range(2)]
+    assert (
+        BucketCollator([8, 16], tokenizer.pad_token_id)(rows)["token_type_ids"].tolist()
+        == batch["token_type_ids"].tolist()
+    )
+    no_types = copy.deepcopy(tokenizer)  # as RoBERTa's, XLM-R's, DistilBERT's: no token_type_ids
+    no_types.model_input_names = ["input_ids", "attention_mask"]
+    assert token_types(no_types, ids) is None
+    assert "token_type_ids" not in collate(TokenizedSplit.from_ids(ids, [0, 1]), 16, [0, 1], 0)
+
+
 def test_predict_reads_the_pair_column_or_names_the_columns(tmp_path):
     from lora_dvc.predict import read_input
 
@@ -171,16 +201,13 @@ def test_predict_reads_the_pair_column_or_names_the_columns(tmp_path):
 
 
 PAIR_FILLER = "the a of and to in is was for on that with as by at from it this be are have has had not but or".split()
-PAIR_KEYWORDS = {
-    "money": ["stock", "market", "bank", "profit"],
-    "science": ["planet", "cell", "atom", "lab"],
-    "sports": ["football", "tennis", "goal", "match"],
-}
+# one keyword a label: a 2-layer, 32-wide random model learns three keyword detectors in a few dozen steps
+PAIR_KEYWORDS = {"money": ["stock"], "science": ["planet"], "sports": ["football"]}
 
 
 def multi_label_pair_rows(n: int, seed: int = 0) -> list[tuple[str, str, str]]:
-    """A question that carries no label signal, and an answer with three keywords of each of its 1-3
-    labels among filler, the labels joined by '|': only a model that reads the second text, and
+    """A question that carries no label signal, and an answer with the keyword of each of its 1-3 labels,
+    three times each, among filler, the labels joined by '|': only a model that reads the second text, and
     gives each label its own yes/no, beats always predicting the most frequent label set."""
     rng = random.Random(seed)
     rows = []
@@ -231,8 +258,9 @@ def test_a_multi_label_pair_task_learns_through_the_pipeline(tmp_path, tiny_mode
         sep = int(np.sum(npz["ids"] == 102))  # MiniLM's [SEP]: two per pair, one per single text
         assert sep == 2 * (len(npz["offsets"]) - 1)
         assert npz["labels"].shape == (len(npz["offsets"]) - 1, 3)  # multi-hot rows
+        assert npz["types"].shape == npz["ids"].shape and npz["types"].any()  # BERT: segment B is type 1
     test = json.loads((repo / "records/evaluate/metrics.json").read_text())["test"]
-    assert test["learned"] is True, test
+    assert test["learned"] is True, json.dumps(test)
     assert test["macro_f1"] >= test["majority_macro_f1"] + 0.3, test
     assert test["micro_f1"] >= test["majority_micro_f1"] + 0.15, test
     assert test["accuracy"] >= test["majority_accuracy"] + 0.08, test  # subset accuracy: not "every label, always"

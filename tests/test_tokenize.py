@@ -130,8 +130,9 @@ def test_stage_records_the_auto_choice_and_train_reads_it(tmp_path, tiny_model, 
     assert resolved.buckets == [32, 64, 96, 128]
 
 
-def test_default_meta_keeps_its_three_keys(tmp_path, tiny_model, monkeypatch):
-    _prepared(tmp_path, tiny_model, {"max_length": 64, "length_buckets": [16, 32, 64]})
+def test_fixed_head_meta_keeps_its_three_keys(tmp_path, tiny_model, monkeypatch):
+    # a fixed length cut at the head writes meta.json as it was before auto and head_tail existed
+    _prepared(tmp_path, tiny_model, {"max_length": 64, "length_buckets": [16, 32, 64], "truncation": "head"})
     monkeypatch.chdir(tmp_path)
     stages.tokenize.main()
     meta = json.loads(Path("data/tokenized/meta.json").read_text())
