@@ -450,6 +450,7 @@ def long_texts() -> str:
         f"`python bench/long_texts.py` ({host_line(r['host'])}; `{rel(path)}`): {d['pool_rows']:,} pool rows "
         f"({d['val_rows']} val), {d['test_rows']} test rows, each {d['rule']}; MiniLM tokens per pool text: "
         f"median {lengths['p50']}, p95 {lengths['p95']}, {100 * lengths['over_128']:.0f}% over 128. "
+        f"Every run: {', '.join(f'`{o}`' for o in r['shared_overrides'] if not o.startswith('data.'))}. "
         f"Runs per config: {', '.join(f'{k} {v}' for k, v in runs.items())} (seeds asked: "
         f"{', '.join(map(str, seeds))}).",
         "",
@@ -461,6 +462,14 @@ def long_texts() -> str:
         f1 = _pm(v["test_macro_f1_mean"], v["test_macro_f1_std"])
         overrides = ", ".join(f"`{o}`" for o in r["configs"][name]) or "(params.yaml)"
         lines.append(f"| {name} | {overrides} | {acc} | {f1} | {v['train_seconds_mean']:,.1f} |")
+    chosen = next((run["tokenize"] for run in r["runs"] if run["config"] == "default"), None)
+    if chosen and chosen.get("auto"):
+        lines += [
+            "",
+            f"`default` is params.yaml as shipped: the tokenize stage chose max_length {chosen['max_length']} "
+            f"(train p95 {chosen['auto']['train_tokens_p95']} tokens), buckets "
+            f"{'/'.join(map(str, chosen['length_buckets']))}, {chosen['truncation']} truncation.",
+        ]
     single = [name for name, n in runs.items() if n < 2]
     if single:
         lines += ["", f"One seed only for {', '.join(single)}: no standard deviation, so no config is told apart."]

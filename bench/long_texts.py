@@ -238,7 +238,9 @@ def write_result(host: dict, args, shared: list[str], lengths: dict, rows: list[
             "token_lengths": lengths,
         },
         "shared_overrides": shared,
-        "configs": {name: CONFIGS[name] for name in args.configs},
+        "configs": {
+            name: CONFIGS[name] for name in CONFIGS if name in args.configs or name in {r["config"] for r in rows}
+        },
         "seeds": args.seeds,
         "runs": rows,
         "summary": summary(rows),

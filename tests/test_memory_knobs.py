@@ -66,7 +66,7 @@ def train_one_epoch(model_dir: Path, overrides: dict) -> dict:
     train.update(checkpoint_every=0, precision="fp32", fast_dropout=False, **overrides)
     params = parse_params(
         {
-            "model": {"name": str(model_dir)},
+            "model": {"name": str(model_dir), "max_length": 128, "length_buckets": [32, 64, 96, 128]},
             "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "qv"},
             "train": train,
         }

@@ -14,11 +14,11 @@ import pytest
 from conftest import ROOT, dvc, run
 
 SCRIPT = ROOT / "scripts" / "queue_per_device.sh"
-# the sleep outlasts the start of the second worker, so each worker takes one experiment
+# the sleep outlasts the second worker's start (seconds on a loaded 2-core host): each worker takes one experiment
 STAGE = {
     "stages": {
         "probe": {
-            "cmd": 'sleep 8 && printf \'{"device": "%s"}\' "$PROBE_DEVICE" > device.json',
+            "cmd": 'sleep 15 && printf \'{"device": "%s"}\' "$PROBE_DEVICE" > device.json',
             "params": ["value"],
             "metrics": [{"device.json": {"cache": False}}],
         }

@@ -262,6 +262,7 @@ def test_cores_all_needs_xla(tmp_path, monkeypatch):
 
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     params["train"].update(cores="all", device="cpu")
+    params["model"].update(max_length=128, length_buckets=[32, 64, 96, 128])  # auto would want the tokenize stage
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match="train.cores=all"):
