@@ -472,7 +472,8 @@ def long_texts() -> str:
         ]
     single = [name for name, n in runs.items() if n < 2]
     if single:
-        lines += ["", f"One seed only for {', '.join(single)}: no standard deviation, so no config is told apart."]
+        told = "so no config is told apart" if len(single) == len(runs) else "so it is told apart from no other"
+        lines += ["", f"One seed only for {', '.join(single)}: no standard deviation, {told}."]
     return "\n".join(lines)
 
 
