@@ -532,6 +532,55 @@ def stage_overhead() -> str:
         f"What a stage cannot avoid importing, timed in the same run (a fresh `python -c`, min / median / max): "
         f"{floors}.",
     ]
+    if "split" in r:
+        lines += ["", *stage_split(r["split"])]
+    return "\n".join(lines)
+
+
+NAMED_LIBRARIES = ("torch", "transformers", "peft", "sklearn", "scipy", "pandas", "dvclive", "dvc", "matplotlib")
+
+
+def stage_split(split: dict) -> list[str]:
+    """Where each stage's seconds go: DVC's own, the libraries' imports, the stage's code and work."""
+    lines = [
+        f"Where the seconds go ({split['tree']}, medians): DVC's own start and bookkeeping (`dvc repro -f -s STAGE` "
+        "less `python -m stages.STAGE` run alone), the imports of the third-party modules the stage imports "
+        "(listed by `python -X importtime`, imported in a fresh process), and the rest, the stage's own code "
+        "and work.",
+        "",
+        "| stage | `dvc repro -f -s` | DVC's own | libraries' imports | the stage's code and work | among them |",
+        "|---|---|---|---|---|---|",
+    ]
+    for stage, s in split["per_stage"].items():
+        named = [name for name in NAMED_LIBRARIES if name in s["libraries"]]
+        lines.append(
+            f"| {stage} | {s['dvc_repro_s']:.1f} | {s['dvc_own_s']:.1f} | {s['libraries_s']:.1f} "
+            f"| {s['stage_code_and_work_s']:.1f} | {', '.join(named)} |"
+        )
+    return lines
+
+
+# ---- inference batches (bench/eval_batches.py) ----
+
+
+def eval_batches() -> str:
+    path, r = newest("eval-batches")
+    before = r["configs"]["buckets-64"]
+    lines = [
+        f"`{r['command']}` ({host_line(r['host'])}; `{rel(path)}`): {r['set_up']}; {r['args']['repeats']} "
+        f"repeats, the configs alternating; seconds and rows/s min / median / max.",
+        "",
+        "| batches | seconds | rows/s | tokens computed (real: "
+        f"{r['real_tokens']:,}) | median speed-up | accuracy | macro-F1 | max \\|dp\\| vs buckets-64 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, c in r["configs"].items():
+        speedup = before["seconds"]["median"] / c["seconds"]["median"]
+        lines.append(
+            f"| {name} | {mmm(c['seconds'])} | {mmm(c['rows_per_second'], 0)} | {c['tokens_computed']:,} "
+            f"| {speedup:.2f}x | {c['accuracy']:.4f} | {c['macro_f1']:.4f} "
+            f"| {c['max_abs_prob_diff_vs_buckets_64']:.1e} |"
+        )
     return "\n".join(lines)
 
 
@@ -597,6 +646,7 @@ BLOCKS = {
     "long-texts": Block(long_texts),
     "matmul-ceiling": Block(matmul_ceiling),
     "stage-overhead": Block(stage_overhead),
+    "eval-batches": Block(eval_batches),
     "study": Block(study),
 }
 

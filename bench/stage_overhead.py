@@ -9,24 +9,57 @@ repeat, `dvc repro -f -s STAGE` for each stage in pipeline order and a whole `dv
 as its own process with DVC's start included. Trees alternate within each repeat, so drift and other
 load on the machine hit both. Writes bench/results/stage-overhead-<time>.json: min/median/max seconds
 per stage and for the whole repro, per tree, with the host and the load seen.
+
+Then, in the second tree, each stage's time is split three ways: DVC's own (`dvc repro -f -s STAGE` less
+the stage's command, `python -m stages.STAGE`, run alone), the libraries' (a fresh process importing
+every third-party module the stage imports, listed by `python -X importtime`, in the same order), and
+the rest: the stage's own code and work. Those runs alternate too, per stage and repeat.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from benchlib import IMPORT_FLOORS, RESULTS, ROOT, host_info, log, spread, stamp, timed, write_json
+from benchlib import IMPORT_FLOORS, RESULTS, ROOT, env, host_info, log, spread, stamp, timed, write_json
 
 sys.path.insert(0, str(ROOT / "tests"))
 from helpers import build_tiny_model, make_repo, write_params  # noqa: E402 - the tests' tiny set-up
 
 STAGES = ("prepare", "tokenize", "train", "evaluate", "report", "export")
 GOALS = {"stage": 5.0, "whole": 20.0}  # seconds (issue 25: each `dvc repro -f -s STAGE`, the whole tiny repro)
+OURS = ("lora_dvc", "stages")
+# imports every module named in a JSON list, in order (a private module may not import alone: skipped)
+IMPORT_ALL = """
+import importlib, json, sys
+for name in json.load(open(sys.argv[1])):
+    try:
+        importlib.import_module(name)
+    except Exception:
+        pass
+"""
+
+
+def stage_libraries(repo: Path, stage: str) -> list[str]:
+    """The third-party modules `python -m stages.STAGE` imports, in the order `python -X importtime` lists them
+    (optional imports the libraries try and find not installed included: they cost the stage a search too)."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", f"stages.{stage}"],
+        cwd=repo,
+        env=env(),
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: stages.{stage} exited {proc.returncode}\n{proc.stderr[-4000:]}")
+    names = [line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    top = {name: name.split(".")[0] for name in names[1:]}  # names[0] is the header
+    return [n for n, t in top.items() if t not in sys.stdlib_module_names and t not in OURS]
 
 
 def tree_copy(rev: str, dest: Path, model: Path) -> Path:
@@ -97,6 +130,7 @@ def main() -> None:
                         **timed([sys.executable, "-c", statement], scratch, log_file),
                     }
                 )
+        runs += split_stages(repos[args.trees[-1]], revs[args.trees[-1]], scratch, log_file, args.repeats)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -117,6 +151,21 @@ def main() -> None:
                 },
             }
         )
+    after = revs[args.trees[-1]]
+    split = {}
+    for stage in STAGES:
+        repro, command, libraries = (
+            seconds(after, stage)["median"],
+            seconds(after, f"python -m stages.{stage}")["median"],
+            seconds(after, f"libraries of {stage}")["median"],
+        )
+        split[stage] = {
+            "dvc_repro_s": repro,
+            "dvc_own_s": round(repro - command, 2),
+            "libraries_s": libraries,
+            "stage_code_and_work_s": round(command - libraries, 2),
+            "libraries": [r["libraries"] for r in runs if r["stage"] == f"libraries of {stage}"][0],
+        }
     others = [r["other_cores"] for r in runs if r["other_cores"] is not None]
     record = {
         "bench": "stage-overhead",
@@ -128,6 +177,13 @@ def main() -> None:
         "goals_seconds": GOALS,
         "trees": trees,
         "import_floor_seconds": {name: seconds(None, f"import {name}") for name in IMPORT_FLOORS},
+        "split": {
+            "tree": after,
+            "does": "medians: DVC's own start and bookkeeping (dvc repro -f -s STAGE less python -m stages.STAGE), "
+            "the libraries' imports (a fresh process importing the stage's third-party modules), and the stage's "
+            "own code and work (the command less the libraries)",
+            "per_stage": split,
+        },
         "other_cores": spread(others) if others else None,
         "load1_before": spread([r["load1_before"] for r in runs]),
         "runs": runs,
@@ -136,6 +192,37 @@ def main() -> None:
     for tree in trees:
         log(f"{tree['tree']}: median s: " + ", ".join(f"{s} {v['median']}" for s, v in tree["seconds"].items()))
     print(f"wrote {out}")
+
+
+def split_stages(repo: Path, tree: str, scratch: Path, log_file: Path, repeats: int) -> list[dict]:
+    """Per stage and repeat: its command alone, then a process importing its third-party modules."""
+    libraries = {stage: stage_libraries(repo, stage) for stage in STAGES}
+    runs = []
+    for repeat in range(repeats):
+        for stage in STAGES:
+            names = scratch / f"{stage}-modules.json"
+            names.write_text(json.dumps(libraries[stage]))
+            command = [sys.executable, "-m", f"stages.{stage}"]
+            runs.append(
+                {
+                    "tree": tree,
+                    "stage": f"python -m stages.{stage}",
+                    "repeat": repeat,
+                    **timed(command, repo, log_file),
+                }
+            )
+            floor = [sys.executable, "-c", IMPORT_ALL, str(names)]
+            runs.append(
+                {
+                    "tree": tree,
+                    "stage": f"libraries of {stage}",
+                    "repeat": repeat,
+                    "libraries": sorted({n.split(".")[0] for n in libraries[stage]}),
+                    **timed(floor, repo, log_file),
+                }
+            )
+        log(f"split, repeat {repeat + 1}: " + ", ".join(f"{r['stage']} {r['wall_s']:.1f}" for r in runs[-12:]))
+    return runs
 
 
 if __name__ == "__main__":

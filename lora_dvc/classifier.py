@@ -331,8 +331,7 @@ def _tokenizer_and_length(folder: Path, base: str | None, params) -> tuple[Any, 
 
 def _buckets(params, max_length: int) -> list[int]:
     """params' length buckets (Params.buckets) for the classifier's max_length."""
-    from lora_dvc.params import Params
-    from lora_dvc.tokenization import bucket_lengths
+    from lora_dvc.params import Params, bucket_lengths
 
     params = params or Params()
     return bucket_lengths(max_length, params.model.length_buckets)

@@ -13,9 +13,8 @@ import torch
 from transformers import DataCollatorWithPadding
 
 from lora_dvc.artifacts import TokenizedSplit
+from lora_dvc.batching import PAD_MULTIPLE
 from lora_dvc.tokenization import bucket_of
-
-PAD_MULTIPLE = 8  # tensor-core and AVX-512 friendly widths; costs < 4 padded tokens a row
 
 
 class SplitDataset(torch.utils.data.Dataset):

@@ -30,7 +30,7 @@ def batched_probabilities(
     world_size: int = 1,
     autocast=None,
 ) -> np.ndarray:
-    """(rows, classes) probabilities in row order; batches sorted by length, padded per bucket.
+    """(rows, classes) probabilities in row order; batches of rows of similar length (batching.make_batches).
 
     With `static_shapes` every batch is padded to `batch_size` rows (padding rows are dropped from
     the result), so an XLA device sees one shape per bucket. With `world_size` > 1 this process
@@ -41,7 +41,7 @@ def batched_probabilities(
     multi_label = getattr(model.config, "problem_type", None) == MULTI_LABEL
     activate = torch.sigmoid if multi_label else partial(torch.softmax, dim=-1)
     probs = np.full((len(split), model.config.num_labels), np.nan, dtype=np.float32)
-    batches = make_batches(split, buckets, batch_size)[rank::world_size]
+    batches = make_batches(split, buckets, batch_size, static_shapes)[rank::world_size]
     for length, rows in tqdm(batches, desc=desc, unit="batch", disable=not progress, mininterval=1.0):
         batch = collate(split, length, rows, pad_id, pad_rows_to=batch_size if static_shapes else None)
         with autocast or nullcontext():

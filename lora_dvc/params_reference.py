@@ -46,7 +46,8 @@ MAPS_TO = {
     "model.name": "`AutoModelForSequenceClassification.from_pretrained(pretrained_model_name_or_path=)`",
     "model.max_length": "tokenizer `max_length=` (with `truncation=True`); auto: chosen by the tokenize stage "
     "(data/tokenized/meta.json)",
-    "model.length_buckets": "padded lengths of the batches (this project's bucketing; cf. `DataCollatorWithPadding`)",
+    "model.length_buckets": "padded lengths of XLA's batches (this project's bucketing; "
+    "elsewhere `DataCollatorWithPadding`'s longest row)",
     "model.truncation": "head: tokenizer `truncation=True` (`truncation_side='right'`); head_tail: this project's "
     "head + tail cut (Sun et al. 2019), no transformers key",
     "lora.r": "peft `LoraConfig.r`",

@@ -129,7 +129,7 @@ class TallyingTrainer(Trainer):
         logits = np.zeros((len(split), model.config.num_labels), dtype=np.float32)
         model.eval()
         with torch.autocast(args.device.type, dtype=torch.bfloat16, enabled=args.bf16):
-            for length, rows in make_batches(split, self.buckets, size):
+            for length, rows in make_batches(split, self.buckets, size, static_shapes=True):
                 batch = collate(split, length, rows, self.pad_id, pad_rows_to=size)
                 out = model(**model_inputs(batch, args.device)).logits
                 logits[rows] = out.float().cpu()[: len(rows)].numpy()

@@ -28,13 +28,12 @@ import numpy as np
 
 from lora_dvc import artifacts
 from lora_dvc.modeling import check_max_length, load_tokenizer, model_positions
-from lora_dvc.params import load_params
+from lora_dvc.params import bucket_lengths, load_params
 from lora_dvc.runner import run_stage
 from lora_dvc.tokenization import (
     AUTO_BUDGET,
     AUTO_PERCENTILE,
     AUTO_STEP,
-    bucket_lengths,
     choose_max_length,
     length_stats,
     token_types,

@@ -48,10 +48,37 @@ def pytest_configure(config) -> None:
     )
 
 
+# test files by their measured time, longest first (`pytest --durations`): xdist hands whole files to its
+# workers in collection order (pytest.ini: --dist loadfile --no-loadscope-reorder), so the longest start
+# first and the short ones fill in beside them, instead of a long file starting last and running alone
+LONGEST_FIRST = (
+    "test_queue_resume",
+    "test_reliability",
+    "test_experiments",
+    "test_distributed",
+    "test_methods",
+    "test_remote",
+    "test_compare",
+    "test_predict_export",
+    "test_registry",
+    "test_sky",
+    "test_evaluate_report",
+    "test_prepare",
+    "test_stage_deps",
+    "test_pipeline",
+    "test_learning",
+    "test_queue_per_device",
+    "test_gpu_bench",
+    "test_studies",
+)
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if item.path.stem in INTEGRATION_MODULES or "repo" in item.fixturenames:
             item.add_marker(pytest.mark.integration)
+    rank = {stem: i for i, stem in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: the rest keep their order
 
 
 @pytest.fixture(scope="session")

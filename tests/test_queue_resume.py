@@ -1,7 +1,7 @@
 """Queued runs survive being killed: `dvc queue kill` or SIGKILL mid-run, checkpoints in a folder or a
 bucket on the GCS emulator, the same params queued again resume and end byte-identical; and a queued
 run on a fresh clone (no default remote committed) starts at once. Real dvc queues in temp repos
-with the tiny model; its own module so that pytest-xdist runs it beside test_experiments.py."""
+with the tiny model; its own module, the suite's longest, which pytest-xdist starts first (conftest.py)."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ from conftest import dvc, run, write_params
 from helpers import train_pids
 from test_experiments import commit_small, queue_state, stop_queue_workers, wait_for
 
-# long enough (about 260 tiny steps) to be killed mid-epoch, with a checkpoint every 20 steps
+# long enough (about 130 tiny steps) to be killed mid-epoch, well before its end, with a checkpoint every 20 steps
 RESUME_LONG = {
     "data": {"max_train_rows": None},
-    "train": {"epochs": 12, "checkpoint_every": 20, "log_every": 10},
+    "train": {"epochs": 6, "checkpoint_every": 20, "log_every": 10},
 }
 
 

@@ -1,5 +1,5 @@
 """The tokenize stage's fast path gives exactly what the tokenizer's own call gives; head_tail
-truncation and the auto length."""
+truncation and the auto length; inference batches over the tokenized rows."""
 
 from __future__ import annotations
 
@@ -15,13 +15,11 @@ from transformers import AutoTokenizer
 
 import stages.tokenize
 from lora_dvc.errors import UserError
-from lora_dvc.params import load_params, parse_params
+from lora_dvc.params import auto_buckets, bucket_lengths, load_params, parse_params
 from lora_dvc.tokenization import (
     AUTO_BUDGET,
     AUTO_PERCENTILE,
     AUTO_STEP,
-    auto_buckets,
-    bucket_lengths,
     choose_max_length,
     cut_head_tail,
     tokenized_params,
@@ -103,6 +101,39 @@ def test_auto_buckets_are_quarters():
     assert auto_buckets(384) == [96, 192, 288, 384]
     assert bucket_lengths(384, "auto") == [96, 192, 288, 384]
     assert bucket_lengths(100, [32, 64, 96, 128]) == [32, 64, 96, 100]
+
+
+def test_inference_batches_pad_to_their_longest_row_and_score_as_bucketed_ones(tiny_model):
+    """CPU/CUDA batches: length-sorted, padded to the longest row rounded up to 8, never past its bucket
+    (12 here is no multiple of 8); fewer padded tokens than bucket padding, the same probabilities."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from lora_dvc.artifacts import TokenizedSplit
+    from lora_dvc.batching import make_batches
+    from lora_dvc.inference import batched_probabilities
+
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(1000, 2000, n).tolist() for n in rng.integers(2, 61, 50)]
+    split, buckets = TokenizedSplit.from_ids(rows), [12, 32, 60]
+    dynamic = make_batches(split, buckets, 8)
+    assert sorted(np.concatenate([r for _, r in dynamic]).tolist()) == list(range(50))
+    for length, batch in dynamic:
+        longest = int(split.lengths[batch].max())
+        bucket = min(b for b in buckets if b >= longest)
+        assert length == min(-(-longest // 8) * 8, bucket), (length, longest)
+    static = make_batches(split, buckets, 8, static_shapes=True)
+    assert {length for length, _ in static} == set(buckets)
+
+    def padded(batches):
+        return sum(length * len(batch) for length, batch in batches)
+
+    assert padded(dynamic) < 0.9 * padded(static)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=3)
+    args = (model, split, buckets, 8, 0, torch.device("cpu"))
+    probs = batched_probabilities(*args, progress=False)
+    np.testing.assert_allclose(probs, batched_probabilities(*args, progress=False, static_shapes=True), atol=1e-5)
+    assert not np.isnan(probs).any()
 
 
 def _prepared(tmp_path: Path, tiny_model: Path, model: dict) -> None:
