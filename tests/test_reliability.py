@@ -241,7 +241,7 @@ def test_determinism_and_kill_resume(repo, tmp_path):
     store = tmp_path / "checkpoints"
     write_params(repo, {"train": {"epochs": 2, "checkpoint_every": 3, "log_every": 2}})
     run(["git", "commit", "-qam", "params"], repo)
-    dvc(["repro"], repo, env=checkpoint_env(store))
+    dvc(["repro", "evaluate"], repo, env=checkpoint_env(store))  # what outcome() reads; report and export add nothing
     first = outcome(repo)
     assert not complete_checkpoints(store)  # cleaned on success
 
@@ -255,7 +255,7 @@ def test_determinism_and_kill_resume(repo, tmp_path):
     assert complete_checkpoints(store)
     assert not list(repo.glob("checkpoints")), "checkpoints must live outside the workspace"
 
-    resumed = dvc(["repro"], repo, env=checkpoint_env(store))
+    resumed = dvc(["repro", "evaluate"], repo, env=checkpoint_env(store))
     assert re.search(rf"resuming from {re.escape(str(store))}/\w+ at step \d+", resumed.stderr + resumed.stdout)
     assert outcome(repo) == first
     assert not list(store.glob("*/checkpoint-*"))  # cleaned up once the adapter is saved
