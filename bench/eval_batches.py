@@ -4,8 +4,8 @@
     python bench/eval_batches.py --rows 0         # every test row
 
 Scores a seeded sample of the tokenize stage's test split with the workspace's models/classifier, loaded as
-the evaluate stage loads it (adapter merged, train.precision resolved for the CPU), through the one loop of
-lora_dvc.inference (batching.collate, then the model), with three batchings:
+the evaluate stage loads it (adapter merged, train.precision resolved for the CPU), through evaluate's own
+loop (`inference.batched_probabilities`), with three batchings:
 
 - `buckets-64`: every batch drawn within a length bucket and padded to it (evaluate before this change;
   XLA's batches, less the empty rows that fill its last batch of a bucket);
@@ -23,7 +23,7 @@ import argparse
 import os
 import sys
 import time
-from contextlib import nullcontext
+from unittest import mock
 
 import numpy as np
 from benchlib import ROOT, alternate, log, save_probe, spread
@@ -42,8 +42,9 @@ def main() -> None:
     import torch
     from sklearn.metrics import accuracy_score, f1_score
 
+    from lora_dvc import inference
     from lora_dvc.artifacts import MODEL, TokenizedSplit, read_tokenized
-    from lora_dvc.batching import collate, make_batches, model_inputs
+    from lora_dvc.batching import make_batches
     from lora_dvc.classifier import load_classifier
 
     clf = load_classifier(MODEL, precision=None, device="cpu")  # as evaluate: train.precision for this device
@@ -56,22 +57,30 @@ def main() -> None:
     split = TokenizedSplit.from_ids([test.row(i)["input_ids"] for i in rows], test.labels[rows].tolist())
     buckets = list(clf.buckets)
 
-    @torch.inference_mode()
-    def score(batches) -> np.ndarray:
-        probs = np.zeros((len(split), len(clf.labels)), dtype=np.float32)
-        for length, batch_rows in batches:
-            batch = collate(split, length, batch_rows, clf.pad_id)
-            with clf.autocast() if clf.autocast else nullcontext():
-                logits = clf.model(**model_inputs(batch, clf.device)).logits
-            probs[batch_rows] = torch.softmax(logits.float(), dim=-1).numpy()
-        return probs
+    def bucketed_batches(split, buckets, batch_size, static_shapes):
+        return make_batches(split, buckets, batch_size, static_shapes=True)  # without XLA's padding rows
+
+    def score(name: str, rows: TokenizedSplit = split) -> np.ndarray:
+        """Evaluate's own loop (inference.batched_probabilities) with the config's batching and batch size."""
+        bucketed, size = CONFIGS[name]
+        with mock.patch.object(inference, "make_batches", bucketed_batches if bucketed else make_batches):
+            return inference.batched_probabilities(
+                clf.model,
+                rows,
+                buckets,
+                size,
+                clf.pad_id,
+                clf.device,
+                progress=False,
+                autocast=clf.autocast() if clf.autocast else None,
+            )
 
     batchings = {name: make_batches(split, buckets, size, bucketed) for name, (bucketed, size) in CONFIGS.items()}
-    score(batchings["sorted-64"][:2])  # warm-up: the first calls pay for allocations
+    score("sorted-64", TokenizedSplit.from_ids([split.row(i)["input_ids"] for i in range(128)]))  # warm-up
     runs, probs = [], {}
     for i, name in enumerate(alternate(list(CONFIGS), args.repeats)):
         started = time.perf_counter()
-        probs[name] = score(batchings[name])
+        probs[name] = score(name)
         seconds = time.perf_counter() - started
         runs.append({"config": name, "repeat": i // len(CONFIGS), "seconds": round(seconds, 3)})
         log(f"{name}: {seconds:.1f} s ({len(split) / seconds:.0f} rows/s)")

@@ -32,7 +32,7 @@ def make_batches(
 ) -> list[tuple[int, np.ndarray]]:
     """A list of (padded length, row indices) batches. Static shapes: bucket by bucket in row order, each
     padded to its bucket. Otherwise: rows shortest first, each batch padded to its longest row rounded up
-    to PAD_MULTIPLE, never past that row's bucket (the last bucket is max_length, which rows never exceed)."""
+    to PAD_MULTIPLE, never past the last bucket (max_length: rows never exceed it, the model's positions may)."""
     if static_shapes:
         return [
             (length, rows[start : start + batch_size])
@@ -43,9 +43,8 @@ def make_batches(
     batches = []
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        longest = max(int(split.lengths[rows[-1]]), 1)
-        rounded = -(-longest // PAD_MULTIPLE) * PAD_MULTIPLE
-        batches.append((max(longest, min(rounded, buckets[bucket_of(longest, buckets)])), rows))
+        longest = int(split.lengths[rows[-1]])
+        batches.append((min(-(-longest // PAD_MULTIPLE) * PAD_MULTIPLE, max(buckets)), rows))
     return batches
 
 

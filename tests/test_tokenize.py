@@ -104,8 +104,8 @@ def test_auto_buckets_are_quarters():
 
 
 def test_inference_batches_pad_to_their_longest_row_and_score_as_bucketed_ones(tiny_model):
-    """CPU/CUDA batches: length-sorted, padded to the longest row rounded up to 8, never past its bucket
-    (12 here is no multiple of 8); fewer padded tokens than bucket padding, the same probabilities."""
+    """CPU/CUDA batches: length-sorted, padded to the longest row rounded up to 8, never past the last
+    bucket (60 here is no multiple of 8); fewer padded tokens than bucket padding, the same probabilities."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -120,8 +120,8 @@ def test_inference_batches_pad_to_their_longest_row_and_score_as_bucketed_ones(t
     assert sorted(np.concatenate([r for _, r in dynamic]).tolist()) == list(range(50))
     for length, batch in dynamic:
         longest = int(split.lengths[batch].max())
-        bucket = min(b for b in buckets if b >= longest)
-        assert length == min(-(-longest // 8) * 8, bucket), (length, longest)
+        assert length == min(-(-longest // 8) * 8, 60), (length, longest)
+    assert split.lengths.max() == 59 and dynamic[-1][0] == 60  # the cap is met: 59 would round up to 64
     static = make_batches(split, buckets, 8, static_shapes=True)
     assert {length for length, _ in static} == set(buckets)
 
