@@ -55,8 +55,6 @@ REPORT = Path("reports/report.md")
 REPORT_PLOTS = Path("plots")
 COMPARISON = Path("reports/comparison.md")
 
-STAGE_HINT = {PREPARED: "prepare", TOKENIZED: "tokenize", MODEL: "train"}
-
 
 def _require(path: Path, stage: str) -> Path:
     if not path.exists():

@@ -4,7 +4,7 @@
 their longest row, or to the bucket on XLA.)
 
 On CPU and CUDA, rows are sorted by length and each batch is padded to its own longest row, rounded
-up to a multiple of PAD_MULTIPLE, as training's batches are: short texts stay short and few padded
+up to a multiple of 8 (params.padded_length), as training's batches are: short texts stay short and few padded
 tokens are computed. With static shapes (XLA) each row goes to the smallest length bucket that holds
 it and batches are drawn within a bucket and padded to its length, so the set of shapes is bounded
 (one graph per bucket).
@@ -16,9 +16,8 @@ import numpy as np
 import torch
 
 from lora_dvc.artifacts import TokenizedSplit  # noqa: F401 (the format's reader lives with its writer)
+from lora_dvc.params import padded_length
 from lora_dvc.tokenization import bucket_of
-
-PAD_MULTIPLE = 8  # tensor-core and AVX-512 friendly widths; costs < 4 padded tokens a row
 
 
 def bucket_rows(lengths: np.ndarray, buckets: list[int]) -> dict[int, np.ndarray]:
@@ -32,7 +31,7 @@ def make_batches(
 ) -> list[tuple[int, np.ndarray]]:
     """A list of (padded length, row indices) batches. Static shapes: bucket by bucket in row order, each
     padded to its bucket. Otherwise: rows shortest first, each batch padded to its longest row rounded up
-    to PAD_MULTIPLE, never past the last bucket (max_length: rows never exceed it, the model's positions may)."""
+    to a multiple of 8, never past the last bucket (max_length: rows never exceed it, the model's positions may)."""
     if static_shapes:
         return [
             (length, rows[start : start + batch_size])
@@ -44,7 +43,7 @@ def make_batches(
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         longest = int(split.lengths[rows[-1]])
-        batches.append((min(-(-longest // PAD_MULTIPLE) * PAD_MULTIPLE, max(buckets)), rows))
+        batches.append((min(padded_length(longest), max(buckets)), rows))
     return batches
 
 

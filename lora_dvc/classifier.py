@@ -17,16 +17,20 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lora_dvc.artifacts import LABELS, MODEL, TOKENIZED_META, TokenizedSplit, read_label_file, read_labels
 from lora_dvc.errors import UserError
+from lora_dvc.task import MULTI_LABEL, Task
+
+if TYPE_CHECKING:
+    from lora_dvc.device import Runtime
 
 PARAMS = Path("params.yaml")
 KIND_NAMES = {"lora": "LoRA", "full": "full", "tfidf": "TF-IDF baseline"}
@@ -42,33 +46,28 @@ class Classifier:
 
     model: Any  # a transformers model (adapters merged unless merge=False) or a TfidfClassifier
     tokenizer: Any  # None for TF-IDF
-    labels: list[str]
+    task: Task  # the label names, single- or multi-label, the threshold and the label-set delimiter
     kind: str  # lora | full | tfidf
     base: str | None  # the base model's name (lora) or the params' model.name (full)
     source: Path
     max_length: int = 0
     truncation: str = "head"  # model.truncation as trained (data/tokenized/meta.json): head | head_tail
     buckets: tuple[int, ...] = ()
-    device: Any = "cpu"
+    runtime: Runtime | None = None  # device, precision and static shapes (None for TF-IDF: numpy on the CPU)
     batch_size: int = DEFAULT_BATCH
-    static_shapes: bool = False  # XLA: pad every batch to batch_size rows (one graph per bucket)
-    autocast: Callable[[], Any] | None = None  # a context factory for mixed precision
-    threshold: float = 0.5  # multi-label: a label is predicted at sigmoid probability >= this (evaluate.threshold)
-    label_delimiter: str = "|"  # multi-label: joins a predicted label set in tables (data.label_delimiter)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.task.labels)
 
     @property
     def multi_label(self) -> bool:
         """A multi-label head (config.problem_type): probabilities are per-label sigmoids."""
-        from lora_dvc.modeling import MULTI_LABEL
-
-        config = getattr(self.model, "config", None)
-        return getattr(config, "problem_type", None) == MULTI_LABEL
+        return self.task.multi_label
 
     def predicted(self, probs: np.ndarray) -> list:
         """Each row's predicted label, or for a multi-label model its label set (a list, maybe empty)."""
-        if self.multi_label:
-            return [[name for name, p in zip(self.labels, row) if p >= self.threshold] for row in probs]
-        return [self.labels[i] for i in probs.argmax(axis=1)]
+        return self.task.predicted(probs)
 
     def confidence(self, probs: np.ndarray) -> np.ndarray:
         """The top probability, or for a multi-label model its least sure yes/no decision (metrics.set_confidence)."""
@@ -77,13 +76,6 @@ class Classifier:
 
             return set_confidence(probs)
         return probs.max(axis=1)
-
-    def to(self, device: Any, static_shapes: bool = False, autocast: Callable[[], Any] | None = None) -> Classifier:
-        """Move onto a device (evaluate: the train stage's Runtime, with its shapes and precision)."""
-        if self.kind != "tfidf":
-            self.model.to(device)
-            self.device, self.static_shapes, self.autocast = device, static_shapes, autocast
-        return self
 
     @property
     def pad_id(self) -> int:
@@ -131,16 +123,7 @@ class Classifier:
         from lora_dvc.inference import batched_probabilities
 
         return batched_probabilities(
-            self.model,
-            split,
-            list(self.buckets),
-            self.batch_size,
-            self.pad_id,
-            self.device,
-            desc="predict",
-            progress=progress,
-            static_shapes=self.static_shapes,
-            autocast=self.autocast() if self.autocast else None,
+            self.model, split, self.runtime, self.task, list(self.buckets), self.batch_size, self.pad_id, progress
         )
 
     def _tfidf_probabilities(self, texts: list[str]) -> np.ndarray:
@@ -178,12 +161,13 @@ def load_classifier(
     batch_size: int | None = None,
     merge: bool = True,
     precision: str | None = "fp32",
+    threshold: float | None = None,
 ) -> Classifier:
     """Load a trained classifier. `root` holds params.yaml and data/prepared/labels.json (the
     workspace, or a revision from `revision_root`); a relative `folder` is taken under it.
     `device`: anything torch.device takes (cpu, cuda:1, xla) or auto / None (train.device's choice).
-    `precision`: a `train.precision` choice, resolved for the device by the rule training uses
-    (lora_dvc.device.resolve_precision); None takes params' train.precision; fp32 by default."""
+    `precision`: a `train.precision` choice (None: params' train.precision; fp32 by default), both
+    resolved by `Runtime.create`. `threshold`: the multi-label threshold (default: evaluate.threshold)."""
     root = Path(root)
     folder = _existing_folder(root, Path(folder))
     kind = model_kind(folder)
@@ -197,54 +181,35 @@ def load_classifier(
     if kind == "tfidf":
         return _load_tfidf(folder, labels, batch_size)
     _quiet_transformers()
+    from lora_dvc.device import Runtime
+
+    train = params.train if params else None
+    runtime = Runtime.create(
+        device or (train.device if train else "auto"), precision or (train.precision if train else "auto")
+    )
     base = _base_name(folder, kind, base, params)
     tokenizer, max_length = _tokenizer_and_length(folder, base, params)
-    torch_device = resolve_device(device or (params.train.device if params else "auto"))
-    model = _load_network(folder, base, labels, _problem_type(folder, root))
+    problem_type = _problem_type(folder, root)
+    model = _load_network(folder, base, labels, problem_type)
     if merge and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()  # one matmul per layer instead of base + A @ B
-    model.to(torch_device).eval()
-    from lora_dvc.device import AUTOCAST_DTYPES, Runtime, resolve_precision
-
-    choice = precision or (params.train.precision if params else "auto")
-    dtype = AUTOCAST_DTYPES.get(resolve_precision(torch_device.type, choice))
+    model.to(runtime.device).eval()
+    task = Task.of_model(labels, problem_type, params)
+    if threshold is not None:
+        task = replace(task, threshold=threshold)
     return Classifier(
         model=model,
         tokenizer=tokenizer,
-        labels=labels,
+        task=task,
         kind=kind,
         base=base,
         source=folder,
         max_length=max_length,
         truncation=params.model.truncation if params else "head",
         buckets=tuple(_buckets(params, max_length)),
-        device=torch_device,
+        runtime=runtime,
         batch_size=batch_size,
-        autocast=Runtime(torch_device, dtype).autocast if dtype is not None else None,
-        threshold=params.evaluate.threshold if params else 0.5,
-        label_delimiter=(params.data.label_delimiter if params else None) or "|",
     )
-
-
-def resolve_device(choice: Any):
-    """A torch.device from what torch takes (cpu, cuda, cuda:1, xla, ...); auto picks like train.device."""
-    import torch
-
-    from lora_dvc.device import device_kind, torch_device
-
-    if isinstance(choice, torch.device):
-        return choice
-    if choice in ("auto", "xla"):
-        return torch_device(device_kind(choice))  # auto: TPU, else CUDA, else CPU; xla needs torch_xla's device
-    try:
-        device = torch.device(choice)
-    except RuntimeError as err:
-        raise UserError(f"--device {choice}: not a torch device ({err}); try cpu, cuda, cuda:1 or xla") from None
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise UserError(
-            f"--device {choice}: torch sees {torch.cuda.device_count()} CUDA GPU(s); use cpu or an index below that"
-        )
-    return device
 
 
 def _existing_folder(root: Path, folder: Path) -> Path:
@@ -295,9 +260,8 @@ def _load_tfidf(folder: Path, labels: list[str], batch_size: int) -> Classifier:
             f"{folder}: the model knows more classes than the {len(labels)} labels given "
             f"({', '.join(labels)}); pass the matching --labels"
         )
-    return Classifier(
-        model=model, tokenizer=None, labels=labels, kind="tfidf", base=None, source=folder, batch_size=batch_size
-    )
+    task = Task(tuple(labels))
+    return Classifier(model, None, task, "tfidf", None, folder, batch_size=batch_size)
 
 
 def _base_name(folder: Path, kind: str, base: str | None, params) -> str | None:
@@ -340,8 +304,6 @@ def _buckets(params, max_length: int) -> list[int]:
 def _problem_type(folder: Path, root: Path) -> str | None:
     """An export's or a full model's config.json problem_type, else multi-label where the tokenize stage
     says so (data/tokenized/meta.json: an adapter in models/classifier), else None (single-label)."""
-    from lora_dvc.modeling import MULTI_LABEL
-
     path = folder / "config.json"
     if path.exists():
         return json.loads(path.read_text(encoding="utf-8")).get("problem_type")

@@ -13,7 +13,7 @@ import torch
 from transformers import DataCollatorWithPadding
 
 from lora_dvc.artifacts import TokenizedSplit
-from lora_dvc.batching import PAD_MULTIPLE
+from lora_dvc.params import PAD_MULTIPLE
 from lora_dvc.tokenization import bucket_of
 
 

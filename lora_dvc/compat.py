@@ -3,11 +3,6 @@ project uses, each behind a check that either fails loudly (UserError, one line)
 logged warning naming the library, its version and the lever that went off. Never silently.
 
     internal                                          used by                    when it is missing or changed
-    peft tuners.lora.layer.Linear: the class itself,  fused LoRA layer           warning; peft's own forward
-      _cast_input_dtype, disable_adapters, merged,    (lora_dvc/fused_lora.py)   (same result, slower); also
-      active_adapters, per layer lora_A, lora_B,                                 when peft is not 0.21.x
-      lora_dropout, scaling, lora_variant, base_layer
-    peft BaseTunerLayer.cast_input_dtype_enabled      ready_for_bf16_autocast    warning; peft keeps casting
     transformers config._attn_implementation,         fast attention dropout     warning; torch's dropout
       AttentionInterface / AttentionMaskInterface     (lora_dvc/dropout.py)      inside sdpa
       "sdpa" entries, sdpa's parameters and its
@@ -25,7 +20,6 @@ imports lora_dvc.modeling, does not pay for importing peft.
 
 from __future__ import annotations
 
-import functools
 import importlib.metadata
 import importlib.util
 import inspect
@@ -41,8 +35,6 @@ log = logging.getLogger("compat")
 PINNED = {"peft": "0.21.2", "transformers": "5.23.0"}
 TESTED = {"peft": "0.21", "transformers": "5.23"}
 
-FUSED_LORA = "the fused LoRA layer (lora_dvc/fused_lora.py)"
-LORA_CAST_OFF = "bf16's LoRA inputs without peft's fp32 cast (lora_dvc.modeling.ready_for_bf16_autocast)"
 FAST_ATTENTION_DROPOUT = "train.fast_dropout's attention dropout"
 XLA_MASKS = "padding masks kept on the XLA device (no host sync a step)"
 
@@ -70,75 +62,6 @@ def problem(dist: str, found: str, lever: str, instead: str) -> str:
 
 def _fall_back(dist: str, found: str, lever: str, instead: str) -> None:
     log.warning(problem(dist, found, lever, instead))
-
-
-# -- peft: the LoRA Linear layer ------------------------------------------------------------------------------
-
-LORA_LINEAR_CLASS_ATTRS = ("_cast_input_dtype", "disable_adapters", "merged", "active_adapters")
-LORA_LINEAR_LAYER_ATTRS = ("base_layer", "lora_A", "lora_B", "lora_dropout", "scaling", "lora_variant")
-
-
-def _peft_lora_linear() -> type | None:
-    try:
-        from peft.tuners.lora.layer import Linear
-    except ImportError:
-        return None
-    return Linear
-
-
-@functools.cache
-def _subclass(mixin: type, base: type) -> type:
-    return type(mixin.__name__.removesuffix("Forward") + base.__name__, (mixin, base), {})
-
-
-def swap_lora_linears(model: nn.Module, mixin: type) -> int:
-    """Give every peft LoRA Linear in `model` the methods of `mixin` (in place: its class becomes a subclass of
-    peft's with `mixin` first; parameters, state dict and saving stay peft's). Returns how many.
-
-    The mixin reimplements peft 0.21's LoRA forward, so it is used only with peft 0.21.x and only where the
-    layer has every attribute that forward reads; otherwise no layer changes and a warning says why."""
-    instead = "peft's own LoRA forward runs (the same result, slower)"
-    base = _peft_lora_linear()
-    if base is None:
-        _fall_back("peft", "no peft.tuners.lora.layer.Linear", FUSED_LORA, instead)
-        return 0
-    if not tested("peft"):
-        _fall_back("peft", "a LoRA forward the fused layer was not checked against", FUSED_LORA, instead)
-        return 0
-    missing = [name for name in LORA_LINEAR_CLASS_ATTRS if not hasattr(base, name)]
-    layers = [module for module in model.modules() if type(module) is base]
-    for layer in layers[:1]:  # instance attributes, set in peft's __init__: one layer shows them
-        missing += [name for name in LORA_LINEAR_LAYER_ATTRS if not hasattr(layer, name)]
-    if missing:
-        _fall_back("peft", f"lora.layer.Linear has no {', '.join(missing)}", FUSED_LORA, instead)
-        return 0
-    fused = _subclass(mixin, base)
-    for layer in layers:
-        layer.__class__ = fused
-    return len(layers)
-
-
-def disable_lora_input_cast(model: nn.Module) -> int:
-    """Turn off peft's cast of each LoRA layer's input to the adapter weights' dtype (peft's
-    `cast_input_dtype_enabled`, what its public `peft.helpers.disable_input_dtype_casting` context sets), for
-    good. Returns how many layers; 0 and a warning if peft no longer has that switch."""
-    instead = "peft casts each LoRA input to fp32 (the same result, slower)"
-    try:
-        from peft.tuners.tuners_utils import BaseTunerLayer
-    except ImportError:
-        _fall_back("peft", "no peft.tuners.tuners_utils.BaseTunerLayer", LORA_CAST_OFF, instead)
-        return 0
-    if not hasattr(BaseTunerLayer, "_cast_input_dtype"):
-        _fall_back("peft", "BaseTunerLayer has no _cast_input_dtype", LORA_CAST_OFF, instead)
-        return 0
-    layers = [module for module in model.modules() if isinstance(module, BaseTunerLayer)]
-    # setting an attribute peft no longer reads would change nothing, silently: peft must have set it already
-    if any(not isinstance(getattr(layer, "cast_input_dtype_enabled", None), bool) for layer in layers):
-        _fall_back("peft", "its LoRA layers have no cast_input_dtype_enabled", LORA_CAST_OFF, instead)
-        return 0
-    for layer in layers:
-        layer.cast_input_dtype_enabled = False
-    return len(layers)
 
 
 # -- transformers: attention functions -------------------------------------------------------------------------

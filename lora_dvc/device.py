@@ -1,16 +1,11 @@
-"""Device and precision: the one rule that train, evaluate, predict and export follow.
-
-`train.device`: auto (a TPU through torch_xla if it finds one, else CUDA, else CPU) | cpu | cuda | xla,
-resolved by `device_kind` to the kind Trainer and inference run on (`torch_device` gives its torch.device).
-`train.precision`, resolved by `resolve_precision` for that kind:
+"""Device and precision, decided once per stage by `Runtime.create` (train.device: auto = TPU, else CUDA,
+else CPU); train, evaluate, predict and export receive the Runtime. train.precision per device kind:
 
     kind   auto                                   bf16                         fp16             fp32
     cpu    bf16 with AVX512-BF16/AMX, else fp32   bf16 (warns: emulated, slow)  refused          fp32
     cuda   bf16 where the GPU has it, else fp16   refused on a GPU without it  fp16 (scaler)    fp32
     xla    bf16                                   bf16                         refused          fp32
-
-bf16 and fp16 are autocast (`AUTOCAST_DTYPES`); fp16 training adds Trainer's own gradient scaler.
-`Runtime` is what inference uses (device, autocast, static shapes on XLA).
+The Runtime also owns autocast, TF32, static shapes on XLA and the CPU speed levers.
 """
 
 from __future__ import annotations
@@ -110,51 +105,72 @@ def resolve_precision(kind: str, choice: str) -> str:
     return "bf16" if choice == "bf16" or native else "fp32"
 
 
-@dataclass
+def resolve_device(choice: str | torch.device) -> torch.device:
+    """A torch.device from `train.device` (auto | cpu | cuda | xla) or anything torch takes (cuda:1)."""
+    if isinstance(choice, torch.device):
+        return choice
+    if choice in ("auto", "xla", "cpu", "cuda"):
+        return torch_device(device_kind(choice))
+    try:
+        device = torch.device(choice)
+    except RuntimeError as err:
+        raise UserError(f"--device {choice}: not a torch device ({err}); try cpu, cuda, cuda:1 or xla") from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(
+            f"--device {choice}: torch sees {torch.cuda.device_count()} CUDA GPU(s); use cpu or an index below that"
+        )
+    return device
+
+
+@dataclass(frozen=True)
 class Runtime:
+    """Where and how a stage computes: built once per stage by `create`, passed to whatever computes."""
+
     device: torch.device
-    dtype: torch.dtype | None = None
-    rank: int = 0
-    world_size: int = 1
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (resolve_precision's answer)
+    # XLA compiles one graph per shape: fixed batch sizes, batches padded to their length bucket
+    static_shapes: bool = False
 
     @classmethod
-    def create(cls, device_choice: str, precision: str) -> Runtime:
-        kind = device_kind(device_choice)
-        device = torch_device(kind)
-        dtype = AUTOCAST_DTYPES.get(resolve_precision(kind, precision))
-        rank, world = 0, 1
+    def create(cls, device_choice: str | torch.device = "auto", precision_choice: str = "auto") -> Runtime:
+        """The one place a stage's device and precision are decided, and the device made ready."""
+        device = resolve_device(device_choice)
+        precision = resolve_precision(device.type, precision_choice)
         if device.type == "xla":
-            import torch_xla.runtime as xr
-
-            rank, world = xr.global_ordinal(), xr.world_size()
             keep_padding_masks_on_device()
-        elif device.type == "cuda":
+        elif device.type == "cuda":  # TF32 matmuls in fp32, for training and inference alike
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        log.info("device %s, precision %s, %d process(es)", device, dtype or "fp32", world)
-        return cls(device, dtype, rank, world)
+        log.info("device %s, precision %s", device, precision)
+        return cls(device, precision, static_shapes=device.type == "xla")
 
     @property
     def kind(self) -> str:
         return self.device.type
 
     @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def static_shapes(self) -> bool:
-        """XLA compiles one graph per shape: fixed batch sizes, padded eval batches."""
-        return self.kind == "xla"
+    def dtype(self) -> torch.dtype | None:
+        """The autocast dtype (None in fp32)."""
+        return AUTOCAST_DTYPES.get(self.precision)
 
     def autocast(self):
         """Mixed precision for a forward pass (a no-op in fp32).
 
         On XLA it also swaps an enclosing `torch.inference_mode` for `torch.no_grad`: torch_xla does
         not support inference tensors (views of XLA tensors fail with "Cannot set version_counter
-        for inference tensor"), so predict_proba's inference_mode would break every XLA forward.
+        for inference tensor"), so inference_mode would break every XLA forward.
         """
         return _Forward(self.kind, self.dtype)
+
+    def ready_for_training(self, model: torch.nn.Module, fast_dropout: bool) -> None:
+        """The speed levers a model gets before training here (bench/README.md measures each)."""
+        from lora_dvc.dropout import use_fast_dropout
+        from lora_dvc.modeling import ready_for_bf16_autocast
+
+        if self.kind == "cpu" and fast_dropout:  # GPUs and TPUs keep their own dropout
+            log.info("fast dropout masks in %d dropout modules and the attention", use_fast_dropout(model))
+        if self.precision == "bf16" and self.kind in ("cpu", "cuda"):
+            log.info("bf16: %d frozen weight tensors stored in bf16", ready_for_bf16_autocast(model))
 
 
 class _Forward:

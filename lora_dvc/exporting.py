@@ -38,6 +38,7 @@ from lora_dvc.errors import UserError
 from lora_dvc.model_card import CardFacts, render_model_card
 from lora_dvc.params import load_params
 from lora_dvc.runner import ArgumentParser, run_stage
+from lora_dvc.task import Task
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 TOLERANCE = 1e-4  # max absolute difference in probabilities between the export and the trained model
@@ -126,8 +127,7 @@ def _plain_transformers_probabilities(folder: Path, clf: Classifier, kind: str) 
         batch = tokenizer(CHECK_TEXTS, padding=True, truncation=True, return_tensors="pt")
         logits = model.eval()(**batch).logits.float()
         # a multi-label head (config.json's problem_type): one sigmoid per label, as lora_dvc.inference gives them
-        multi_label = config.problem_type == "multi_label_classification"
-        return (logits.sigmoid() if multi_label else logits.softmax(-1)).numpy()
+        return Task.of_model(clf.labels, config.problem_type).probabilities(logits).numpy()
 
 
 # -- command line -----------------------------------------------------------------------------
@@ -172,7 +172,7 @@ def card_facts(clf: Classifier, params, args) -> CardFacts:
         merged=args.merge and clf.kind == "lora",
         truncation=clf.truncation,
         multi_label=clf.multi_label,
-        threshold=clf.threshold,
+        threshold=clf.task.threshold,
     )
 
 

@@ -1,59 +1,54 @@
-"""Batched, bucketed inference: class probabilities for every row of a tokenized split (softmax; per-label
-sigmoids for a multi-label model)."""
+"""The one inference loop: outputs for every row of a tokenized split, in row order, on a Runtime's device
+(evaluate, predict, export's check, and training's val pass on XLA)."""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from functools import partial
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from lora_dvc.batching import TokenizedSplit, collate, make_batches, model_inputs
-from lora_dvc.modeling import MULTI_LABEL
+from lora_dvc.device import Runtime
+from lora_dvc.task import Task
 
 
-@torch.inference_mode()
-def batched_probabilities(
+@torch.inference_mode()  # on XLA, Runtime.autocast swaps it for no_grad (torch_xla has no inference tensors)
+def batched_logits(
     model: torch.nn.Module,
     split: TokenizedSplit,
+    runtime: Runtime,
     buckets: list[int],
     batch_size: int,
     pad_id: int,
-    device: torch.device,
-    desc: str = "predict",
-    progress: bool = True,
-    *,
-    static_shapes: bool = False,
-    rank: int = 0,
-    world_size: int = 1,
-    autocast=None,
+    activate: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    progress: bool = False,
 ) -> np.ndarray:
-    """(rows, classes) probabilities in row order; batches of rows of similar length (batching.make_batches).
-
-    With `static_shapes` every batch is padded to `batch_size` rows (padding rows are dropped from
-    the result), so an XLA device sees one shape per bucket. With `world_size` > 1 this process
-    handles every world_size-th batch and leaves the other rows NaN, for the caller to gather.
-    """
+    """(rows, outputs) logits, or `activate(logits)`, in row order, over batches of rows of similar length
+    (batching.make_batches). With the runtime's static shapes every batch is padded to `batch_size` rows
+    (padding rows are cut on the host), so an XLA device sees one shape per bucket."""
     model.eval()
-    # multi-label heads (config.problem_type): a sigmoid per label; single-label: a softmax over the classes
-    multi_label = getattr(model.config, "problem_type", None) == MULTI_LABEL
-    activate = torch.sigmoid if multi_label else partial(torch.softmax, dim=-1)
-    probs = np.full((len(split), model.config.num_labels), np.nan, dtype=np.float32)
-    batches = make_batches(split, buckets, batch_size, static_shapes)[rank::world_size]
-    for length, rows in tqdm(batches, desc=desc, unit="batch", disable=not progress, mininterval=1.0):
-        batch = collate(split, length, rows, pad_id, pad_rows_to=batch_size if static_shapes else None)
-        with autocast or nullcontext():
-            logits = model(**model_inputs(batch, device)).logits
-        probs[rows] = activate(logits.float()).cpu()[: len(rows)].numpy()  # cut on the host: one XLA graph per bucket
-    return probs
+    out = np.zeros((len(split), model.config.num_labels), dtype=np.float32)
+    static = runtime.static_shapes
+    batches = make_batches(split, buckets, batch_size, static)
+    for length, rows in tqdm(batches, desc="predict", unit="batch", disable=not progress, mininterval=1.0):
+        batch = collate(split, length, rows, pad_id, pad_rows_to=batch_size if static else None)
+        with runtime.autocast():
+            logits = model(**model_inputs(batch, runtime.device)).logits.float()
+        out[rows] = (activate(logits) if activate else logits).cpu()[: len(rows)].numpy()
+    return out
 
 
-def merge_shards(shards: list[np.ndarray]) -> np.ndarray:
-    """Combine the per-process outputs of a sharded batched_probabilities."""
-    merged = shards[0].copy()
-    for shard in shards[1:]:
-        filled = ~np.isnan(shard[:, 0])
-        merged[filled] = shard[filled]
-    return merged
+def batched_probabilities(
+    model: torch.nn.Module,
+    split: TokenizedSplit,
+    runtime: Runtime,
+    task: Task,
+    buckets: list[int],
+    batch_size: int,
+    pad_id: int,
+    progress: bool = False,
+) -> np.ndarray:
+    """(rows, classes) probabilities: the task's softmax, or its per-label sigmoids."""
+    return batched_logits(model, split, runtime, buckets, batch_size, pad_id, task.probabilities, progress)

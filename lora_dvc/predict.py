@@ -126,10 +126,11 @@ class Sets:
     is written in a table (joined by data.label_delimiter, '|' by default)."""
 
     def __init__(self, clf, probs: np.ndarray) -> None:
-        self.labels, self.confidence, self.delimiter = clf.predicted(probs), clf.confidence(probs), clf.label_delimiter
+        self.task, self.labels, self.confidence = clf.task, clf.predicted(probs), clf.confidence(probs)
+        self.delimiter = self.task.delimiter
 
     def joined(self) -> list[str]:
-        return [self.delimiter.join(s) for s in self.labels]
+        return [self.task.join(s) for s in self.labels]
 
 
 def flat_table(frame: pd.DataFrame, probs: np.ndarray, labels: list[str], sets: Sets | None = None) -> pd.DataFrame:
@@ -224,7 +225,12 @@ def load(args):
     """The classifier --model/--rev/--labels/--base/--device name."""
     labels = read_label_file(args.labels) if args.labels else None
     options = dict(
-        device=args.device, labels=labels, base=args.base, batch_size=args.batch_size, precision=args.precision
+        device=args.device,
+        labels=labels,
+        base=args.base,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        threshold=args.threshold,
     )
     if not args.rev:
         return load_classifier(args.model, **options)
@@ -266,14 +272,12 @@ def main(argv: list[str] | None = None) -> None:
     texts = frame[args.text_column].tolist()
     pairs = frame[args.text_pair_column].tolist() if args.text_pair_column else None
     clf = load(args)
-    if args.threshold is not None:
-        clf.threshold = args.threshold
     log.info(
         "%s: %s model, %d labels, on %s",
         f"{args.model} at {args.rev}" if args.rev else clf.source,
         KIND_NAMES[clf.kind],
         len(clf.labels),
-        clf.device,
+        clf.runtime.device if clf.runtime else "cpu",
     )
     if any(not t.strip() for t in texts):
         log.warning("%d empty texts: their predictions carry no information", sum(not t.strip() for t in texts))

@@ -22,13 +22,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lora_dvc.params import bucket_lengths
+from lora_dvc.params import TRUNCATIONS, bucket_lengths
 
 # rows per call of the Rust batch encoder: 8,192 ran 1.13x 2,048 on 24k BanglaSenti rows (2 cores)
 CHUNK = 8192
 # one private copy of each tokenizer's backend (copying it took 18 ms, a third of a small split's time)
 _ENCODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-TRUNCATIONS = ("head", "head_tail")
 HEAD_SHARE = 4  # head_tail: 1/HEAD_SHARE of the text budget from the head, the rest from the tail
 # model.max_length: auto covers this percentile of the train split's token lengths, rounded up to a
 # multiple of AUTO_STEP, at least AUTO_STEP, at most the model's positions and AUTO_BUDGET (compute:
@@ -125,11 +124,15 @@ def _special_ends(tokenizer) -> tuple[int, int]:
     return ends
 
 
+def auto_length_cap(positions: int | None) -> int:
+    """The longest `model.max_length: auto` may choose: the model's positions, at most AUTO_BUDGET."""
+    return min(AUTO_BUDGET, positions) if positions else AUTO_BUDGET
+
+
 def choose_max_length(lengths: np.ndarray, positions: int | None) -> int:
     """`model.max_length: auto`: the AUTO_PERCENTILE-th percentile of the train split's token lengths
-    rounded up to a multiple of AUTO_STEP (at least AUTO_STEP), capped at the model's positions and
-    AUTO_BUDGET."""
-    cap = min(AUTO_BUDGET, positions) if positions else AUTO_BUDGET
+    rounded up to a multiple of AUTO_STEP (at least AUTO_STEP), capped at auto_length_cap."""
+    cap = auto_length_cap(positions)
     need = float(np.percentile(lengths, AUTO_PERCENTILE)) if len(lengths) else 0.0
     return int(min(cap, max(AUTO_STEP, math.ceil(need / AUTO_STEP) * AUTO_STEP)))
 

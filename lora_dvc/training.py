@@ -42,26 +42,23 @@ from lora_dvc.artifacts import MODEL as MODEL_DIR
 from lora_dvc.artifacts import TRAIN_LIVE as LIVE_DIR
 from lora_dvc.artifacts import (
     TRAIN_METRICS,
-    read_labels,
     read_tokenized,
     read_tokenized_meta,
     tokenized_file,
     write_metrics,
 )
 from lora_dvc.atomic import atomic_dir
-from lora_dvc.batching import collate, make_batches, model_inputs
 from lora_dvc.callbacks import CheckpointCallback, LiveCallback, StopOnSignal, Tallies, restore_live
 from lora_dvc.checkpoints import CheckpointStore, fingerprint, prune_stale
 from lora_dvc.collators import EpochSeededBucketSampler, EpochSeededLengthSampler, SplitDataset, make_collator
-from lora_dvc.compat import keep_padding_masks_on_device, xla_scalars_as_inputs
-from lora_dvc.device import device_kind, resolve_precision
-from lora_dvc.dropout import restore_dropout, use_fast_dropout
+from lora_dvc.compat import xla_scalars_as_inputs
+from lora_dvc.device import Runtime
+from lora_dvc.dropout import restore_dropout
 from lora_dvc.errors import UserError
-from lora_dvc.fused_lora import use_fused_lora
+from lora_dvc.inference import batched_logits
 from lora_dvc.launch import is_main_process
 from lora_dvc.metrics import classification_metrics, compared_train, multilabel_metrics
 from lora_dvc.modeling import (
-    MULTI_LABEL,
     apply_method,
     check_max_length,
     count_params,
@@ -69,10 +66,10 @@ from lora_dvc.modeling import (
     load_tokenizer,
     lora_weight_mean,
     max_positions,
-    ready_for_bf16_autocast,
 )
 from lora_dvc.params import Params
 from lora_dvc.provenance import provenance
+from lora_dvc.task import Task
 
 log = logging.getLogger("train")
 
@@ -92,15 +89,16 @@ class TallyingTrainer(Trainer):
     # sequence classifiers return each micro-batch's mean loss whatever Trainer passes them, so Trainer must
     # divide it by train.grad_accum itself (it skips that for models whose forward takes **kwargs)
     loss_is_scaled_for_ga = False
-    # static shapes (XLA; build_trainer sets both): train steps of one length bucket each, and a val pass in
+    # static shapes (XLA; build_trainer sets them): train steps of one length bucket each, and a val pass in
     # full batches padded to their bucket (static_evaluation_loop)
+    runtime: Runtime | None = None
     buckets: list[int] | None = None
     pad_id: int = 0
 
     def __init__(self, *args, tallies: Tallies, logit_cut: float = 0.0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.tallies = tallies
-        self.logit_cut = logit_cut  # multi-label: the logit of evaluate.threshold (the tally predicts at >= 0)
+        self.logit_cut = logit_cut  # multi-label: Task.logit_threshold (the tally predicts at >= 0)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"]
@@ -119,20 +117,11 @@ class TallyingTrainer(Trainer):
             )
         return self.static_evaluation_loop(metric_key_prefix)
 
-    @torch.no_grad()
     def static_evaluation_loop(self, metric_key_prefix: str) -> EvalLoopOutput:
-        """The val pass on one XLA device in one graph per length bucket: full batches (the last of each
-        bucket padded with empty rows), each moved whole to the host and cut there. Trainer's own loop adds
-        graphs of its own on XLA (its cross-process gathers and size checks, a shape per last batch)."""
-        split, args, model = eval_dataset_of(self), self.args, self.model
-        size = args.eval_batch_size
-        logits = np.zeros((len(split), model.config.num_labels), dtype=np.float32)
-        model.eval()
-        with torch.autocast(args.device.type, dtype=torch.bfloat16, enabled=args.bf16):
-            for length, rows in make_batches(split, self.buckets, size, static_shapes=True):
-                batch = collate(split, length, rows, self.pad_id, pad_rows_to=size)
-                out = model(**model_inputs(batch, args.device)).logits
-                logits[rows] = out.float().cpu()[: len(rows)].numpy()
+        """The val pass on one XLA device through the inference loop, one graph per length bucket. Trainer's
+        own loop adds graphs of its own on XLA (its cross-process gathers and size checks, a shape per last batch)."""
+        split = eval_dataset_of(self)
+        logits = batched_logits(self.model, split, self.runtime, self.buckets, self.args.eval_batch_size, self.pad_id)
         labels = np.asarray(split.labels)
         metrics = self.compute_metrics(EvalPrediction(predictions=logits, label_ids=labels))
         metrics = {f"{metric_key_prefix}_{key}": value for key, value in metrics.items()}
@@ -189,10 +178,6 @@ def float_labels(collate):
     return call
 
 
-def logit(p: float) -> float:
-    return math.log(p / (1 - p))
-
-
 def eval_dataset_of(trainer: Trainer):
     """The tokenized val split behind the trainer's eval dataset, or None."""
     return getattr(trainer.eval_dataset, "split", None)
@@ -226,8 +211,8 @@ def save_model(model, params: Params) -> None:
         (tmp / "README.md").unlink(missing_ok=True)
 
 
-def build_model(params: Params, labels: list[str], multi_label: bool = False) -> torch.nn.Module:
-    model = load_base_model(params.model.name, labels, MULTI_LABEL if multi_label else None)
+def build_model(params: Params, task: Task) -> torch.nn.Module:
+    model = load_base_model(params.model.name, list(task.labels), task.problem_type)
     check_max_length(params.model.name, params.model.max_length, max_positions(model))
     model = apply_method(model, params.train.method, params.lora)
     trainable, total = count_params(model)
@@ -248,13 +233,8 @@ def build_model(params: Params, labels: list[str], multi_label: bool = False) ->
 
 
 def make_optimizer(model: torch.nn.Module, params: Params) -> torch.optim.Optimizer:
-    """AdamW over the trainable weights (decay on all of them, as before Trainer), or LoRA+.
-
-    torch's fused AdamW (one kernel for every tensor) where the weights live on the CPU or a CUDA GPU
-    (0.99-1.02x a bf16 CPU step: noise level, bench/step_levers.py); torch_xla has no fused kernel.
-    """
+    """AdamW over the trainable weights (decay on all of them, as before Trainer), or LoRA+."""
     tp = params.train
-    fused = next(model.parameters()).device.type in ("cpu", "cuda")
     if params.train.method == "lora" and params.lora.plus_ratio:
         from peft.optimizers import create_loraplus_optimizer
 
@@ -265,10 +245,9 @@ def make_optimizer(model: torch.nn.Module, params: Params) -> torch.optim.Optimi
             lr=tp.lr,
             loraplus_lr_ratio=params.lora.plus_ratio,
             weight_decay=tp.weight_decay,
-            fused=fused,
         )
     trainable = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(trainable, lr=tp.lr, weight_decay=tp.weight_decay, fused=fused)
+    return torch.optim.AdamW(trainable, lr=tp.lr, weight_decay=tp.weight_decay)
 
 
 def micro_batch(params: Params) -> int:
@@ -283,9 +262,9 @@ def micro_batch(params: Params) -> int:
     return size // (processes * accum)
 
 
-def training_arguments(params: Params, output_dir: str, precision: str, device: str) -> TrainingArguments:
+def training_arguments(params: Params, output_dir: str, runtime: Runtime) -> TrainingArguments:
     tp = params.train
-    xla = device == "xla"
+    xla, device = runtime.static_shapes, runtime.kind
     return TrainingArguments(
         output_dir=output_dir,
         seed=tp.seed,
@@ -311,8 +290,8 @@ def training_arguments(params: Params, output_dir: str, precision: str, device: 
         # graphs of its own and changes the next step's graph: LiveCallback logs the same window there instead
         logging_strategy="no" if xla else "steps",
         logging_steps=tp.log_every,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
+        bf16=runtime.precision == "bf16",
+        fp16=runtime.precision == "fp16",
         use_cpu=device == "cpu",
         dataloader_drop_last=xla,  # static shapes: every training batch full
         dataloader_pin_memory=device == "cuda",
@@ -329,24 +308,20 @@ def training_arguments(params: Params, output_dir: str, precision: str, device: 
     )
 
 
-def val_metrics_fn(labels: list[str], multi_label: bool = False, threshold: float = 0.5):
-    """Val accuracy, macro-F1 and log loss from Trainer's val predictions. Multi-label: sigmoid
-    probabilities at `threshold`; accuracy is the subset accuracy, macro-F1 (which picks the kept epoch,
-    as for single labels) the mean of the per-label F1s, logloss the mean binary cross-entropy."""
-
-    def compute_multi_label(prediction) -> dict:
-        logits = torch.as_tensor(np.asarray(prediction.predictions, dtype=np.float32))
-        m = multilabel_metrics(np.asarray(prediction.label_ids), torch.sigmoid(logits).numpy(), labels, threshold)
-        return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "micro_f1": m["micro_f1"], "logloss": m["loss"]}
-
-    if multi_label:
-        return compute_multi_label
+def val_metrics_fn(task: Task):
+    """Val accuracy, macro-F1 and log loss from Trainer's val predictions, through the task's activation.
+    Multi-label: at the task's threshold; accuracy is the subset accuracy, macro-F1 (which picks the kept
+    epoch, as for single labels) the mean of the per-label F1s, logloss the mean binary cross-entropy."""
 
     def compute(prediction) -> dict:
         logits = torch.as_tensor(np.asarray(prediction.predictions, dtype=np.float32))
-        probs = torch.softmax(logits, dim=-1).numpy()
-        m = classification_metrics(np.asarray(prediction.label_ids), probs, labels)
-        return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "logloss": m["loss"]}
+        probs, truth, labels = task.probabilities(logits).numpy(), np.asarray(prediction.label_ids), list(task.labels)
+        if task.multi_label:
+            m = multilabel_metrics(truth, probs, labels, task.threshold)
+        else:
+            m = classification_metrics(truth, probs, labels)
+        kept = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "logloss": m["loss"]}
+        return kept | ({"micro_f1": m["micro_f1"]} if task.multi_label else {})
 
     return compute
 
@@ -355,10 +330,12 @@ def data_md5() -> dict:
     return {f"{s}.npz": hashlib.md5(tokenized_file(s).read_bytes()).hexdigest() for s in ("train", "val")}
 
 
-def provenance_summary(device: str, precision: str) -> dict:
+def provenance_summary(runtime: Runtime) -> dict:
     """Where the result came from: git, versions and host (lora_dvc.provenance), device, precision, threads, data."""
     found = provenance("stages.train")
-    found.update(device=device, precision=precision, threads=torch.get_num_threads(), data_md5=data_md5())
+    found.update(
+        device=runtime.kind, precision=runtime.precision, threads=torch.get_num_threads(), data_md5=data_md5()
+    )
     return found
 
 
@@ -382,9 +359,8 @@ def planned_epochs(params: Params, steps_per_epoch: int) -> int:
 def build_trainer(
     params: Params,
     model,
-    labels: list[str],
-    device: str,
-    precision: str,
+    task: Task,
+    runtime: Runtime,
     store: CheckpointStore,
     live,
     tallies: Tallies,
@@ -393,15 +369,16 @@ def build_trainer(
     tp = params.train
     pad_id = read_tokenized_meta()["pad_token_id"]
     train_split = read_tokenized("train")
-    dataset = MultiHotDataset if train_split.multi_label else SplitDataset
+    xla = runtime.static_shapes
+    dataset = MultiHotDataset if task.multi_label else SplitDataset
     train_set = dataset(train_split)
     val_set = dataset.by_length(read_tokenized("val"))
-    args = training_arguments(params, str(store.local), precision, device)
+    args = training_arguments(params, str(store.local), runtime)
     micro_batches = args.train_batch_size * args.world_size  # rows per forward pass, over all processes
     # drop_last on XLA: full batches only; an optimizer step every grad_accum micro-batches, as Trainer counts
-    batches = len(train_set) // micro_batches if device == "xla" else -(-len(train_set) // micro_batches)
+    batches = len(train_set) // micro_batches if xla else -(-len(train_set) // micro_batches)
     steps_per_epoch = -(-batches // args.gradient_accumulation_steps)
-    if device == "xla":  # whole steps of one length bucket each, as many every epoch (bucket_sampler)
+    if xla:  # whole steps of one length bucket each, as many every epoch (bucket_sampler)
         steps_per_epoch = bucket_sampler(args, train_set, params.buckets).steps
     if steps_per_epoch == 0:
         raise UserError(
@@ -420,19 +397,17 @@ def build_trainer(
             live,
             tallies,
             args.num_train_epochs,
-            xla=device == "xla",
+            xla=xla,
             log_every=tp.log_every,
             every=tp.checkpoint_every,
         ),
-        CheckpointCallback(
-            tp.checkpoint_every, steps_per_epoch, store, tallies, LIVE_DIR, live, started, xla=device == "xla"
-        ),
+        CheckpointCallback(tp.checkpoint_every, steps_per_epoch, store, tallies, LIVE_DIR, live, started, xla=xla),
         stop,
     ]
     if tp.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=tp.patience))
-    collator = make_collator(load_tokenizer(params.model.name), device == "xla", params.buckets, pad_id)
-    if train_split.multi_label:
+    collator = make_collator(load_tokenizer(params.model.name), xla, params.buckets, pad_id)
+    if task.multi_label:
         collator = float_labels(collator)
     trainer = TallyingTrainer(
         model=model,
@@ -441,42 +416,28 @@ def build_trainer(
         eval_dataset=val_set,
         data_collator=collator,
         optimizers=(make_optimizer(model, params), None),
-        compute_metrics=val_metrics_fn(labels, train_split.multi_label, params.evaluate.threshold),
+        compute_metrics=val_metrics_fn(task),
         callbacks=callbacks,
         tallies=tallies,
-        logit_cut=logit(params.evaluate.threshold) if train_split.multi_label else 0.0,
+        logit_cut=task.logit_threshold,
     )
-    if device == "xla":
-        trainer.buckets, trainer.pad_id = params.buckets, pad_id
+    if xla:
+        trainer.runtime, trainer.buckets, trainer.pad_id = runtime, params.buckets, pad_id
     trainer.remove_callback(PrinterCallback)  # raw log dicts on stdout; the callbacks log what matters
     return trainer, stop, steps_per_epoch
 
 
-def ready_for_device(model: torch.nn.Module, device: str, precision: str, fast_dropout: bool) -> None:
-    """The speed levers a model gets before training on `device` at `precision` (bench/README.md measures each)."""
-    if device == "cpu" and fast_dropout:
-        # torch's CPU dropout masks were 44% of a bf16 step; GPUs and TPUs keep theirs
-        log.info("fast dropout masks in %d dropout modules and the attention", use_fast_dropout(model))
-    if precision == "bf16" and device in ("cpu", "cuda"):
-        log.info("bf16: %d frozen weight tensors stored in bf16", ready_for_bf16_autocast(model))
-    if device in ("cpu", "cuda"):
-        use_fused_lora(model)  # each LoRA layer's scale and sum in its matmul (lora_dvc/fused_lora.py)
-
-
 def train_transformer(params: Params) -> None:
     tp = params.train
-    device = device_kind(tp.device)
-    precision = resolve_precision(device, tp.precision)
-    if device == "xla":
-        keep_padding_masks_on_device()
+    runtime = Runtime.create(tp.device, tp.precision)
+    if runtime.static_shapes:
         xla_scalars_as_inputs()  # the first step is then the only extra train graph (docs/tpu.md)
-    labels = read_labels()
-    multi_label = bool(read_tokenized_meta().get("multi_label"))  # the tokenize stage's multi-hot labels
+    task = Task.read(params)
     set_seed(tp.seed)  # before the model: LoRA's initial weights and the head come from this seed
-    model = build_model(params, labels, multi_label)  # before any output: a refused config leaves nothing behind
-    ready_for_device(model, device, precision, tp.fast_dropout)
+    model = build_model(params, task)  # before any output: a refused config leaves nothing behind
+    runtime.ready_for_training(model, tp.fast_dropout)
     store = CheckpointStore(fingerprint(params))
-    is_main = is_main_process(device)
+    is_main = is_main_process(runtime.kind)
     if is_main:
         prune_stale()
     resume = store.latest()
@@ -490,61 +451,60 @@ def train_transformer(params: Params) -> None:
             restore_live(resume, LIVE_DIR)
         log.info("resuming from %s at step %s", store.where, resume.name.split("-")[-1])
     # multi-label: train accuracy is the subset accuracy at evaluate.threshold, macro-F1 over labels
-    tallies = Tallies(len(labels), multi_label)
+    tallies = Tallies(len(task.labels), task.multi_label)
     if resume is not None:
         tallies.restore(json.loads((resume / "lora_dvc_state.json").read_text()), is_main)
     started = time.perf_counter() - tallies.progress["seconds"]
+    live = open_live(resume is not None, runtime) if is_main else None
+    trainer, stop, steps_per_epoch = build_trainer(params, model, task, runtime, store, live, tallies, started)
+    record_setup(trainer, live, steps_per_epoch, runtime)
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    if stop.signal is not None:
+        raise StopRequested(stop.signal, store.where)
+    finish(trainer, params, live, tallies, started, store, runtime)
+
+
+def open_live(resume: bool, runtime: Runtime) -> Live:
+    """The train stage's DVCLive run (rank 0 only), continued where a resumed run left it."""
     # DVCLive's system monitor (CPU, RAM, GPU use per step) where people look first when a run is slow: on
     # accelerators; on the CPU its sampling thread would compete with training for the same cores
-    live = None
-    if is_main:
-        live = Live(
-            dir=str(LIVE_DIR),
-            resume=resume is not None,
-            save_dvc_exp=False,
-            dvcyaml=None,
-            monitor_system=device != "cpu",
-        )
-    trainer, stop, steps_per_epoch = build_trainer(
-        params, model, labels, device, precision, store, live, tallies, started
-    )
+    monitor = runtime.kind != "cpu"
+    return Live(dir=str(LIVE_DIR), resume=resume, save_dvc_exp=False, dvcyaml=None, monitor_system=monitor)
+
+
+def record_setup(trainer: TallyingTrainer, live, steps_per_epoch: int, runtime: Runtime) -> None:
+    """Log and record how the run is laid out: parameters, steps, device, precision and batches."""
     trainable, total = count_params(trainer.model)
-    world, micro, accum = (
-        trainer.args.world_size,
-        trainer.args.train_batch_size,
-        trainer.args.gradient_accumulation_steps,
-    )
+    args = trainer.args
+    world, micro, accum = args.world_size, args.train_batch_size, args.gradient_accumulation_steps
     per_process = micro * accum
     log.info(
         "device %s, precision %s, %d process(es) x %d rows (%d micro-batch(es) of %d) = global batch %d",
-        device,
-        precision,
+        runtime.kind,
+        runtime.precision,
         world,
         per_process,
         accum,
         micro,
         per_process * world,
     )
-    if live is not None:
-        live.summary.update(
-            {
-                "trainable_params": trainable,
-                "total_params": total,
-                "trainable_percent": round(100 * trainable / total, 4),
-                "steps_per_epoch": steps_per_epoch,
-                "epochs_planned": int(trainer.args.num_train_epochs),
-                "precision": precision,
-                "device": device,
-                "processes": world,
-                "per_process_batch_size": per_process,
-                "grad_accum": accum,
-                "global_batch_size": per_process * world,
-            }
-        )
-    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
-    if stop.signal is not None:
-        raise StopRequested(stop.signal, store.where)
-    finish(trainer, params, live, tallies, started, store, precision, device)
+    if live is None:
+        return
+    live.summary.update(
+        {
+            "trainable_params": trainable,
+            "total_params": total,
+            "trainable_percent": round(100 * trainable / total, 4),
+            "steps_per_epoch": steps_per_epoch,
+            "epochs_planned": int(args.num_train_epochs),
+            "precision": runtime.precision,
+            "device": runtime.kind,
+            "processes": world,
+            "per_process_batch_size": per_process,
+            "grad_accum": accum,
+            "global_batch_size": per_process * world,
+        }
+    )
 
 
 def finish(
@@ -554,8 +514,7 @@ def finish(
     tallies: Tallies,
     started: float,
     store: CheckpointStore,
-    precision: str,
-    device: str,
+    runtime: Runtime,
 ) -> None:
     """Summary, adapter and clean-up, on rank 0; the model now holds the best epoch's weights if patience is set."""
     if live is None:
@@ -571,11 +530,11 @@ def finish(
             "train_seconds": round(seconds, 1),
             "train_samples_per_second": round(progress["samples"] / seconds, 2),
             # on the host: on XLA a reduction over the weights would compile one more graph
-            "lora_weight_mean": lora_weight_mean(model.to("cpu") if device == "xla" else model),
-            "provenance": provenance_summary(device, precision),
+            "lora_weight_mean": lora_weight_mean(model.to("cpu") if runtime.static_shapes else model),
+            "provenance": provenance_summary(runtime),
         }
     )
-    if device == "xla":  # the whole run's compilations, the val passes' apart (lora_dvc.callbacks.LiveCallback)
+    if runtime.static_shapes:  # the whole run's compilations, the val passes' apart (lora_dvc.callbacks.LiveCallback)
         live.summary["xla"] = LiveCallback.of(trainer).compile_summary()
     live.make_summary()
     live.end()

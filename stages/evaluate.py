@@ -34,20 +34,15 @@ from lora_dvc.artifacts import (
     write_table,
 )
 from lora_dvc.classifier import load_classifier
-from lora_dvc.device import Runtime
 from lora_dvc.metrics import compared_test, not_learned_advice, test_summary
-from lora_dvc.params import load_params
 from lora_dvc.runner import run_stage
 
 log = logging.getLogger("evaluate")
 
 
 def main() -> None:
-    params = load_params()
-    clf = load_classifier(MODEL, device="cpu")
-    if clf.kind != "tfidf":
-        runtime = Runtime.create(params.train.device, params.train.precision)
-        clf.to(runtime.device, runtime.static_shapes, runtime.autocast)
+    clf = load_classifier(MODEL, precision=None)  # straight onto train.device, at train.precision
+    task = clf.task
     test = read_tokenized("test")
     texts = read_prepared("test")["text"].tolist()
 
@@ -55,10 +50,9 @@ def main() -> None:
     probs = clf.probabilities(texts, tokenized=test, progress=True)
     seconds = time.perf_counter() - started
 
-    threshold = params.evaluate.threshold
-    metrics = test_summary(test.labels, read_tokenized("train").labels, probs, clf.labels, threshold)
+    metrics = test_summary(test.labels, read_tokenized("train").labels, probs, clf.labels, task.threshold)
     metrics["samples_per_second"] = round(len(test) / seconds, 1)
-    if test.multi_label:
+    if task.multi_label:
         write_multi_label_outputs(metrics, test.labels, probs, clf)
     else:
         write_outputs(metrics, test.labels, probs, clf.labels)
@@ -70,13 +64,13 @@ def main() -> None:
         metrics["majority_macro_f1"],
         metrics["samples_per_second"],
     )
-    if test.multi_label:
+    if task.multi_label:
         log.info(
             "test micro-F1 %.4f (most frequent label set %s: micro-F1 %.4f) at threshold %g",
             metrics["micro_f1"],
             metrics["majority_label_set"],
             metrics["majority_micro_f1"],
-            threshold,
+            task.threshold,
         )
     if not metrics["learned"]:
         log.warning("WARNING: %s", not_learned_advice("test", metrics["macro_f1"], metrics["majority_macro_f1"]))
@@ -100,16 +94,16 @@ def write_outputs(metrics: dict, truth, probs, labels: list[str]) -> None:
 
 def write_multi_label_outputs(metrics: dict, truth, probs, clf) -> None:
     """Multi-label: the details through DVCLive (no confusion matrix: per-label counts are in the summary),
-    predictions.csv with the true and predicted label sets joined by '|', metrics/test.json."""
-    join = "|".join
+    predictions.csv with the true and predicted label sets joined by data.label_delimiter, metrics/test.json."""
+    task = clf.task
     with Live(dir=str(EVAL_LIVE), save_dvc_exp=False, dvcyaml=None) as live:
         live.summary["test"] = metrics
-    actual = [join(name for name, on in zip(clf.labels, row) if on) for row in truth]
+    actual = [task.join(task.names(row)) for row in truth]
     write_table(
         pd.DataFrame(
             {
                 "label": actual,
-                "predicted": [join(s) for s in clf.predicted(probs)],
+                "predicted": [task.join(s) for s in task.predicted(probs)],
                 "confidence": clf.confidence(probs).round(6),
             }
         ),

@@ -34,6 +34,7 @@ from lora_dvc.tokenization import (
     AUTO_BUDGET,
     AUTO_PERCENTILE,
     AUTO_STEP,
+    auto_length_cap,
     choose_max_length,
     length_stats,
     token_types,
@@ -57,8 +58,9 @@ def main() -> None:
     if max_length != "auto":
         check_max_length(model.name, max_length, positions)  # before any work, as train would refuse it
     else:
-        cap = min(AUTO_BUDGET, positions) if positions else AUTO_BUDGET
-        ids, _ = tokenize_texts(tokenizer, frames["train"]["text"].tolist(), cap, "lengths", pairs=pairs["train"])
+        ids, _ = tokenize_texts(
+            tokenizer, frames["train"]["text"].tolist(), auto_length_cap(positions), "lengths", pairs=pairs["train"]
+        )
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
         max_length = choose_max_length(lengths, positions)
         auto = {
@@ -86,8 +88,10 @@ def main() -> None:
         meta["truncation"] = model.truncation
     if auto:
         meta["auto"] = auto
-    if multi_label:  # train sets problem_type from it; the classifier loader reads it for an adapter
+    if multi_label:  # lora_dvc.task.Task reads it: train sets problem_type, the classifier loader too
         meta["multi_label"] = True
+    if pairs["train"] is not None:  # sentence pairs (Task.pairs)
+        meta["pairs"] = True
     artifacts.write_tokenized(encoded, meta)
     choice = {"max_length": max_length, "length_buckets": buckets, "truncation": model.truncation, "auto": auto}
     artifacts.write_metrics(artifacts.TOKENIZE_STATS, {**stats, "choice": choice})

@@ -8,8 +8,6 @@ import logging
 import re
 
 import numpy as np
-import peft.tuners.lora.layer
-import peft.tuners.tuners_utils
 import pytest
 import torch
 import transformers
@@ -19,12 +17,8 @@ from packaging.requirements import Requirement
 
 from lora_dvc import compat, dropout
 from lora_dvc.dropout import use_fast_dropout
-from lora_dvc.fused_lora import FusedLoraForward, use_fused_lora
-from lora_dvc.modeling import apply_method, ready_for_bf16_autocast
+from lora_dvc.modeling import apply_method
 from lora_dvc.params import LoraParams
-
-LoraLinear = peft.tuners.lora.layer.Linear
-BaseTunerLayer = peft.tuners.tuners_utils.BaseTunerLayer
 
 
 def tiny_lora() -> torch.nn.Module:
@@ -74,85 +68,6 @@ def test_pinned_versions_are_requirements_txt_s_and_within_pyproject_s_ranges():
     for dist, series in compat.TESTED.items():
         assert pins[dist].startswith(series + ".") and dist in ranges
     assert all(compat.tested(dist) for dist in compat.TESTED)  # this environment is the tested one
-
-
-# -- peft: the fused LoRA layer -----------------------------------------------------------------------------------
-
-
-def test_the_fused_layer_goes_in_with_the_tested_peft(caplog):
-    model = tiny_lora()
-    plain = sum(type(m) is LoraLinear for m in model.modules())
-    assert use_fused_lora(model) == plain > 0
-    assert sum(isinstance(m, FusedLoraForward) and isinstance(m, LoraLinear) for m in model.modules()) == plain
-    assert not [r for r in caplog.records if r.name == "compat"]
-
-
-@pytest.mark.parametrize("name", compat.LORA_LINEAR_CLASS_ATTRS)
-def test_fused_layer_stays_off_when_peft_s_layer_class_lacks_an_attribute(monkeypatch, caplog, name):
-    model = tiny_lora()
-    delete_from_class(monkeypatch, LoraLinear, name)
-    assert use_fused_lora(model) == 0
-    assert not any(isinstance(m, FusedLoraForward) for m in model.modules())
-    message = one_warning(caplog, "peft")
-    assert f"lora.layer.Linear has no {name}; the fused LoRA layer" in message
-
-
-@pytest.mark.parametrize("name", compat.LORA_LINEAR_LAYER_ATTRS)
-def test_fused_layer_stays_off_when_peft_s_layers_lack_an_attribute(monkeypatch, caplog, name):
-    model = tiny_lora()
-    for module in model.modules():
-        if type(module) is LoraLinear:
-            monkeypatch.delattr(module, name)
-    assert use_fused_lora(model) == 0
-    assert f"lora.layer.Linear has no {name}; " in one_warning(caplog, "peft")
-
-
-def test_fused_layer_stays_off_without_peft_s_lora_linear(monkeypatch, caplog):
-    monkeypatch.delattr(peft.tuners.lora.layer, "Linear")
-    assert use_fused_lora(torch.nn.Linear(2, 2)) == 0
-    assert "no peft.tuners.lora.layer.Linear; the fused LoRA layer" in one_warning(caplog, "peft")
-
-
-def test_fused_layer_stays_off_with_another_peft_release(monkeypatch, caplog):
-    """The fused forward mirrors peft 0.21's: a release with the same attributes may compute something else."""
-    model = tiny_lora()
-    monkeypatch.setattr(compat, "version", lambda dist: "0.22.0" if dist == "peft" else "5.23.0")
-    assert use_fused_lora(model) == 0
-    message = one_warning(caplog, "peft")
-    assert message.startswith("peft 0.22.0: ") and "It needs peft 0.21.x: pin peft==0.21.2" in message
-
-
-# -- peft: the LoRA input cast ------------------------------------------------------------------------------------
-
-
-def lora_casts(model) -> set:
-    return {m.cast_input_dtype_enabled for m in model.modules() if isinstance(m, BaseTunerLayer)}
-
-
-def test_lora_input_cast_goes_off_with_the_tested_peft():
-    model = tiny_lora()
-    assert lora_casts(model) == {True}
-    assert compat.disable_lora_input_cast(model) > 0
-    assert lora_casts(model) == {False}
-
-
-def test_lora_input_cast_stays_on_when_peft_has_no_cast_method(monkeypatch, caplog):
-    model = tiny_lora()
-    delete_from_class(monkeypatch, BaseTunerLayer, "_cast_input_dtype")
-    ready_for_bf16_autocast(model)
-    assert lora_casts(model) == {True}
-    assert "BaseTunerLayer has no _cast_input_dtype; bf16's LoRA inputs" in one_warning(caplog, "peft")
-
-
-def test_lora_input_cast_switch_is_not_set_where_peft_never_set_it(monkeypatch, caplog):
-    """A renamed switch: setting the old name would change nothing, silently."""
-    model = tiny_lora()
-    for module in model.modules():
-        if isinstance(module, BaseTunerLayer):
-            monkeypatch.delattr(module, "cast_input_dtype_enabled")
-    assert compat.disable_lora_input_cast(model) == 0
-    assert not any(hasattr(m, "cast_input_dtype_enabled") for m in model.modules())
-    assert "LoRA layers have no cast_input_dtype_enabled" in one_warning(caplog, "peft")
 
 
 # -- transformers: the fast-dropout attention --------------------------------------------------------------------

@@ -59,7 +59,9 @@ def train_one_epoch(model_dir: Path, overrides: dict) -> dict:
 
     from lora_dvc.callbacks import Tallies
     from lora_dvc.checkpoints import CheckpointStore, fingerprint
+    from lora_dvc.device import Runtime
     from lora_dvc.params import parse_params
+    from lora_dvc.task import Task
     from lora_dvc.training import build_model, build_trainer
 
     train = {"epochs": 1, "batch_size": ROWS, "lr": 0.01, "warmup_ratio": 0.0, "min_steps": None}
@@ -71,10 +73,10 @@ def train_one_epoch(model_dir: Path, overrides: dict) -> dict:
             "train": train,
         }
     )
-    labels = ["a", "b", "c", "d"]
+    task = Task(("a", "b", "c", "d"))
     set_seed(0)
-    model = build_model(params, labels)
-    tallies = Tallies(len(labels))
+    model = build_model(params, task)
+    tallies = Tallies(len(task.labels))
     steps: list[dict] = []
 
     class Gradients(TrainerCallback):
@@ -82,8 +84,9 @@ def train_one_epoch(model_dir: Path, overrides: dict) -> dict:
             steps.append({n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
 
     store = CheckpointStore(fingerprint(params))
+    runtime = Runtime(torch.device("cpu"))
     trainer, _, steps_per_epoch = build_trainer(
-        params, model, labels, "cpu", "fp32", store, None, tallies, time.perf_counter()
+        params, model, task, runtime, store, None, tallies, time.perf_counter()
     )
     trainer.add_callback(Gradients())
     trainer.train()

@@ -175,8 +175,9 @@ def test_a_lora_adapter_of_a_multi_label_run_loads_as_multi_label(tmp_path, tiny
 
     from lora_dvc.artifacts import TOKENIZED_META
     from lora_dvc.classifier import load_classifier
-    from lora_dvc.modeling import MULTI_LABEL, apply_method, load_base_model
+    from lora_dvc.modeling import apply_method, load_base_model
     from lora_dvc.params import LoraParams
+    from lora_dvc.task import MULTI_LABEL
 
     labels = ["sports", "science", "politics"]
     torch.manual_seed(0)

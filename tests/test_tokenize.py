@@ -111,7 +111,9 @@ def test_inference_batches_pad_to_their_longest_row_and_score_as_bucketed_ones(t
 
     from lora_dvc.artifacts import TokenizedSplit
     from lora_dvc.batching import make_batches
+    from lora_dvc.device import Runtime
     from lora_dvc.inference import batched_probabilities
+    from lora_dvc.task import Task
 
     rng = np.random.default_rng(0)
     rows = [rng.integers(1000, 2000, n).tolist() for n in rng.integers(2, 61, 50)]
@@ -130,9 +132,9 @@ def test_inference_batches_pad_to_their_longest_row_and_score_as_bucketed_ones(t
 
     assert padded(dynamic) < 0.9 * padded(static)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=3)
-    args = (model, split, buckets, 8, 0, torch.device("cpu"))
-    probs = batched_probabilities(*args, progress=False)
-    np.testing.assert_allclose(probs, batched_probabilities(*args, progress=False, static_shapes=True), atol=1e-5)
+    cpu, static, task = Runtime(torch.device("cpu")), Runtime(torch.device("cpu"), static_shapes=True), Task("abc")
+    probs = batched_probabilities(model, split, cpu, task, buckets, 8, 0)
+    np.testing.assert_allclose(probs, batched_probabilities(model, split, static, task, buckets, 8, 0), atol=1e-5)
     assert not np.isnan(probs).any()
 
 

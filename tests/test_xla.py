@@ -173,15 +173,16 @@ from transformers import AutoModelForSequenceClassification as M
 from lora_dvc.batching import TokenizedSplit, collate
 from lora_dvc.device import Runtime
 from lora_dvc.inference import batched_probabilities
+from lora_dvc.task import Task
 torch.manual_seed(0)
 model = M.from_pretrained({str(tiny_model)!r}, num_labels=4).eval()
 rng = np.random.default_rng(0)
 lengths = (5, 9, 16, 16, 3, 30, 32, 7)
 split = TokenizedSplit.from_ids([list(rng.integers(1000, 2000, n)) for n in lengths], [0, 1, 2, 3] * 2)
-cpu = batched_probabilities(model, split, [16, 32], 4, 0, torch.device("cpu"), progress=False)
+task = Task("abcd")
+cpu = batched_probabilities(model, split, Runtime(torch.device("cpu")), task, [16, 32], 4, 0)
 rt = Runtime.create("xla", "fp32")
-xla = batched_probabilities(model.to(rt.device), split, [16, 32], 4, 0, rt.device, progress=False,
-                    static_shapes=True, autocast=rt.autocast())
+xla = batched_probabilities(model.to(rt.device), split, rt, task, [16, 32], 4, 0)
 print("maxdiff", float(np.abs(cpu - xla).max()))
 """
     out = run([sys.executable, "-c", code], Path(__file__).resolve().parents[1], env=xla_env(), timeout=600)
@@ -227,30 +228,24 @@ def test_training_steps_have_one_shape_per_bucket_and_epochs_alike():
         assert len(order) > len(lengths) - len(BUCKETS) * micro * per_step  # few rows dropped
 
 
-def test_padded_and_sharded_eval_equals_plain(tiny_model):
-    """Static shapes pad the last batch of each bucket with rows the output drops; sharding over
-    cores and merging gives back every row once."""
+def test_padded_eval_equals_plain(tiny_model):
+    """Static shapes pad the last batch of each bucket with rows the output drops."""
     from transformers import AutoModelForSequenceClassification
 
     from lora_dvc.batching import TokenizedSplit
-    from lora_dvc.inference import batched_probabilities, merge_shards
+    from lora_dvc.device import Runtime
+    from lora_dvc.inference import batched_probabilities
+    from lora_dvc.task import Task
 
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=4).eval()
     rng = np.random.default_rng(1)
     split = TokenizedSplit.from_ids([list(rng.integers(1000, 2000, int(n))) for n in rng.integers(2, 33, 23)])
-    cpu = torch.device("cpu")
-    plain = batched_probabilities(model, split, [16, 32], 4, 0, cpu, progress=False)
-    padded = batched_probabilities(model, split, [16, 32], 4, 0, cpu, progress=False, static_shapes=True)
-    shards = [
-        batched_probabilities(
-            model, split, [16, 32], 4, 0, cpu, progress=False, static_shapes=True, rank=r, world_size=2
-        )
-        for r in range(2)
-    ]
+    cpu, task = torch.device("cpu"), Task("abcd")
+    plain = batched_probabilities(model, split, Runtime(cpu), task, [16, 32], 4, 0)
+    padded = batched_probabilities(model, split, Runtime(cpu, static_shapes=True), task, [16, 32], 4, 0)
     assert not np.isnan(plain).any()
     np.testing.assert_allclose(padded, plain, atol=1e-5)
-    np.testing.assert_allclose(merge_shards(shards), plain, atol=1e-5)
 
 
 def test_cores_all_needs_xla(tmp_path, monkeypatch):
