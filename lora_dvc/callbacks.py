@@ -31,6 +31,7 @@ import torch
 from transformers import TrainerCallback
 
 from lora_dvc.checkpoints import COMPLETE, CheckpointStore
+from lora_dvc.metrics import tallied_scores
 
 log = logging.getLogger("train")
 
@@ -90,26 +91,10 @@ class Tally:
     @staticmethod
     def summary(state: dict) -> dict:
         confusion = np.asarray(state["confusion"])
-        if state.get("multi_label"):  # subset accuracy and per-label macro-F1
-            (tp, predicted, actual), exact, rows = confusion[:, :-1], confusion[0, -1], confusion[1, -1]
-            f1 = np.divide(2 * tp, predicted + actual, out=np.zeros_like(tp), where=predicted + actual > 0)
-            return {
-                "loss": state["loss"] / max(rows, 1),
-                "accuracy": float(exact / max(rows, 1)),
-                "macro_f1": float(f1.mean()),
-                "rows": int(rows),
-            }
-        rows, tp = confusion.sum(), np.diag(confusion)
-        predicted, actual = confusion.sum(0), confusion.sum(1)
-        precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-        recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
-        f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=precision + recall > 0)
-        return {
-            "loss": state["loss"] / max(rows, 1),
-            "accuracy": float(tp.sum() / max(rows, 1)),
-            "macro_f1": float(f1.mean()),
-            "rows": int(rows),
-        }
+        multi_label = bool(state.get("multi_label"))
+        rows = confusion[1, -1] if multi_label else confusion.sum()
+        accuracy, macro_f1 = tallied_scores(confusion, multi_label)
+        return {"loss": state["loss"] / max(rows, 1), "accuracy": accuracy, "macro_f1": macro_f1, "rows": int(rows)}
 
 
 class Tallies:

@@ -172,21 +172,12 @@ def load_classifier(
     folder = _existing_folder(root, Path(folder))
     kind = model_kind(folder)
     params = _params_or_none(root)
-    if params is not None:  # the length and truncation the tokenize stage applied (auto resolved)
-        from lora_dvc.tokenization import tokenized_params
-
-        params = tokenized_params(params, root, required=False) or params  # auto, no meta.json: see below
     labels = labels or _labels_for(folder, root)
     batch_size = batch_size or (params.evaluate.batch_size if params else DEFAULT_BATCH)
     if kind == "tfidf":
         return _load_tfidf(folder, labels, batch_size)
     _quiet_transformers()
-    from lora_dvc.device import Runtime
-
-    train = params.train if params else None
-    runtime = Runtime.create(
-        device or (train.device if train else "auto"), precision or (train.precision if train else "auto")
-    )
+    runtime = _runtime(device, precision, params)
     base = _base_name(folder, kind, base, params)
     tokenizer, max_length = _tokenizer_and_length(folder, base, params)
     problem_type = _problem_type(folder, root)
@@ -195,12 +186,10 @@ def load_classifier(
         model = model.merge_and_unload()  # one matmul per layer instead of base + A @ B
     model.to(runtime.device).eval()
     task = Task.of_model(labels, problem_type, params)
-    if threshold is not None:
-        task = replace(task, threshold=threshold)
     return Classifier(
         model=model,
         tokenizer=tokenizer,
-        task=task,
+        task=task if threshold is None else replace(task, threshold=threshold),
         kind=kind,
         base=base,
         source=folder,
@@ -210,6 +199,15 @@ def load_classifier(
         runtime=runtime,
         batch_size=batch_size,
     )
+
+
+def _runtime(device, precision: str | None, params) -> Runtime:
+    """The Runtime for `device` and `precision`, each defaulting to params' train.device / train.precision."""
+    from lora_dvc.device import Runtime
+
+    train = params.train if params else None
+    device = device or (train.device if train else "auto")
+    return Runtime.create(device, precision or (train.precision if train else "auto"))
 
 
 def _existing_folder(root: Path, folder: Path) -> Path:
@@ -223,9 +221,14 @@ def _existing_folder(root: Path, folder: Path) -> Path:
 
 
 def _params_or_none(root: Path):
+    """params.yaml with the length and truncation the tokenize stage applied (auto resolved), or None."""
     from lora_dvc.params import load_params
+    from lora_dvc.tokenization import tokenized_params
 
-    return load_params(root / PARAMS) if (root / PARAMS).exists() else None
+    if not (root / PARAMS).exists():
+        return None
+    params = load_params(root / PARAMS)
+    return tokenized_params(params, root, required=False) or params  # auto, no meta.json: _tokenizer_and_length
 
 
 def _labels_for(folder: Path, root: Path) -> list[str]:

@@ -49,6 +49,30 @@ def per_class(names: list[str], precision, recall, f1, support) -> dict:
     }
 
 
+def tallied_scores(confusion: np.ndarray, multi_label: bool = False) -> tuple[float, float]:
+    """Accuracy and macro-F1 of tallied counts, by scikit-learn (each count a weighted example). Single-label:
+    a confusion matrix (rows actual, columns predicted). Multi-label: rows of per-label true positives,
+    predictions and actuals, their last column the exact-match rows and all rows; accuracy is subset accuracy."""
+    from sklearn.metrics import f1_score
+
+    if multi_label:
+        (tp, predicted, actual), exact, rows = confusion[:, :-1], confusion[0, -1], confusion[1, -1]
+        eye = np.eye(len(tp), dtype=np.int64)
+        none = np.zeros_like(eye)
+        truth, preds = np.vstack([eye, none, eye]), np.vstack([eye, eye, none])
+        weights = np.concatenate([tp, predicted - tp, actual - tp])
+        accuracy = exact / rows if rows else 0.0
+    else:
+        truth, preds = np.indices(confusion.shape).reshape(2, -1)
+        weights = confusion.ravel()
+        accuracy = np.trace(confusion) / weights.sum() if weights.sum() else 0.0
+    if not weights.sum():
+        return 0.0, 0.0
+    labels = list(range(confusion.shape[0])) if not multi_label else None
+    f1 = f1_score(truth, preds, labels=labels, average="macro", sample_weight=weights, zero_division=0)
+    return float(accuracy), float(f1)
+
+
 def set_confidence(probs: np.ndarray) -> np.ndarray:
     """Multi-label: how sure each row's whole predicted set is, its least sure yes/no decision
     (min over labels of max(p, 1 - p)) at the 0.5 boundary."""
