@@ -141,7 +141,7 @@ class Runtime:
         elif device.type == "cuda":  # TF32 matmuls in fp32, for training and inference alike
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        log.info("device %s, precision %s", device, precision)
+        log.debug("device %s, precision %s", device, precision)
         return cls(device, precision, static_shapes=device.type == "xla")
 
     @property

@@ -46,6 +46,8 @@ def main() -> None:
     test = read_tokenized("test")
     texts = read_prepared("test")["text"].tolist()
 
+    if clf.runtime is not None:
+        log.info("scoring %d test rows on %s in %s", len(test), clf.runtime.device, clf.runtime.precision)
     started = time.perf_counter()
     probs = clf.probabilities(texts, tokenized=test, progress=True)
     seconds = time.perf_counter() - started

@@ -150,16 +150,13 @@ def test_the_train_tally_counts_subset_accuracy_and_label_f1():
 
 
 def test_predict_writes_label_sets(tmp_path):
-    from lora_dvc.predict import Sets, flat_table, records
-
-    class Clf:
-        labels, threshold, label_delimiter, multi_label = ["a", "b"], 0.5, "|", True
-
     from lora_dvc.classifier import Classifier
+    from lora_dvc.predict import Sets, flat_table, records
+    from lora_dvc.task import Task
 
-    Clf.predicted, Clf.confidence = Classifier.predicted, Classifier.confidence
+    clf = Classifier(None, None, Task(("a", "b"), multi_label=True, delimiter="|"), "lora", None, tmp_path)
     probs = np.array([[0.9, 0.7], [0.2, 0.1]], dtype=np.float32)
-    sets = Sets(Clf(), probs)
+    sets = Sets(clf, probs)
     frame = pd.DataFrame({"text": ["x", "y"]})
     assert [r["predicted"] for r in records(frame, probs, ["a", "b"], sets)] == [["a", "b"], []]
     table = flat_table(frame, probs, ["a", "b"], sets)
