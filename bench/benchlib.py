@@ -1,19 +1,7 @@
-"""The bench's shared helpers: model FLOPs of a BERT encoder under LoRA, ratios and spreads, run order, the
-result schema (pure functions, checked by tests/test_bench.py), and the host, environment, timing, working-tree
-copy and result-writing helpers every bench script uses.
-
-FLOPs count a multiply-add as 2. Per encoder layer and per token of a row of length L (hidden d, FFN width
-f, LoRA rank r on m hidden x hidden projections):
-
-- forward: Q, K, V and attention-output projections 4 * 2d^2; attention scores QK^T and the weighted sum
-  of V 2 * 2Ld; FFN in and out 2 * 2df; LoRA down and up 2 * 2dr per adapted projection;
-- backward to the inputs: the same matmuls again, except that both operands of the two attention matmuls
-  are activations, so those count twice (4 * 2Ld);
-- backward to the weights: only the adapters' (2 * 2dr per projection); the frozen weights get no gradient.
-
-Embeddings, LayerNorm, softmax, GELU, dropout and the classifier head are left out (elementwise or per
-row, a few percent at most). Every layer is counted with its input gradient, though autograd skips part
-of the first layer's: an overcount of at most 1/layers of the backward-to-inputs term.
+"""The bench's shared helpers: the one FLOP count of a BERT encoder under LoRA (forward; backward to the
+inputs, where both operands of the attention matmuls are activations, so those count twice; backward to the
+adapters only), ratios, spreads and run order, and the host, timing, working-tree copy and record helpers.
+A multiply-add is 2 FLOPs; embeddings, LayerNorm, softmax, GELU, dropout and the head are left out.
 """
 
 from __future__ import annotations
@@ -49,9 +37,6 @@ GENERATED = (
     "bench/results",
 )
 
-# LoRA target aliases of params.yaml -> projections per layer (each treated as hidden x hidden)
-TARGET_COUNT = {"qv": 2, "qkv": 3, "all": 4, "all-linear": 4}
-
 
 @dataclass(frozen=True)
 class Encoder:
@@ -59,19 +44,37 @@ class Encoder:
     hidden: int
     ffn: int
     lora_r: int = 0
-    lora_modules: int = 0  # adapted hidden x hidden projections per layer
+    adapted: tuple[tuple[int, int], ...] = ()  # (in, out) features of each LoRA-adapted Linear in one layer
 
     @classmethod
-    def from_config(cls, config, lora_r: int, targets) -> Encoder:
-        modules = TARGET_COUNT.get(targets, 4) if isinstance(targets, str) else len(targets)
-        return cls(config.num_hidden_layers, config.hidden_size, config.intermediate_size, lora_r, modules)
+    def from_model(cls, model) -> Encoder:
+        """Read off a (peft-wrapped) model: its config, and the adapted Linears of its first encoder layer."""
+        config, adapted, rank = model.config, [], 0
+        for name, module in model.named_modules():
+            if ".layer.0." in f".{name}." and hasattr(module, "lora_A") and module.lora_A:
+                a = next(iter(module.lora_A.values()))
+                adapted.append((module.in_features, module.out_features))
+                rank = a.out_features
+        return cls(config.num_hidden_layers, config.hidden_size, config.intermediate_size, rank, tuple(adapted))
+
+    @classmethod
+    def from_params(cls, params, labels: int = 4) -> Encoder:
+        """The model the train stage builds for these params (the library's own targets and wrapping)."""
+        from lora_dvc.modeling import apply_method, load_base_model
+
+        base = load_base_model(params.model.name, [str(i) for i in range(labels)])
+        return cls.from_model(apply_method(base, params.train.method, params.lora))
+
+    def lora_params(self) -> int:
+        """Trainable LoRA parameters of one layer: r x (in + out) per adapted Linear."""
+        return sum(self.lora_r * (i + o) for i, o in self.adapted)
 
 
 def layer_flops(enc: Encoder, length: int) -> dict[str, float]:
     """FLOPs per token of one layer for a row of `length` tokens: forward, backward to inputs, to adapters."""
     d, f = enc.hidden, enc.ffn
     projections, scores, ffn = 4 * 2 * d * d, 2 * 2 * length * d, 2 * 2 * d * f
-    lora = enc.lora_modules * 2 * 2 * d * enc.lora_r
+    lora = 2 * enc.lora_params()
     return {
         "forward": projections + scores + ffn + lora,
         "backward_inputs": projections + 2 * scores + ffn + lora,

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchlib import IMPORT_FLOORS, RESULTS, ROOT, host_kind, spread
+from benchlib import RESULTS, ROOT, host_kind, spread
 
 DOCS = ("README.md", "bench/README.md", "docs/*.md")
 BLOCK = re.compile(r"<!-- figures:(?P<name>[\w-]+) -->(?P<body>.*?)<!-- /figures:(?P=name) -->", re.S)
@@ -300,31 +300,11 @@ def stock_recipe_accuracy() -> str:
 LEVER_ROWS = (
     ("base", None, "base: bf16 autocast, torch's dropout", ""),
     ("fast_dropout", "base", "fast dropout masks (`lora_dvc/dropout.py`, `train.fast_dropout: true`)", "yes (CPU)"),
-    ("peft_nocast", "fast_dropout", "fast dropout + peft's fp32 cast of LoRA inputs off", "yes (in ready_bf16)"),
-    (
-        "frozen_bf16",
-        "fast_dropout",
-        "fast dropout + frozen Linear weights stored in bf16, peft's cast on",
-        "only with the cast off",
-    ),
     (
         "ready_bf16",
         "fast_dropout",
-        "fast dropout + `modeling.ready_for_bf16_autocast` (every frozen tensor in bf16, the cast off)",
+        "fast dropout + every frozen tensor stored in bf16 (`modeling.ready_for_bf16_autocast`)",
         "yes (bf16 on CPU, CUDA)",
-    ),
-    ("fused_adamw", "ready_bf16", "ready_bf16 + `torch.optim.AdamW(fused=True)`", "yes (torch's kernel)"),
-    (
-        "default",
-        "fused_adamw",
-        "**default**: + fused LoRA layer (`lora_dvc/fused_lora.py`), what the train stage runs on a bf16 CPU",
-        "yes (CPU, CUDA)",
-    ),
-    (
-        "default_fp32_norms",
-        "default",
-        "default, but only frozen Linear tensors in bf16 (embeddings, LayerNorm fp32)",
-        "no (memory: see bf16 storage)",
     ),
     ("fp32", "base", "fp32, torch's dropout (the stock Trainer default)", "bf16 where native"),
     ("fp32_fast", "fp32", "fp32 with fast dropout masks", "yes (CPU)"),
@@ -332,7 +312,7 @@ LEVER_ROWS = (
     ("threads1", "base", "1 thread instead of 2", "no (all cores)"),
     ("compile", "fast_dropout", "`torch.compile(dynamic=True)` with fast dropout", "no"),
 )
-LEVER_TABLE = ("base", "fast_dropout", "ready_bf16", "default", "fp32")  # the levers a publishable record holds
+LEVER_TABLE = ("base", "fast_dropout", "ready_bf16", "fp32")  # the levers a publishable record holds
 
 
 def step_levers() -> tuple[Path, dict]:
@@ -408,37 +388,7 @@ def step_levers_table() -> str:
     return "\n".join(lines)
 
 
-# ---- bf16 storage (bench/bf16_storage.py), long texts (bench/long_texts.py), matmul ceiling ----
-
-
-def bf16_storage() -> str:
-    path, r = newest("bf16-storage")
-    s = r["summary"]
-    seeds = sorted({run["seed"] for run in r["runs"]})
-    _, levers = step_levers()
-    step = {row["lever"]: row["s_per_step_spread"] for row in levers["results"]}
-    step_text = (
-        f" A step of each (same lever record as the table above): {mmm(step['default'], 3)} s every frozen tensor "
-        f"in bf16 against {mmm(step['default_fp32_norms'], 3)} s Linear only (min / median / max); every "
-        f"frozen tensor in bf16, per repeat: {verdict(per_repeat(levers, 'default', 'default_fp32_norms'))}."
-        if {"default", "default_fp32_norms"} <= set(step)
-        else ""
-    )
-    return (
-        f"On the default study, seeds {', '.join(map(str, seeds))}, the rules alternating "
-        f"(`python bench/bf16_storage.py`, `{rel(path)}`, {host_line(r['host'])}): test accuracy "
-        f"**{s['all-frozen']['test_accuracy_mean']:.4f} ± {s['all-frozen']['test_accuracy_std']:.4f}** every "
-        f"frozen tensor in bf16, **{s['linear']['test_accuracy_mean']:.4f} ± {s['linear']['test_accuracy_std']:.4f}**"
-        f" Linear only (mean ± sample std over the seeds): "
-        f"{_apart(s['all-frozen'], s['linear'])}.{step_text}"
-    )
-
-
-def _apart(a: dict, b: dict) -> str:
-    gap = abs(a["test_accuracy_mean"] - b["test_accuracy_mean"])
-    if gap <= max(a["test_accuracy_std"] or 0, b["test_accuracy_std"] or 0):
-        return "no accuracy difference the seeds can see"
-    return f"a {100 * gap:.2f}-point difference, beyond one standard deviation"
+# ---- long texts (bench/long_texts.py) ----
 
 
 def long_texts() -> str:
@@ -479,85 +429,6 @@ def long_texts() -> str:
 
 def _pm(mean: float, std: float | None) -> str:
     return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f} (one run)"
-
-
-def matmul_ceiling() -> str:
-    path, r = newest("matmul-ceiling")
-    res = r["results"]
-    lines = [
-        f"`{r['command']}` ({host_line(r['host'])}; {r['date'][:16].replace('T', ' ')}; `{rel(path)}`; batch "
-        f"{r['batch']} of {r['length']}-token rows; best time of each shape, so other load only ever lowers a "
-        "figure):",
-        "",
-        "| | 2048 x 2048 peak | one layer's matmuls at their shapes, alone | share of peak | one layer's matmuls |",
-        "|---|---|---|---|---|",
-    ]
-    for name in ("fp32", "bf16"):
-        x = res[name]
-        lines.append(
-            f"| {name} | {x['peak_flops_per_s'] / 1e9:,.0f} GFLOP/s | {x['ceiling_flops_per_s'] / 1e9:,.0f} GFLOP/s "
-            f"| {100 * x['ceiling_share_of_peak']:.0f}% | {1e3 * x['layer_matmul_seconds']:.1f} ms |"
-        )
-    return "\n".join(lines)
-
-
-# ---- the fixed cost of each stage (bench/stage_overhead.py) ----
-
-STAGES = ("prepare", "tokenize", "train", "evaluate", "report", "export", "whole")
-
-
-def stage_overhead() -> str:
-    path, r = newest("stage-overhead")
-    before, after = r["trees"]
-    goal = r["goals_seconds"]
-    lines = [
-        f"`{r['command']}` ({host_line(r['host'])}; `{rel(path)}`): {r['set_up']}; `dvc repro -f -s STAGE` "
-        f"per stage and a whole `dvc repro -f`, each its own process with DVC's start; seconds, min / median / max; "
-        f"{load_line(r['runs'])}.",
-        "",
-        f"| `dvc repro -f -s` | before ({before['tree']}) | after ({after['tree']}) | median after / before | goal |",
-        "|---|---|---|---|---|",
-    ]
-    for stage in STAGES:
-        b, a = before["seconds"][stage], after["seconds"][stage]
-        target = goal["whole"] if stage == "whole" else goal["stage"]
-        met = "met" if a["median"] <= target else "not met"
-        label = "whole `dvc repro -f`" if stage == "whole" else stage
-        lines.append(f"| {label} | {mmm(b)} | {mmm(a)} | {a['median'] / b['median']:.2f} | <= {target:g} s: {met} |")
-    floors = "; ".join(
-        f"`{IMPORT_FLOORS.get(name, name)}` {mmm(s)} s" for name, s in r["import_floor_seconds"].items()
-    )
-    lines += [
-        "",
-        f"What a stage cannot avoid importing, timed in the same run (a fresh `python -c`, min / median / max): "
-        f"{floors}.",
-    ]
-    if "split" in r:
-        lines += ["", *stage_split(r["split"])]
-    return "\n".join(lines)
-
-
-NAMED_LIBRARIES = ("torch", "transformers", "peft", "sklearn", "scipy", "pandas", "dvclive", "dvc", "matplotlib")
-
-
-def stage_split(split: dict) -> list[str]:
-    """Where each stage's seconds go: DVC's own, the libraries' imports, the stage's code and work."""
-    lines = [
-        f"Where the seconds go ({split['tree']}, medians): DVC's own start and bookkeeping (`dvc repro -f -s STAGE` "
-        "less `python -m stages.STAGE` run alone), the imports of the third-party modules the stage imports "
-        "(listed by `python -X importtime`, imported in a fresh process), and the rest, the stage's own code "
-        "and work.",
-        "",
-        "| stage | `dvc repro -f -s` | DVC's own | libraries' imports | the stage's code and work | among them |",
-        "|---|---|---|---|---|---|",
-    ]
-    for stage, s in split["per_stage"].items():
-        named = [name for name in NAMED_LIBRARIES if name in s["libraries"]]
-        lines.append(
-            f"| {stage} | {s['dvc_repro_s']:.1f} | {s['dvc_own_s']:.1f} | {s['libraries_s']:.1f} "
-            f"| {s['stage_code_and_work_s']:.1f} | {', '.join(named)} |"
-        )
-    return lines
 
 
 # ---- inference batches (bench/eval_batches.py) ----
@@ -615,13 +486,9 @@ def study_table() -> dict[tuple[str, str, str], str]:
 def study() -> str:
     table = study_table()
     quoted = "; ".join(f"{label} {table[(method, r, targets)]}" for label, method, r, targets in STUDY_ROWS)
-    path, storage = newest("bf16-storage")
-    now = storage["summary"]["all-frozen"]
-    seeds = ", ".join(str(s) for s in sorted({run["seed"] for run in storage["runs"]}))
     return (
         f"Test accuracy, mean ± std over seeds 42, 43, 44 (docs/study.md's table): {quoted}. The sweep ran with "
-        f"torch's dropout masks, before the CPU levers of the Performance section; today's default over seeds "
-        f"{seeds} scores {now['test_accuracy_mean']:.4f} ± {now['test_accuracy_std']:.4f} (`{rel(path)}`)."
+        "torch's dropout masks, before the CPU levers of the Performance section."
     )
 
 
@@ -642,10 +509,7 @@ BLOCKS = {
     "stock-recipe-stages": Block(stock_recipe_stage_figures),
     "stock-recipe-table": Block(stock_recipe_table),
     "step-levers": Block(step_levers_table),
-    "bf16-storage": Block(bf16_storage),
     "long-texts": Block(long_texts),
-    "matmul-ceiling": Block(matmul_ceiling),
-    "stage-overhead": Block(stage_overhead),
     "eval-batches": Block(eval_batches),
     "study": Block(study),
 }

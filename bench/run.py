@@ -190,20 +190,21 @@ def best_peak(*peaks: dict) -> dict:
 def token_lengths(copy: Path) -> dict[str, list[int]]:
     """Real (non-pad) token count of each train and val row, as the model sees them (truncated at max_length)."""
     import pandas as pd
-    from peer_trainer import max_length, model_path
-    from transformers import AutoConfig, AutoTokenizer
+    from peer_trainer import max_length
+    from transformers import AutoTokenizer
+
+    from lora_dvc.modeling import resolve_model_path
+    from lora_dvc.params import load_params
 
     params = yaml.safe_load((copy / "params.yaml").read_text())
-    path = model_path(params["model"]["name"])
+    path = resolve_model_path(params["model"]["name"])
     tok = AutoTokenizer.from_pretrained(path)
     lengths = {}
     for split in ("train", "val"):
         texts = pd.read_csv(copy / f"data/prepared/{split}.csv", dtype={"text": str}, keep_default_na=False)["text"]
         enc = tok(texts.tolist(), truncation=True, max_length=max_length(copy, params["model"]))
         lengths[split] = [len(ids) for ids in enc["input_ids"]]
-    lengths["encoder"] = Encoder.from_config(
-        AutoConfig.from_pretrained(path), params["lora"]["r"], params["lora"]["targets"]
-    )
+    lengths["encoder"] = Encoder.from_params(load_params(copy / "params.yaml"))
     return lengths
 
 
