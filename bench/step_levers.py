@@ -159,11 +159,6 @@ def main() -> None:
                 runs.append({**run_lever(lever, args.steps, Path(logs)), "repeat": repeat})
                 print(json.dumps(runs[-1]), flush=True)
     results = summarise(runs, levers, args.repeats)
-    print("\n| lever | s/step min / median / max | vs base (same repeat) min / median / max |\n|---|---|---|")
-    for r in results:
-        sp, vs = r["s_per_step_spread"], r.get("vs_base")
-        against = f"{vs['min']:.2f} / {vs['median']:.2f} / {vs['max']:.2f}" if vs else "n/a"
-        print(f"| {r['lever']} | {sp['min']:.3f} / {sp['median']:.3f} / {sp['max']:.3f} | {against} |")
     save_probe(
         "step-levers", {"results": results, "repeats": args.repeats, "steps": args.steps, "runs": runs}, args.out
     )
