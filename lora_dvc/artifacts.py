@@ -3,19 +3,10 @@
 `dvc.yaml` names the same paths (it cannot import Python); tests/test_stage_deps.py checks that
 each path here appears there, so the two cannot drift. A stage never builds a path by itself.
 
-Two kinds of results: `metrics/` holds only the numbers people compare across experiments (what
-`dvc exp show` and `dvc metrics show` list: test and val scores, fit time, trainable parameters);
-`records/` holds everything else a run produced (data hygiene counts, token lengths, per-class
-scores, provenance, DVCLive's curves), which the report, the model card and `lora-dvc compare` read.
-
-    data/prepared/{train,val,test}.csv, labels.json     prepare  -> tokenize, train (tfidf), evaluate (tfidf)
-    data/tokenized/{train,val,test}.npz, meta.json      tokenize -> train, evaluate
-    models/classifier/                                  train    -> evaluate, export, predict
-    metrics/train.json, metrics/test.json               train, evaluate: the compared numbers
-    records/{prepare,tokenize}.json                     prepare, tokenize -> report, export
-    records/train/, records/evaluate/                   train, evaluate (DVCLive) -> report, export, compare
-    reports/report.md, plots/                           report
-    models/export/                                      export (the registered, shareable model)
+`metrics/` holds only the numbers compared across experiments (`dvc exp show`, `dvc metrics show`);
+`records/` holds everything else a run produced (data hygiene, token lengths, per-class scores,
+provenance, DVCLive's curves), read by the report, the model card and `lora-dvc compare`.
+Which stage writes and reads each path: README.md's stage table and docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -1,13 +1,11 @@
 """Length-sorted batches over the tokenized splits, for inference (evaluate, predict, export).
-
-(Training reads the splits through lora_dvc.collators: Trainer's length-grouped batches padded to
-their longest row, or to the bucket on XLA.)
+(Training reads the splits through lora_dvc.collators: Trainer's length-grouped batches.)
 
 On CPU and CUDA, rows are sorted by length and each batch is padded to its own longest row, rounded
-up to a multiple of 8 (params.padded_length), as training's batches are: short texts stay short and few padded
-tokens are computed. With static shapes (XLA) each row goes to the smallest length bucket that holds
-it and batches are drawn within a bucket and padded to its length, so the set of shapes is bounded
-(one graph per bucket).
+up to a multiple of 8 (params.padded_length), as training's batches are: short texts stay short and
+few padded tokens are computed. With static shapes (XLA) each row goes to the smallest length
+bucket that holds it and batches are drawn within a bucket and padded to its length, so the set of
+shapes is bounded (one graph per bucket).
 """
 
 from __future__ import annotations

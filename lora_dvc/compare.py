@@ -1,25 +1,12 @@
 """compare: every experiment side by side -> reports/comparison.md and reports/comparison.png.
 
-Run after experiments (not a pipeline stage):
-
-    lora-dvc compare                      # HEAD's experiments, read with dvc.api.exp_show()
-    lora-dvc compare --all-commits        # experiments of every commit
-    lora-dvc compare --rev abc1234        # experiments of one commit (a sweep's baseline)
-    lora-dvc compare --input rows.json    # rows saved with json.dump(dvc.api.exp_show(), f)
-    lora-dvc compare --baseline full      # auto (TF-IDF, else full fine-tuning) | tfidf | full | none | NAME
-    lora-dvc compare --status             # one line per experiment: its State (Queued, Running, ...)
-
-Each finished experiment is one run. Runs whose config is the same except for `train.seed` (and
-the knobs that do not change a result, lora_dvc.params.RESULT_NEUTRAL_KEYS) form one
-row, with every metric as mean ± sample standard deviation over the seeds. The method comes from
-the params: `tfidf` / `full` (train.method; `lora.enabled: false` of older runs is `full`),
-`dora` / `rslora` (those flags), else `lora`. The best row (highest mean of --best-by, test
-accuracy by default) is bold. A second table gives each row's % change against the baseline row
-for every metric, signed so that positive is always better (accuracy and macro-F1: higher is
-better; loss: lower is better). Runs whose test accuracy is no better than the majority-class
-accuracy are flagged, and failed, queued and running experiments are listed. The PNG plots test
-accuracy and macro-F1 against the LoRA rank (one line per method and target set) and against the
-target set, with the baselines as dashed lines.
+Run after experiments (not a pipeline stage): `lora-dvc compare` reads HEAD's experiments with
+dvc.api.exp_show() (--all-commits, --rev, --input, --baseline, --status: see --help). Runs whose
+config differs only in `train.seed` (and lora_dvc.params.RESULT_NEUTRAL_KEYS) form one row, each
+metric as mean ± sample standard deviation; the best row is bold, a second table gives each row's
+% change against the baseline (signed so that positive is always better), runs no better than the
+majority class are flagged, and the PNG plots test scores against the LoRA rank and target set.
+docs/experiments.md describes every table, flag and figure.
 """
 
 from __future__ import annotations

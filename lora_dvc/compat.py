@@ -1,21 +1,12 @@
-"""The one door to library internals: every private or version-specific peft / transformers API this
-project uses, each behind a check that either fails loudly (UserError, one line) or falls back with a
-logged warning naming the library, its version and the lever that went off. Never silently.
+"""The one door to library internals: every private or version-specific peft / transformers /
+torch_xla API this project uses, each behind a check that either fails loudly (UserError, one line)
+or falls back with a logged warning naming the library, its version and the lever that went off.
+Never silently. Each function's docstring names its internal, its user and its fallback: the
+attention interface behind fast attention dropout (lora_dvc/dropout.py), padding masks and the
+scalars 0 and 1 on XLA, TPU chip detection.
 
-    internal                                          used by                    when it is missing or changed
-    transformers config._attn_implementation,         fast attention dropout     warning; torch's dropout
-      AttentionInterface / AttentionMaskInterface     (lora_dvc/dropout.py)      inside sdpa
-      "sdpa" entries, sdpa's parameters and its
-      is_causal rule (`sdpa_is_causal`)
-    attention arguments the fast path cannot honour   the same, in training      UserError: set
-      (a paged cache, softcap, attention sinks)                                  train.fast_dropout: false
-    transformers masking_utils._ignore_*_mask_sdpa    padding masks on XLA       warning; a host sync a step
-    torch_xla _internal.tpu.num_available_chips       TPU detection (auto)       warning; /dev/accel* counted
-    torch_xla _XLAC._set_xla_handle_special_scalars   XLA train: 0 and 1 as      warning; 2 more graphs (the
-      (XLA_NO_SPECIAL_SCALARS after import)             graph inputs             loss sum's 0, a 0 lr step)
-
-The library objects are looked up when a lever is switched on, not at import: the tokenize stage, which
-imports lora_dvc.modeling, does not pay for importing peft.
+The library objects are looked up when a lever is switched on, not at import: the tokenize stage,
+which imports lora_dvc.modeling, does not pay for importing peft.
 """
 
 from __future__ import annotations

@@ -1,36 +1,12 @@
 """Dataset readers: each turns a raw source into `text,label` rows (plus `text_pair` for sentence
-pairs) with label *names*.
+pairs) with label *names*: `banglasenti` and `ag_news` (their shipped files), and `csv`, your own
+data as CSV, TSV, JSON, Parquet, a saved `datasets` folder or a Hugging Face Hub dataset (README.md's
+"Your own data": each `data.format`, its columns and labels); multi-label: tuples of names in id order.
 
-- `banglasenti`: CSV `text,label`, labels 0 negative / 1 positive / 2 neutral (names accepted too).
-- `ag_news`: the canonical headerless CSV `class,title,description` (classes 1-4) or the alps TSV
-  `description<TAB>class name`.
-- `csv`: your own data in any format below, with `data.text_column` / `data.label_column` (and
-  `data.text_pair_column` for sentence pairs); labels from `data.labels` (in id order), else the
-  names a `datasets` ClassLabel column declares, else the sorted unique labels of the training pool.
-  With `data.multi_label` each row's label is a set of labels: a list column (JSON, Parquet, Arrow,
-  hub; a sequence of ClassLabel ids gives its names) or label cells split by `data.label_delimiter`;
-  the label column then holds tuples of names in id order.
-
-Formats of `csv` (`data.format`; `auto` decides from the suffix, the folder's content, or, for a
-path that does not exist here, the Hugging Face Hub):
-
-- `csv` (.csv, .txt) and `tsv` (.tsv): pandas, every value read as a string (BOM, CRLF, quoted
-  newlines handled, non-UTF-8 refused with its line);
-- `json` (.json, .jsonl, .ndjson: records or JSON lines) and `parquet` (.parquet, .pq): the
-  `datasets` library's json / parquet builders;
-- `arrow`: a folder written by `Dataset.save_to_disk` (the pool) or `DatasetDict.save_to_disk`
-  (splits train|validation|dev|val and test), or a single .arrow file;
-- `hub`: a dataset name on the Hugging Face Hub (`imdb`, `owner/name`; `data.subset` picks its
-  configuration), read through `datasets.load_dataset` and its cache.
-
-`data.path` is a folder, a file or a hub name. A folder holds a training pool (`train.*`, else
-`dev.*`, else `val.*`, else `validation.*`) and, where the source has one, an official `test.*`,
-which is kept as test (likewise the splits of a saved DatasetDict or a hub dataset). A single file
-is split by `prepare` (stratified, seeded). A test split without labels (GLUE's hidden test sets) is set aside, and
-`prepare` splits test off the pool instead.
-
-`python -m lora_dvc.datasets NAME FOLDER` saves a hub dataset as an Arrow folder, so that it can be
-`dvc add`-ed and named in `data.path` like any local data.
+`data.path` is a single file (split by `prepare`), a hub name, or a folder: a training pool
+(`train.*`, else `dev.*`, `val.*`, `validation.*`) and an optional official `test.*`, kept as test
+unless it has no labels. `python -m lora_dvc.datasets NAME FOLDER` saves a hub dataset as an
+Arrow folder, to `dvc add` and name in `data.path`.
 """
 
 from __future__ import annotations
@@ -215,6 +191,7 @@ def _frame(text: pd.Series, label: pd.Series, text_pair: pd.Series | None = None
 
 
 def read_banglasenti(path: Path) -> pd.DataFrame:
+    """CSV `text,label`, labels 0 negative / 1 positive / 2 neutral (names accepted too)."""
     frame = read_table(path, header=True)
     text = _column(frame, "text", path, "data.text_column")
     label = map_labels(_column(frame, "label", path, "data.label_column"), BANGLASENTI_LABELS, path)
@@ -231,6 +208,8 @@ def clean_ag_news(text: str) -> str:
 
 
 def read_ag_news(path: Path) -> pd.DataFrame:
+    """The canonical headerless CSV `class,title,description` (classes 1-4) or the alps TSV
+    `description<TAB>class name`."""
     if path.suffix == ".tsv":  # alps: description<TAB>class name
         frame = read_table(path, header=False)
         if frame.shape[1] != 2:

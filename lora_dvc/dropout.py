@@ -1,15 +1,12 @@
-"""Dropout for CPU training whose masks cost a third of torch's: the same Bernoulli masks, drawn faster.
+"""Dropout for CPU training: the same Bernoulli masks as torch's, drawn faster.
 
-torch's CPU dropout draws every mask element with `bernoulli_` from the serial mt19937 generator, about
-5 ns an element: measured at 44% of a bf16 training step of MiniLM with LoRA on every linear layer (57
-masks a step on 2 cores; bench/README.md). Here one 64-bit draw from the same generator gives four
-16-bit uniforms, each compared with p: the same Bernoulli(1 - p) keep mask (p rounded to 1/65536), the
-same 1/(1 - p) scaling of kept values, deterministic under `torch.manual_seed`, and saved and restored
-with the generator's state as before (Trainer's checkpoints). It covers the model's `nn.Dropout` modules
-(embeddings, hidden states, the head, peft's LoRA dropout) and the attention-probability dropout (an
+torch's CPU dropout draws every mask element with `bernoulli_` from the serial mt19937 generator
+(its cost: bench/README.md). Here one 64-bit draw from the same generator gives four 16-bit
+uniforms, each compared with p: the same keep mask (p rounded to 1/65536) and 1/(1 - p) scaling,
+deterministic under `torch.manual_seed`, checkpointed with the generator's state. It covers every
+`nn.Dropout` (embeddings, hidden states, the head, peft's LoRA dropout) and attention dropout (an
 attention function registered with transformers, "sdpa" in evaluation and whenever dropout is 0).
-
-Only CPU training uses it: GPUs and TPUs draw masks with parallel counter-based generators already.
+Only CPU training uses it: GPUs and TPUs draw masks with parallel counter-based generators.
 """
 
 from __future__ import annotations
@@ -45,7 +42,7 @@ def keep_mask(shape: torch.Size, p: float, dtype: torch.dtype, device: torch.dev
     if threshold > _INT16_MAX:  # p > 1 - 1/131072: none kept
         return torch.zeros(shape, dtype=dtype, device=device)
     # clamp + subtract, not `>=`: the same 0/1 keep mask, while torch's CPU int16 comparison into bool
-    # and bool-to-float conversion cost 3x as much (bench/README.md, "Dropout masks")
+    # and bool-to-float conversion cost more (bench/README.md, "Dropout masks")
     kept = uniform16.clamp(threshold - 1, threshold).sub_(threshold - 1)
     if dtype.is_floating_point and dtype.itemsize == 2:  # bf16 or fp16: the mask's bits in one int16 multiply
         return kept.mul_(_scale_bits(p, dtype)).view(dtype)
@@ -67,6 +64,39 @@ class FastDropout(nn.Dropout):
         if self.p == 1.0:
             return x * 0.0
         return x * keep_mask(x.shape, self.p, x.dtype, x.device)
+
+
+def _share_key_value_heads(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """key and value with one head per query head (grouped-query attention), as sdpa repeats them."""
+    groups, remainder = divmod(query.shape[1], key.shape[1])
+    if remainder:
+        raise ValueError(f"{query.shape[1]} query heads do not share {key.shape[1]} key/value heads evenly")
+    if groups > 1:  # each key/value head serves `groups` consecutive query heads
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    return key, value
+
+
+def _masked(
+    scores: torch.Tensor,
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    is_causal: bool | None,
+) -> torch.Tensor:
+    """The attention scores of `query` and `key` under sdpa's mask, else the causal mask where sdpa
+    would apply one itself."""
+    if attention_mask is not None:  # sdpa's mask: True where a query may attend, or added to the scores
+        if attention_mask.dtype == torch.bool:
+            return scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+        return scores + attention_mask
+    if sdpa_is_causal(module, is_causal, query.shape[2], attention_mask):
+        # top-left aligned, as sdpa's is_causal: query i sees keys 0..i
+        causal = torch.ones(query.shape[2], key.shape[2], dtype=torch.bool, device=query.device).tril()
+        return scores.masked_fill(~causal, torch.finfo(scores.dtype).min)
+    return scores
 
 
 def attention_with_fast_dropout(
@@ -103,24 +133,12 @@ def attention_with_fast_dropout(
             **kwargs,
         )
     refuse_attention_arguments(cache=cache, **kwargs)
-    groups, remainder = divmod(query.shape[1], key.shape[1])
-    if remainder:
-        raise ValueError(f"{query.shape[1]} query heads do not share {key.shape[1]} key/value heads evenly")
-    if groups > 1:  # each key/value head serves `groups` consecutive query heads
-        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    key, value = _share_key_value_heads(query, key, value)
     scaling = query.size(-1) ** -0.5 if scaling is None else scaling
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
     if position_bias is not None:
         scores = scores + position_bias
-    if attention_mask is not None:  # sdpa's mask: True where a query may attend, or added to the scores
-        if attention_mask.dtype == torch.bool:
-            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
-        else:
-            scores = scores + attention_mask
-    elif sdpa_is_causal(module, is_causal, query.shape[2], attention_mask):
-        # top-left aligned, as sdpa's is_causal: query i sees keys 0..i
-        causal = torch.ones(query.shape[2], key.shape[2], dtype=torch.bool, device=query.device).tril()
-        scores = scores.masked_fill(~causal, torch.finfo(scores.dtype).min)
+    scores = _masked(scores, module, query, key, attention_mask, is_causal)
     probs = nn.functional.softmax(scores, dim=-1)
     probs = probs * keep_mask(probs.shape, dropout, probs.dtype, probs.device)
     return torch.matmul(probs, value).transpose(1, 2).contiguous(), None

@@ -2,15 +2,11 @@
 
     lora-dvc sky launch -S 'lora.r=4,16,32' -S 'lora.targets=qv,all' [--name NAME] [--dry-run] [-- SKY ARGS]
 
-The grid is expanded by DVC's own code (`dvc.utils.hydra.get_hydra_sweeps`, Hydra's basic sweeper),
-so comma lists, `range(start, stop[, step])` and `choice(...)` mean exactly what they mean to
-`dvc exp run --queue -S`, `file.yaml:key=...` included. Each point becomes
-
-    sky jobs launch sky/sweep.yaml --name NAME-i --env OVERRIDES='lora.r=4 lora.targets=qv' --env EXP_NAME=NAME-i -y
-
-and the job (scripts/sky_job.sh) runs `dvc exp run --pull --allow-missing -n NAME-i -S ...` and
-`dvc exp push`. Scheduling, spot recovery and retries are SkyPilot's; nothing here waits on jobs.
-Gather with `dvc exp pull origin NAME-1 NAME-2 ...` and `lora-dvc compare` (docs/scaling.md).
+The grid is expanded by DVC's own code (`dvc.utils.hydra.get_hydra_sweeps`), so `-S` values mean
+exactly what they mean to `dvc exp run --queue -S`. Each point becomes one `sky jobs launch
+sky/sweep.yaml --name NAME-i` whose job (scripts/sky_job.sh) runs `dvc exp run --pull
+--allow-missing -n NAME-i -S ...` and `dvc exp push`. Scheduling, spot recovery and retries are
+SkyPilot's; nothing here waits on jobs. Gathering the results: docs/scaling.md.
 """
 
 from __future__ import annotations

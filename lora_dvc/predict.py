@@ -1,29 +1,12 @@
 """predict: label new texts with the trained classifier; reads and writes what a pipe carries.
 
     lora-dvc predict "Stocks fell sharply on Wall Street" "The Yankees won again"
-    printf 'first text\\nsecond text\\n' | lora-dvc predict -          # one text per line on stdin
-    lora-dvc predict --file input.jsonl > predictions.jsonl             # .csv .tsv .jsonl, else lines
-    lora-dvc predict --file input.csv --out predictions.csv             # written atomically
-    lora-dvc predict --rev my-experiment --device cuda:1 "some text"    # an experiment's model
-    lora-dvc predict --model models/export --table "some text"          # an exported folder, a table
-    lora-dvc predict --file pairs.csv --text-pair-column hypothesis     # sentence pairs (text, hypothesis)
+    lora-dvc predict --file input.csv --out predictions.csv     # .csv .tsv .jsonl, else text lines
 
-(`python -m lora_dvc.predict ...` is the same command.)
-
-A multi-label model (data.multi_label) gives per-label sigmoid probabilities and predicts every label
-at or above --threshold (default: params' evaluate.threshold, else 0.5): `predicted` is a list in
-JSONL, the labels joined by data.label_delimiter ('|' by default) in .csv/.tsv and --table, and
-`confidence` the least sure of the row's yes/no decisions.
-
-Output: by default one JSON object per text on stdout (JSONL), holding the input's fields plus
-`predicted`, `confidence` and `probabilities` (label -> probability); logs go to stderr. --table
-prints a table for people instead; --out FILE writes .jsonl (the same objects) or .csv/.tsv (the
-input columns plus `predicted`, `confidence`, `prob_<label>`).
-
-The model is models/classifier by default; --rev reads the model, labels and params of any git
-revision or experiment from the DVC cache; --model takes any folder lora_dvc.classifier loads (an
-adapter, a full model, the TF-IDF baseline, an export). --device takes what torch takes; --precision
-is resolved for that device by the rule training follows (lora_dvc.device), train.precision by default.
+By default one JSON object per text on stdout (the input's fields plus `predicted`, `confidence`,
+`probabilities`), logs on stderr. A multi-label model predicts every label at or above --threshold:
+`predicted` is a list, `confidence` the least sure of the row's yes/no decisions. --rev and --model
+pick another model; --device and --precision resolve as training does. docs/using.md: every option.
 """
 
 from __future__ import annotations

@@ -1,17 +1,12 @@
 """Clean, leak-free, stratified train/val/test splits from a raw source (the prepare stage's logic).
 
 Every dropped row is counted by reason: empty text, conflicting labels, duplicate text, test text
-also in the training pool, rows over data.max_train_rows. For sentence pairs (`data.text_pair_column`)
-a row's text is the pair (text, text_pair): a pair with either side empty is empty, and duplicates,
-conflicts and test-in-train leaks are of the whole pair (the same text with another partner is a
-different example).
-
-Multi-label rows (`data.multi_label`) carry a tuple of label names (in id order): a conflict is the
-same text with two different label sets, and the splits are stratified on each row's first label
-(its lowest label id), not on the whole set, whose combinations are often too rare to stratify;
-when a first label has fewer than 2 rows or the held-out part is smaller than the number of first
-labels, that split is drawn unstratified (seeded). The prepared files then hold a `labels` column:
-the label ids of each row joined by '|' (artifacts.LABEL_JOIN).
+also in the training pool, rows over data.max_train_rows. For sentence pairs a row's text is the
+pair (text, text_pair): emptiness, duplicates, conflicts and leaks are of the whole pair.
+Multi-label rows carry a tuple of label names: a conflict is one text with two label sets, and the
+splits are stratified on each row's first label (lowest id), as whole sets are often too rare; a
+split whose first labels are too rare is drawn unstratified (seeded). The prepared files then hold
+a `labels` column: each row's label ids joined by '|' (artifacts.LABEL_JOIN).
 """
 
 from __future__ import annotations
@@ -105,9 +100,8 @@ def subsample(frame: pd.DataFrame, rows: int | None, seed: int) -> pd.DataFrame:
     return kept
 
 
-def make_splits(data: DataParams) -> tuple[dict[str, pd.DataFrame], list[str], dict]:
-    source = read_source(data)
-    raw = {"pool": source.pool} | ({"test": source.test} if source.test is not None else {})
+def clean(raw: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], Counter]:
+    """Each raw split without empty texts, conflicting labels and duplicates; the rows dropped by reason."""
     dropped: Counter = Counter()
     cleaned = {}
     for name, frame in raw.items():
@@ -118,7 +112,14 @@ def make_splits(data: DataParams) -> tuple[dict[str, pd.DataFrame], list[str], d
         deduped = frame.drop_duplicates(text_columns(frame), keep="first")
         dropped["duplicate_text"] += len(frame) - len(deduped)
         cleaned[name] = deduped
+    return cleaned, dropped
 
+
+def carve(
+    cleaned: dict[str, pd.DataFrame], data: DataParams, dropped: Counter
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """train, val and test: test without texts of the pool (or split off it), val split off the pool,
+    train subsampled to data.max_train_rows; the rows this drops are counted into `dropped`."""
     pool = cleaned["pool"]
     if "test" in cleaned:
         test = cleaned["test"]
@@ -131,18 +132,16 @@ def make_splits(data: DataParams) -> tuple[dict[str, pd.DataFrame], list[str], d
     before = len(train)
     train = subsample(train, data.max_train_rows, data.seed)
     dropped["over_max_train_rows"] = before - len(train)
+    return train, val, test
 
-    multi = is_multi_label(train)
-    seen = {name for labels in train["label"] for name in labels} if multi else set(train["label"])
-    missing = [label for label in source.labels if label not in seen]
-    if missing:
-        raise UserError(
-            f"{source.files[0]}: no training examples left for class(es) {missing}; "
-            "add examples or drop the class from data.labels"
-        )
-    splits = {"train": train, "val": val, "test": test}
-    ids = {name: i for i, name in enumerate(source.labels)}
-    if multi:  # ids joined by '|' in a `labels` column (artifacts.LABEL_JOIN); counts: rows holding each label
+
+def with_label_ids(
+    splits: dict[str, pd.DataFrame], labels: list[str], multi: bool
+) -> tuple[dict[str, pd.DataFrame], dict]:
+    """The splits as written (text columns, then `label` ids, or `labels`: ids joined by '|', see
+    artifacts.LABEL_JOIN), and each split's rows per label (multi-label: rows holding each label)."""
+    ids = {name: i for i, name in enumerate(labels)}
+    if multi:
         splits = {
             k: pd.DataFrame(
                 {c: v[c].to_numpy() for c in text_columns(v)}
@@ -151,9 +150,7 @@ def make_splits(data: DataParams) -> tuple[dict[str, pd.DataFrame], list[str], d
             for k, v in splits.items()
         }
         class_counts = {
-            name: {
-                label: int(multi_hot(frame, len(source.labels))[:, i].sum()) for i, label in enumerate(source.labels)
-            }
+            name: {label: int(multi_hot(frame, len(labels))[:, i].sum()) for i, label in enumerate(labels)}
             for name, frame in splits.items()
         }
     else:
@@ -162,9 +159,26 @@ def make_splits(data: DataParams) -> tuple[dict[str, pd.DataFrame], list[str], d
             for k, v in splits.items()
         }
         class_counts = {
-            name: {label: int((frame["label"] == i).sum()) for i, label in enumerate(source.labels)}
+            name: {label: int((frame["label"] == i).sum()) for i, label in enumerate(labels)}
             for name, frame in splits.items()
         }
+    return splits, class_counts
+
+
+def make_splits(data: DataParams) -> tuple[dict[str, pd.DataFrame], list[str], dict]:
+    source = read_source(data)
+    raw = {"pool": source.pool} | ({"test": source.test} if source.test is not None else {})
+    cleaned, dropped = clean(raw)
+    train, val, test = carve(cleaned, data, dropped)
+    multi = is_multi_label(train)
+    seen = {name for labels in train["label"] for name in labels} if multi else set(train["label"])
+    missing = [label for label in source.labels if label not in seen]
+    if missing:
+        raise UserError(
+            f"{source.files[0]}: no training examples left for class(es) {missing}; "
+            "add examples or drop the class from data.labels"
+        )
+    splits, class_counts = with_label_ids({"train": train, "val": val, "test": test}, source.labels, multi)
     # the keys beyond `dataset` appear only for your own data, so the shipped datasets' records stay as they were
     own = {"format": source.format} if source.format else {}
     own |= {"text_pair_column": data.text_pair_column} if data.text_pair_column else {}

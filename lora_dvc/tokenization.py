@@ -2,13 +2,11 @@
 texts or sentence pairs, truncation to max_length (and which rows it shortened), length statistics
 per bucket, and the `model.max_length: auto` / `model.length_buckets: auto` choices.
 
-Truncation (`model.truncation`):
-- head: the first max_length tokens (transformers' `truncation=True`);
-- head_tail: a long single text keeps its first quarter and last three quarters of the text budget
-  (max_length less the tokenizer's special tokens; the quarter rounded down), the special tokens in
-  place: at 512 on BERT, [CLS] + 127 head + 383 tail + [SEP] (Sun et al. 2019, "How to Fine-Tune
-  BERT for Text Classification": 128 + 382). Texts that fit are untouched, so head_tail equals head
-  on them. Sentence pairs are always truncated 'longest_first' (head of each side).
+Truncation (`model.truncation`): head keeps the first max_length tokens (transformers'
+`truncation=True`); head_tail keeps a long single text's first quarter and last three quarters of
+the text budget (max_length less the special tokens; the quarter rounded down), specials in place:
+at 512 on BERT, [CLS] + 127 head + 383 tail + [SEP] (Sun et al. 2019). Texts that fit are
+untouched. Sentence pairs are always truncated 'longest_first' (head of each side).
 """
 
 from __future__ import annotations
@@ -24,14 +22,14 @@ from tqdm import tqdm
 
 from lora_dvc.params import TRUNCATIONS, bucket_lengths
 
-# rows per call of the Rust batch encoder: 8,192 ran 1.13x 2,048 on 24k BanglaSenti rows (2 cores)
+# rows per call of the Rust batch encoder: fewer, larger calls ran faster than smaller ones
 CHUNK = 8192
-# one private copy of each tokenizer's backend (copying it took 18 ms, a third of a small split's time)
+# one private copy of each tokenizer's backend, made once (copying it is a large share of a small split's time)
 _ENCODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 HEAD_SHARE = 4  # head_tail: 1/HEAD_SHARE of the text budget from the head, the rest from the tail
 # model.max_length: auto covers this percentile of the train split's token lengths, rounded up to a
 # multiple of AUTO_STEP, at least AUTO_STEP, at most the model's positions and AUTO_BUDGET (compute:
-# a MiniLM step at 512 tokens costs ~4x one at 128)
+# a step's cost grows with the length)
 AUTO_PERCENTILE = 95
 AUTO_STEP = 64
 AUTO_BUDGET = 512
@@ -170,8 +168,8 @@ def _batch_encoder(tokenizer):
     not truncated), unpadded; an input is a text or a (text, text_pair) tuple.
 
     A fast tokenizer's Rust backend is called directly (`encode_batch_fast` skips the character
-    offsets that transformers' wrapper computes and we never use): the same ids, 1.4-1.5x the
-    rows/s (measured on 24k BanglaSenti and 23k AG News rows). Other tokenizers go through the usual call.
+    offsets that transformers' wrapper computes and we never use): the same ids, more rows/s.
+    Other tokenizers go through the usual call.
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None or not hasattr(backend, "encode_batch_fast"):

@@ -1,18 +1,12 @@
 """evaluate: the trained model on the test split -> metrics, a confusion matrix, the predictions.
 
-Loads models/classifier through the one classifier loader (LoRA adapters merged into the base
-weights), scores the tokenize stage's test split on the train stage's device and precision, and
-writes accuracy, macro-F1, log loss, per-class precision/recall/F1, mean confidence, the
-majority-class floor (accuracy and macro-F1) and `learned`: false when test macro-F1 is within
-metrics.LEARNED_MARGIN of that floor, with a warning that says what to try.
-
-Multi-label (multi-hot test labels): sigmoid probabilities, a label predicted at or above
-evaluate.threshold; subset accuracy, macro- and micro-F1, mean binary cross-entropy, per-label scores
-and tp/fp/fn/tn counts, and the floor of always predicting train's most frequent label set.
-
-Outputs: metrics/test.json (test accuracy, macro-F1, loss, learned as 1/0: the compared numbers);
-records/evaluate/metrics.json (every score above) and records/evaluate/plots/sklearn/confusion_matrix.json
-(DVCLive), records/evaluate/predictions.csv.
+Loads models/classifier through the one classifier loader (LoRA merged), scores the tokenized test
+split on the train stage's device and precision, and writes accuracy, macro-F1, log loss, per-class
+scores, mean confidence, the majority-class floor and `learned` (false, with a warning, when test
+macro-F1 is within metrics.LEARNED_MARGIN of the floor). Multi-label: sigmoid probabilities at or
+above evaluate.threshold, subset accuracy, macro/micro-F1, per-label scores and counts.
+Outputs: metrics/test.json (the compared numbers); records/evaluate/metrics.json,
+records/evaluate/plots/sklearn/confusion_matrix.json (DVCLive), records/evaluate/predictions.csv.
 """
 
 from __future__ import annotations

@@ -1,14 +1,11 @@
 """prepare: raw dataset -> clean, leak-free, stratified train/val/test splits.
 
-Reads the dataset named by `data.dataset` at `data.path` (your own data as CSV, TSV, JSON, Parquet,
-a saved `datasets` folder or a hub dataset: lora_dvc/datasets.py), normalises it to `text,label`
-(`text,text_pair,label` for sentence pairs) with a fixed label order, then, counting every row it
-drops by reason (for pairs, a text is the whole pair):
-  strips texts and drops empty ones; drops every copy of a text that carries conflicting labels;
-  removes exact duplicate texts; removes from test any text also in the training pool;
-carves val (and test, when the source has no official test split) from the pool, stratified and
-seeded, and optionally subsamples train to `data.max_train_rows`.
-
+Reads the dataset named by `data.dataset` at `data.path` (lora_dvc/datasets.py), normalises it to
+`text,label` (`text,text_pair,label` for sentence pairs) with a fixed label order, then, counting
+every row it drops by reason: strips texts and drops empty ones; drops every copy of a text with
+conflicting labels; removes duplicate texts and test texts also in the training pool; carves val
+(and test, without an official test split) from the pool, stratified and seeded; optionally
+subsamples train to `data.max_train_rows`.
 Outputs: data/prepared/{train,val,test}.csv + labels.json, records/prepare.json.
 """
 

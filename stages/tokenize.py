@@ -1,23 +1,12 @@
 """tokenize: prepared splits -> token ids, truncated to model.max_length, in a compact format.
 
-`model.truncation`: head keeps a long text's first tokens; head_tail a quarter of them from the
-head and the rest from the tail (lora_dvc/tokenization.py). `model.max_length: auto` picks the
-length from the train split: its p95 token length rounded up to a multiple of 64, at most the
-model's positions and 512; `model.length_buckets: auto` takes quarters of the length. The choice
-goes to data/tokenized/meta.json (max_length, and length_buckets / truncation / auto when they are
-not the plain defaults), which train, evaluate and predict read, and to records/tokenize.json.
-
-Sentence pairs (prepared splits with a `text_pair` column, from `data.text_pair_column`) go through
-the tokenizer's pair API: one sequence `[CLS] text [SEP] text_pair [SEP]` (BERT's special tokens;
-each tokenizer its own), truncated 'longest_first'.
-
-Each split becomes one .npz: `ids` (all token ids, int32, concatenated), `offsets` (row i is
-ids[offsets[i]:offsets[i+1]]) and `labels`. No padding is stored: train and evaluate pad each
-batch to the smallest of `model.length_buckets` that fits, so an XLA device compiles one graph
-per bucket. Token-length statistics per split go to records/tokenize.json.
-
-Multi-label splits (a `labels` column of ids joined by '|') store multi-hot `labels` (rows, labels),
-and meta.json says `"multi_label": true`.
+Resolves `model.max_length: auto` (train's p95 token length, rounded up to a multiple of 64, at
+most the model's positions and 512) and `model.length_buckets: auto` (quarters of the length);
+tokenizes each split (`model.truncation`, sentence pairs through the tokenizer's pair API:
+lora_dvc/tokenization.py) into one unpadded .npz of ids, offsets and labels (multi-hot for
+multi-label; lora_dvc.artifacts), batches being padded later by train and evaluate. The choice
+goes to data/tokenized/meta.json (read by train, evaluate and predict) and, with token-length
+statistics per split, to records/tokenize.json.
 """
 
 from __future__ import annotations
@@ -25,10 +14,11 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pandas as pd
 
 from lora_dvc import artifacts
 from lora_dvc.modeling import check_max_length, load_tokenizer, model_positions
-from lora_dvc.params import bucket_lengths, load_params
+from lora_dvc.params import ModelParams, bucket_lengths, load_params
 from lora_dvc.runner import run_stage
 from lora_dvc.tokenization import (
     AUTO_BUDGET,
@@ -52,25 +42,7 @@ def main() -> None:
     pairs = {s: f["text_pair"].tolist() if "text_pair" in f.columns else None for s, f in frames.items()}
     multi_label = "labels" in frames["train"].columns  # multi-hot labels (rows, labels) in the .npz
     n_labels = len(artifacts.read_labels()) if multi_label else 0
-    auto = None
-    max_length = model.max_length
-    positions = model_positions(model.name)
-    if max_length != "auto":
-        check_max_length(model.name, max_length, positions)  # before any work, as train would refuse it
-    else:
-        ids, _ = tokenize_texts(
-            tokenizer, frames["train"]["text"].tolist(), auto_length_cap(positions), "lengths", pairs=pairs["train"]
-        )
-        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-        max_length = choose_max_length(lengths, positions)
-        auto = {
-            "rule": f"p{AUTO_PERCENTILE} of train token lengths, rounded up to a multiple of {AUTO_STEP}, "
-            f"at most the model's positions and {AUTO_BUDGET}",
-            "train_tokens_p95": int(np.percentile(lengths, AUTO_PERCENTILE)),
-            "positions": positions,
-            "max_length": max_length,
-        }
-        log.info("model.max_length auto: %d (%s)", max_length, auto["rule"])
+    max_length, auto = resolve_max_length(model, tokenizer, frames["train"], pairs["train"])
     buckets = bucket_lengths(max_length, model.length_buckets)
     encoded, stats = {}, {}
     for split, frame in frames.items():
@@ -80,7 +52,49 @@ def main() -> None:
         types = token_types(tokenizer, ids) if pairs[split] is not None else None
         encoded[split] = (ids, artifacts.prepared_labels(frame, n_labels), types)
         stats[split] = length_stats(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)), truncated, buckets)
-    # keys beyond the first three only when they say something: a default run's folder stays byte-identical
+    meta = tokenized_meta(model, tokenizer, max_length, buckets, auto, multi_label, pairs["train"] is not None)
+    artifacts.write_tokenized(encoded, meta)
+    choice = {"max_length": max_length, "length_buckets": buckets, "truncation": model.truncation, "auto": auto}
+    artifacts.write_metrics(artifacts.TOKENIZE_STATS, {**stats, "choice": choice})
+    log_stats(stats)
+
+
+def resolve_max_length(
+    model: ModelParams, tokenizer, train: pd.DataFrame, train_pairs: list | None
+) -> tuple[int, dict | None]:
+    """model.max_length, checked against the model's positions; for `auto`, the length chosen from the
+    train split's token lengths and how it was chosen (None when it was set)."""
+    positions = model_positions(model.name)
+    if model.max_length != "auto":
+        check_max_length(model.name, model.max_length, positions)  # before any work, as train would refuse it
+        return model.max_length, None
+    ids, _ = tokenize_texts(
+        tokenizer, train["text"].tolist(), auto_length_cap(positions), "lengths", pairs=train_pairs
+    )
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    max_length = choose_max_length(lengths, positions)
+    auto = {
+        "rule": f"p{AUTO_PERCENTILE} of train token lengths, rounded up to a multiple of {AUTO_STEP}, "
+        f"at most the model's positions and {AUTO_BUDGET}",
+        "train_tokens_p95": int(np.percentile(lengths, AUTO_PERCENTILE)),
+        "positions": positions,
+        "max_length": max_length,
+    }
+    log.info("model.max_length auto: %d (%s)", max_length, auto["rule"])
+    return max_length, auto
+
+
+def tokenized_meta(
+    model: ModelParams,
+    tokenizer,
+    max_length: int,
+    buckets: list[int],
+    auto: dict | None,
+    multi_label: bool,
+    pairs: bool,
+) -> dict:
+    """data/tokenized/meta.json: keys beyond the first three only when they say something, so a
+    default run's folder stays byte-identical."""
     meta = {"tokenizer": model.name, "pad_token_id": tokenizer.pad_token_id, "max_length": max_length}
     if "auto" in (model.max_length, model.length_buckets):
         meta["length_buckets"] = buckets
@@ -90,11 +104,12 @@ def main() -> None:
         meta["auto"] = auto
     if multi_label:  # lora_dvc.task.Task reads it: train sets problem_type, the classifier loader too
         meta["multi_label"] = True
-    if pairs["train"] is not None:  # sentence pairs (Task.pairs)
+    if pairs:  # sentence pairs (Task.pairs)
         meta["pairs"] = True
-    artifacts.write_tokenized(encoded, meta)
-    choice = {"max_length": max_length, "length_buckets": buckets, "truncation": model.truncation, "auto": auto}
-    artifacts.write_metrics(artifacts.TOKENIZE_STATS, {**stats, "choice": choice})
+    return meta
+
+
+def log_stats(stats: dict) -> None:
     for split, s in stats.items():
         log.info(
             "%s: %d rows, mean %.1f tokens, p95 %d, %.1f%% truncated",

@@ -1,15 +1,12 @@
 """Experiments as DVC reports them, through `dvc.api` only (no text or `--json` output parsed).
 
-`dvc.api.exp_show()` gives one flat row per commit and experiment: `Experiment`, `rev`, `typ`,
-`State` (Queued | Running | Success | Failed, or None for a `dvc exp run` outside the queue), then
-every metric and param under its dotted name. Cell values are rendered for a table: a missing
-value is `!`, null is the string `None`, booleans and lists are strings, integers are floats.
-`decode_cell` undoes that. Which columns are params comes from `dvc.api.params_show()`
-(params.yaml at HEAD) plus the schema.
-
-The metrics files hold only the compared numbers (val.*, fit.*, test.*); what the comparison shows
-besides them (train-split scores, steps, total parameters, the LoRA weight mean, the majority floor)
-is read from each experiment's `records/` at its commit (`with_records`), as `<file>:<key>` cells.
+`dvc.api.exp_show()` gives one flat row per commit and experiment (`Experiment`, `rev`, `typ`,
+`State`: None for a run outside the queue, then every metric and param by dotted name). Cells are
+rendered for a table (missing `!`, null `None`, booleans and lists strings, integers floats);
+`decode_cell` undoes that. Params columns come from `dvc.api.params_show()` plus the schema.
+What the metrics files do not hold (train-split scores, steps, total parameters, the LoRA weight
+mean, the majority floor) is read from each experiment's `records/` at its commit (`with_records`),
+as `<file>:<key>` cells.
 """
 
 from __future__ import annotations
