@@ -230,7 +230,7 @@ def main(argv=None) -> None:
     from run import make_copy, write_params
 
     from lora_dvc.artifacts import read_tokenized
-    from lora_dvc.device import resolve_precision
+    from lora_dvc.device import Runtime
     from lora_dvc.params import load_params
     from lora_dvc.runner import setup_logging
 
@@ -238,7 +238,7 @@ def main(argv=None) -> None:
     now = dt.datetime.now(dt.timezone.utc)
     work = Path(tempfile.mkdtemp(prefix="gpu-bench-"))
     os.environ["LORA_DVC_CHECKPOINTS"] = str(work / "checkpoints")  # never the user's ~/.cache
-    precision = resolve_precision(device, "auto")
+    precision = Runtime.create(device, "auto").precision
     sets = [
         "train.min_steps=null",
         "train.epochs=1",

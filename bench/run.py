@@ -212,9 +212,9 @@ def first_of(runs: list[dict], side: str, precision: str, key: str):
 
 def default_precision() -> str:
     """What `train.precision: auto` resolves to on this host, asked of the pipeline's own code."""
-    from lora_dvc.device import resolve_precision
+    from lora_dvc.device import Runtime
 
-    return resolve_precision("cpu", "auto")
+    return Runtime.create("cpu", "auto").precision
 
 
 ROWS = {"default": None, "fp32": ("fp32", "fp32"), "bf16": ("bf16", "bf16")}

@@ -1,14 +1,10 @@
 """The one loader for every kind of trained classifier, and the one way to score texts with it.
 
-`load_classifier(folder)` takes what the train stage writes to models/classifier/ (a peft LoRA
-adapter, a fully fine-tuned model, or the pickle-free TF-IDF baseline) or what the export stage
-writes (the same, plus its tokenizer and label names). `Classifier.probabilities(texts)` gives the
-(texts, classes) probabilities: texts are tokenized through the tokenize stage's fast path
-(`tokenization.tokenize_texts`), LoRA adapters are merged into the base weights first, batches are
-length-bucketed like evaluate's. evaluate, predict and export all go through here.
-
-`revision_root(rev, folder)` reads a model, its labels and params of any git revision or
-experiment straight from the DVC cache (predict --rev).
+`load_classifier(folder)` takes models/classifier/ (a peft LoRA adapter, a full model, or the TF-IDF
+baseline) or an export, onto a `Runtime`'s device, with its `Task`. `Classifier.probabilities(texts)`
+tokenizes through the tokenize stage's fast path, merges LoRA adapters into the base weights, and scores
+through the one inference loop. evaluate, predict and export all go through here. `revision_root(rev,
+folder)` reads a model, its labels and params of any git revision or experiment from the DVC cache.
 """
 
 from __future__ import annotations

@@ -6,11 +6,8 @@
     lora-dvc study run ag-news-roberta-qv --variant qv-r16 --set train.epochs=1 -- evaluate
     lora-dvc study docs [--check]                    # docs/studies/<name>.md from these files
 
-A study file holds `params` (overrides shared by every variant), `variants` (each its own overrides,
-the seed study's reference figures and, where the study fixed a budget, its trainable-parameter count),
-the command that fetches its data, and the real model's architecture (its config.json fields), from
-which the trainable counts are checked without downloading any weights. Each variant runs as
-`dvc exp run -n <study>-<variant> -S key=value ...`: DVC's own experiments and queue, nothing else.
+A study file holds shared `params`, `variants` (overrides, reference figures, trainable counts), its
+data fetch command and the real model's architecture; each variant runs as `dvc exp run -n <study>-<variant>`.
 """
 
 from __future__ import annotations
