@@ -1,55 +1,72 @@
-"""The default study from scratch, stage by stage, timed: the record README's figures are generated from.
+"""The default study from scratch, stage by stage, timed over repeats: the record README's figures come from.
 
-    python bench/default_study.py        # in the repository root -> bench/results/default-study-<time>.json
+    python bench/default_study.py [--repeats 3]   # in the repository root -> bench/results/default-study-<time>.json
 
-Runs `dvc repro -f -s STAGE` for every stage of dvc.yaml in pipeline order in this working tree (so its
-outputs, dvc.lock included, are the ones to commit), each as its own process with DVC's start-up included,
-and records the wall seconds of each, their total, the host (CPU, native-bf16 flags, torch) and the
-numbers the stages wrote (test and val scores, train seconds, samples/s). tests/test_figures.py checks
-that README quotes exactly what the newest record says.
+Each repeat runs `dvc repro -f -s STAGE` for every stage in pipeline order in this working tree (its last
+outputs, dvc.lock included, are the ones to commit), DVC's start included, and records each stage's wall
+seconds with the cores other processes used meanwhile and the load average (benchlib.timed).
 """
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
 import json
-import subprocess
 import sys
-import time
+import tempfile
+from pathlib import Path
 
-from benchlib import RESULTS, ROOT, env, host_info, stamp, write_json
+from benchlib import RESULTS, ROOT, host_info, log, spread, stamp, timed, write_json
 
 STAGES = ("prepare", "tokenize", "train", "evaluate", "report", "export")
 
 
+def one_run(log_file: Path) -> dict:
+    """Every stage from scratch, in order; the run's total, load and test accuracy."""
+    stages = {
+        stage: timed([sys.executable, "-m", "dvc", "repro", "-f", "-s", stage], ROOT, log_file) for stage in STAGES
+    }
+    wall = sum(s["wall_s"] for s in stages.values())
+    others = [s["other_cores"] for s in stages.values() if s["other_cores"] is not None]
+    return {
+        "stage_seconds": {stage: round(s["wall_s"], 1) for stage, s in stages.items()},
+        "total_seconds": round(wall, 1),
+        # time-weighted over the stages: the cores other processes used during the whole run
+        "other_cores": round(sum(s["other_cores"] * s["wall_s"] for s in stages.values()) / wall, 2)
+        if others
+        else None,
+        "load1_before": stages["prepare"]["load1_before"],
+        "load1_after": stages["export"]["load1_after"],
+        "test_accuracy": json.loads((ROOT / "metrics/test.json").read_text())["test"]["accuracy"],
+    }
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="from-scratch runs (default 3)")
+    args = parser.parse_args()
     host = host_info()  # at the start: the tree that is measured
-    seconds = {}
-    for stage in STAGES:
-        started = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-m", "dvc", "repro", "-f", "-s", stage],
-            cwd=ROOT,
-            env=env(),
-            capture_output=True,
-            text=True,
-        )
-        seconds[stage] = round(time.perf_counter() - started, 1)
-        if done.returncode != 0:
-            raise SystemExit(f"dvc repro -f -s {stage} failed:\n{done.stderr[-3000:]}")
-        print(f"{stage}: {seconds[stage]} s", flush=True)
+    started = dt.datetime.now(dt.timezone.utc)
+    log_file = Path(tempfile.mkdtemp(prefix="default-study-")) / "repro.log"
+    runs = []
+    for i in range(args.repeats):
+        runs.append(one_run(log_file))
+        log(f"run {i + 1}/{args.repeats}: {runs[-1]['total_seconds']} s, test accuracy {runs[-1]['test_accuracy']}")
     train = json.loads((ROOT / "metrics/train.json").read_text())
-    test = json.loads((ROOT / "metrics/test.json").read_text())["test"]
     record = {
         "bench": "default-study",
+        "command": f"python bench/default_study.py --repeats {args.repeats}",
+        "date": started.isoformat(timespec="seconds"),
         "host": host,
-        "stage_seconds": seconds,
-        "total_seconds": round(sum(seconds.values()), 1),
-        "test": test,
+        "runs": runs,
+        "total_seconds": spread(r["total_seconds"] for r in runs),
+        "stage_seconds": {s: spread(r["stage_seconds"][s] for r in runs)["median"] for s in STAGES},
+        "test": json.loads((ROOT / "metrics/test.json").read_text())["test"],  # the last run's: the committed one
         "val": train["val"],
         "fit": train["fit"],
     }
     out = write_json(RESULTS / f"default-study-{stamp()}.json", record)
-    print(f"wrote {out}: {record['total_seconds']} s from scratch, test accuracy {test['accuracy']}")
+    log(f"wrote {out}: median {record['total_seconds']['median']} s from scratch; log in {log_file}")
 
 
 if __name__ == "__main__":
