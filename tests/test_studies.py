@@ -126,7 +126,10 @@ def test_a_study_runs_end_to_end_on_a_tiny_stand_in(tmp_path):
     lora = data["params"]["params.yaml"]["data"]["lora"]
     assert (lora["r"], lora["alpha"], lora["targets"]) == (22, 44, ["value"])
     test = data["metrics"]["metrics/test.json"]["data"]["test"]
-    assert 0 <= test["accuracy"] <= 1
+    # scored on the experiment's own test split: accuracy is a whole number of its rows right
+    prepared = json.loads(run(["git", "show", f"{exp['revs'][0]['rev']}:records/prepare.json"], repo).stdout)
+    right = test["accuracy"] * prepared["rows"]["test"]
+    assert test["loss"] > 0 and abs(right - round(right)) < 1e-3, (test, prepared["rows"])
 
 
 def test_unknown_study_and_variant_are_one_line(tmp_path):
