@@ -71,10 +71,18 @@ from lora_dvc.modeling import (
     max_positions,
     ready_for_bf16_autocast,
 )
-from lora_dvc.params import Params
+from lora_dvc.params import TRAINER_ARGS_LISTED, Params
 from lora_dvc.provenance import provenance
 
 log = logging.getLogger("train")
+# the TrainingArguments fields train.trainer_args may change, as this project sets them otherwise
+TRAINER_DEFAULTS = {
+    **TRAINER_ARGS_LISTED,
+    "save_strategy": "epoch",
+    "metric_for_best_model": "macro_f1",  # greater_is_better follows it (False for logloss)
+    "dataloader_num_workers": 0,
+    "report_to": "none",
+}
 
 
 class StopRequested(Exception):
@@ -271,6 +279,13 @@ def make_optimizer(model: torch.nn.Module, params: Params) -> torch.optim.Optimi
     return torch.optim.AdamW(trainable, lr=tp.lr, weight_decay=tp.weight_decay, fused=fused)
 
 
+def optimizer_name(params: Params) -> str:
+    """What make_optimizer builds, as the report and the model card name it."""
+    if params.train.method == "lora" and params.lora.plus_ratio:
+        return f"LoRA+ (AdamW, B matrices at {params.lora.plus_ratio:g} x lr)"
+    return "AdamW"
+
+
 def micro_batch(params: Params) -> int:
     """train.batch_size is the global batch: each of train.processes processes takes an equal share, in
     train.grad_accum micro-batches of this many rows."""
@@ -284,8 +299,12 @@ def micro_batch(params: Params) -> int:
 
 
 def training_arguments(params: Params, output_dir: str, precision: str, device: str) -> TrainingArguments:
+    """The project's TrainingArguments, with train.trainer_args (checked by lora_dvc.params) on top."""
     tp = params.train
     xla = device == "xla"
+    extra = dict(tp.trainer_args)
+    if extra.get("eval_strategy") == "steps":  # a checkpoint at every val pass, so the best step's can be kept
+        extra.update(save_strategy="steps", save_steps=extra.get("eval_steps") or tp.log_every)
     return TrainingArguments(
         output_dir=output_dir,
         seed=tp.seed,
@@ -299,14 +318,8 @@ def training_arguments(params: Params, output_dir: str, precision: str, device: 
         learning_rate=tp.lr,
         weight_decay=tp.weight_decay,
         max_grad_norm=tp.max_grad_norm,
-        lr_scheduler_type="linear",
         warmup_steps=tp.warmup_ratio,  # a float below 1 is a ratio of all steps
-        eval_strategy="epoch",
-        save_strategy="epoch",
         save_total_limit=2,  # the latest and the best
-        load_best_model_at_end=tp.patience is not None,  # and whenever more than one epoch runs (build_trainer)
-        metric_for_best_model="macro_f1",
-        greater_is_better=True,
         # on XLA Trainer's per-log loss read-out (a cross-process mesh_reduce, a reset of its loss sum) compiles
         # graphs of its own and changes the next step's graph: LiveCallback logs the same window there instead
         logging_strategy="no" if xla else "steps",
@@ -316,16 +329,14 @@ def training_arguments(params: Params, output_dir: str, precision: str, device: 
         use_cpu=device == "cpu",
         dataloader_drop_last=xla,  # static shapes: every training batch full
         dataloader_pin_memory=device == "cuda",
-        dataloader_num_workers=0,
         ddp_backend=("nccl" if device == "cuda" else "gloo") if tp.processes > 1 else None,
         ddp_find_unused_parameters=False if tp.processes > 1 else None,
         # Trainer multiplies the loss by the process count, expecting a model that divides a summed
         # loss by the global item count; sequence classifiers return a mean, so that doubled the loss
         # and the gradients with 2 processes (tests/test_distributed.py caught it)
         average_tokens_across_devices=False,
-        report_to="none",
         remove_unused_columns=False,
-        disable_tqdm=not sys.stderr.isatty(),
+        **(TRAINER_DEFAULTS | {"disable_tqdm": not sys.stderr.isatty()} | extra),
     )
 
 
@@ -364,19 +375,35 @@ def provenance_summary(device: str, precision: str) -> dict:
 
 def planned_epochs(params: Params, steps_per_epoch: int) -> int:
     """train.epochs, or more when they give fewer than train.min_steps optimizer steps (a small data file):
-    the default recipe assumes a few hundred steps, so a 300-row file would otherwise barely move the weights."""
+    the default recipe assumes a few hundred steps, so a 300-row file would otherwise barely move the weights.
+    A max_steps in train.trainer_args bounds the run instead: the epochs that it takes, min_steps aside."""
     epochs, min_steps = params.train.epochs, params.train.min_steps
+    max_steps = params.train.trainer_args.get("max_steps", -1)
+    if max_steps > 0:
+        return math.ceil(max_steps / steps_per_epoch)
     if min_steps is None or epochs * steps_per_epoch >= min_steps:
         return epochs
     more = max(epochs, math.ceil(min_steps / steps_per_epoch))
-    log.info(
-        "train.epochs=%d gives %d steps < train.min_steps=%d: training %d epochs",
+    log.warning(
+        "train.epochs=%d gives %d optimizer steps < train.min_steps=%d: training %d epochs (%d steps) instead; "
+        "set train.min_steps: null to train train.epochs only",
         epochs,
         epochs * steps_per_epoch,
         min_steps,
         more,
+        more * steps_per_epoch,
     )
     return more
+
+
+def keep_best(args: TrainingArguments, steps_per_epoch: int, patience: int | None) -> bool:
+    """Load the best val pass's weights at the end whenever more than one val pass runs (on a small file
+    min_steps runs many epochs, and later ones overfit), or early stopping may end the run."""
+    total = args.max_steps if args.max_steps > 0 else int(args.num_train_epochs) * steps_per_epoch
+    if args.eval_strategy == "steps":
+        every = args.eval_steps if args.eval_steps >= 1 else math.ceil(args.eval_steps * total)
+        return total > every or patience is not None
+    return total > steps_per_epoch or patience is not None
 
 
 def build_trainer(
@@ -409,8 +436,7 @@ def build_trainer(
             "lower train.batch_size or add data"
         )
     args.num_train_epochs = planned_epochs(params, steps_per_epoch)
-    # keep the best val epoch, not the last: on a small file min_steps runs many epochs, and later ones overfit
-    args.load_best_model_at_end = args.num_train_epochs > 1 or tp.patience is not None
+    args.load_best_model_at_end = keep_best(args, steps_per_epoch, tp.patience)
     # the optimizer must hold the parameters where they will live (a GPU, an XLA device), so the
     # model goes there before make_optimizer, not later inside Trainer
     model = model.to(args.device)
@@ -533,6 +559,10 @@ def train_transformer(params: Params) -> None:
                 "trainable_percent": round(100 * trainable / total, 4),
                 "steps_per_epoch": steps_per_epoch,
                 "epochs_planned": int(trainer.args.num_train_epochs),
+                "max_steps": trainer.args.max_steps if trainer.args.max_steps > 0 else None,
+                "optimizer": optimizer_name(params),
+                "lr_scheduler": str(trainer.args.lr_scheduler_type.value),
+                "trainer_args": dict(tp.trainer_args),
                 "precision": precision,
                 "device": device,
                 "processes": world,
@@ -567,7 +597,9 @@ def finish(
         {
             "steps": trainer.state.global_step,
             "epochs_run": progress["epochs_run"],
+            "epochs": round(trainer.state.epoch, 4),  # fractional when max_steps ends the run mid-epoch
             "best_epoch": progress["best_epoch"],
+            "best_step": progress.get("best_step"),
             "train_seconds": round(seconds, 1),
             "train_samples_per_second": round(progress["samples"] / seconds, 2),
             # on the host: on XLA a reduction over the weights would compile one more graph
@@ -584,7 +616,13 @@ def finish(
     write_metrics(
         TRAIN_METRICS,
         compared_train(
-            kept_val, progress["best_epoch"], seconds, progress["samples"] / seconds, count_params(model)[0]
+            kept_val,
+            progress["best_epoch"],
+            seconds,
+            progress["samples"] / seconds,
+            count_params(model)[0],
+            epochs=trainer.state.epoch,
+            steps=trainer.state.global_step,
         ),
     )
     restore_dropout(model)  # the saved model names no function only this process registered
