@@ -87,9 +87,9 @@ MAPS_TO = {
     "train.fast_dropout": "this project's `lora_dvc.dropout.FastDropout` for every `nn.Dropout` and the "
     "attention dropout (CPU training only; false = torch's `bernoulli_` masks)",
     "train.log_every": "transformers `TrainingArguments.logging_steps` (DVCLive step logs)",
-    "train.checkpoint_every": "this project's `CheckpointCallback` (`control.should_save` every N steps; transformers "
-    "`TrainingArguments.save_strategy` stays `epoch`, or `steps` at `eval_steps` with `eval_strategy: steps`)",
-    "train.trainer_args": "further transformers `TrainingArguments` fields, passed through; checked against the "
+    "train.checkpoint_every": "this project's `CheckpointCallback` (`control.should_save` every N steps), on top of "
+    "Trainer's own checkpoints (`save_strategy` epoch, or steps at `eval_steps` with `eval_strategy: steps`)",
+    "train.trainer_args": "further `TrainingArguments` fields of transformers, passed through; checked against the "
     "installed dataclass (`lora_dvc.params.check_trainer_args`); fields set by the keys above are refused",
     "evaluate.batch_size": "transformers `TrainingArguments.per_device_eval_batch_size`",
     "evaluate.threshold": "multi-label: `sigmoid(logits) >= threshold` per label (val metrics, test metrics, "
