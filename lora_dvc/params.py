@@ -382,6 +382,16 @@ def parse_params(raw: Any, source: str = PARAMS_FILE) -> Params:
             "but data.multi_label is false; set data.multi_label: true, or data.label_delimiter: null"
         )
     check_trainer_args(params.train.trainer_args, source)
+    metric = str(params.train.trainer_args.get("metric_for_best_model", "")).removeprefix("eval_")
+    if metric == "micro_f1" and not params.data.multi_label:
+        raise UserError(
+            f"{source}: train.trainer_args.metric_for_best_model micro_f1 is multi-label only; use macro_f1"
+        )
+    if params.data.multi_label and params.train.trainer_args.get("label_smoothing_factor"):
+        raise UserError(
+            f"{source}: train.trainer_args.label_smoothing_factor smooths a softmax over one label, but "
+            "data.multi_label is true (a sigmoid per label); set it to 0.0"
+        )
     return params
 
 

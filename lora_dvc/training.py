@@ -3,12 +3,12 @@
 `train.method: lora` wraps `model.name` with a peft LoraConfig from `lora.*` (LoRA, rsLoRA, DoRA,
 LoRA+ through peft's create_loraplus_optimizer), `full` trains every weight (`tfidf` fits the
 TF-IDF + logistic regression baseline instead: lora_dvc/tfidf_training.py). Training itself is
-stock `transformers.Trainer`: linear warmup and decay, gradient clipping, bf16 autocast where the
-hardware has native bf16 (lora_dvc.device), length-grouped batches padded to their longest row (to
-their length bucket on XLA, lora_dvc.collators), a val pass per epoch, the best val epoch kept
-whenever more than one epoch runs (load_best_model_at_end), early stopping (`train.patience`:
-EarlyStoppingCallback), checkpoints every `train.checkpoint_every` steps and at each epoch end,
-resumed after any interruption (Trainer's resume_from_checkpoint), data parallel over
+stock `transformers.Trainer` (with any further `train.trainer_args` field): linear warmup and decay,
+gradient clipping, bf16 autocast where the hardware has native bf16 (lora_dvc.device), length-grouped
+batches padded to their longest row (to their length bucket on XLA), a val pass per epoch (or every
+eval_steps), the best val pass kept whenever more than one runs (load_best_model_at_end), early
+stopping (`train.patience`: EarlyStoppingCallback), checkpoints every `train.checkpoint_every` steps
+and at each epoch end, resumed after any interruption (Trainer's resume_from_checkpoint), data parallel over
 `train.processes` processes under torchrun (DDP: gloo on CPU, NCCL on CUDA; lora_dvc/launch.py
 starts the processes). What Trainer cannot do itself is in lora_dvc/callbacks.py (the pipeline's
 DVCLive keys, the train-accuracy tally, signal handling, checkpoint bookkeeping), lora_dvc/
@@ -489,6 +489,17 @@ def ready_for_device(model: torch.nn.Module, device: str, precision: str, fast_d
         use_fused_lora(model)  # each LoRA layer's scale and sum in its matmul (lora_dvc/fused_lora.py)
 
 
+def planned_run(args: TrainingArguments, params: Params) -> dict:
+    """What the run is set to do, for the train summary (the report and the model card read it)."""
+    return {
+        "epochs_planned": int(args.num_train_epochs),
+        "max_steps": args.max_steps if args.max_steps > 0 else None,
+        "optimizer": optimizer_name(params),
+        "lr_scheduler": str(args.lr_scheduler_type.value),
+        "trainer_args": dict(params.train.trainer_args),
+    }
+
+
 def train_transformer(params: Params) -> None:
     tp = params.train
     device = device_kind(tp.device)
@@ -558,11 +569,7 @@ def train_transformer(params: Params) -> None:
                 "total_params": total,
                 "trainable_percent": round(100 * trainable / total, 4),
                 "steps_per_epoch": steps_per_epoch,
-                "epochs_planned": int(trainer.args.num_train_epochs),
-                "max_steps": trainer.args.max_steps if trainer.args.max_steps > 0 else None,
-                "optimizer": optimizer_name(params),
-                "lr_scheduler": str(trainer.args.lr_scheduler_type.value),
-                "trainer_args": dict(tp.trainer_args),
+                **planned_run(trainer.args, params),
                 "precision": precision,
                 "device": device,
                 "processes": world,
@@ -587,7 +594,7 @@ def finish(
     precision: str,
     device: str,
 ) -> None:
-    """Summary, adapter and clean-up, on rank 0; the model now holds the best epoch's weights if patience is set."""
+    """Summary, adapter and clean-up, on rank 0; the model holds the best val pass's weights when more than one ran."""
     if live is None:
         return
     seconds = time.perf_counter() - started
@@ -613,18 +620,9 @@ def finish(
     live.end()
     # the kept model's val scores; a checkpoint written before they were tracked falls back to the last logged
     kept_val = progress.get("best_val" if trainer.args.load_best_model_at_end else "last_val") or live.summary["val"]
-    write_metrics(
-        TRAIN_METRICS,
-        compared_train(
-            kept_val,
-            progress["best_epoch"],
-            seconds,
-            progress["samples"] / seconds,
-            count_params(model)[0],
-            epochs=trainer.state.epoch,
-            steps=trainer.state.global_step,
-        ),
-    )
+    fit = (seconds, progress["samples"] / seconds, count_params(model)[0])
+    ran = {"epochs": trainer.state.epoch, "steps": trainer.state.global_step}  # as trained, not as planned
+    write_metrics(TRAIN_METRICS, compared_train(kept_val, progress["best_epoch"], *fit, **ran))
     restore_dropout(model)  # the saved model names no function only this process registered
     save_model(model.to("cpu"), params)
     store.clean()

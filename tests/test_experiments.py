@@ -97,6 +97,17 @@ def stop_queue_workers(repo: Path) -> None:
             os.kill(pid, signal.SIGTERM)
 
 
+def assert_trainer_args_and_what_ran(repo: Path, exps: dict, summaries: dict) -> None:
+    """rank6's `-S train.trainer_args.*` reached Trainer and are columns; fit.epochs and fit.steps are what ran."""
+    assert summaries["rank6"]["lr_scheduler"] == "cosine" and summaries["rank2"]["lr_scheduler"] == "linear"
+    assert exps["rank6"]["params"]["train"]["trainer_args"]["label_smoothing_factor"] == 0.1
+    header = dvc(["exp", "show", "--csv"], repo).stdout.splitlines()[0].split(",")
+    assert {"train.trainer_args.lr_scheduler_type", "train.trainer_args.label_smoothing_factor"} <= set(header)
+    for name in exps:  # one epoch (tiny_params' min_steps is null), every step of it
+        fit = exps[name]["train"]["fit"]
+        assert fit["epochs"] == 1 and fit["steps"] == summaries[name]["steps"] == summaries[name]["steps_per_epoch"]
+
+
 def test_exp_run_rank_sets_trainable_params_and_plots_diff_is_offline(repo, tiny_model, tmp_path):
     commit_small(repo)
     # up to train only: the count is all this test needs (the queued test below runs evaluate)
@@ -125,13 +136,7 @@ def test_exp_run_rank_sets_trainable_params_and_plots_diff_is_offline(repo, tiny
     )
     summaries = {name: record(repo, exps[name]["rev"], "records/train/metrics.json") for name in exps}
     assert summaries["rank6"]["total_params"] - summaries["rank2"]["total_params"] == extra
-    assert summaries["rank6"]["lr_scheduler"] == "cosine" and summaries["rank2"]["lr_scheduler"] == "linear"
-    assert exps["rank6"]["params"]["train"]["trainer_args"]["label_smoothing_factor"] == 0.1
-    header = dvc(["exp", "show", "--csv"], repo).stdout.splitlines()[0].split(",")
-    assert {"train.trainer_args.lr_scheduler_type", "train.trainer_args.label_smoothing_factor"} <= set(header)
-    for name in exps:  # what ran: 60 rows, batch 16, 1 epoch (min_steps adds none: SMALL keeps tiny_params' null)
-        fit = exps[name]["train"]["fit"]
-        assert fit["epochs"] == 1 and fit["steps"] == summaries[name]["steps"] == summaries[name]["steps_per_epoch"]
+    assert_trainer_args_and_what_ran(repo, exps, summaries)
 
     # dvc plots diff with the configured template: every script inline, nothing remote
     config_text = (repo / ".dvc/config").read_text()

@@ -42,6 +42,11 @@ def test_trainer_args_refusals_are_one_line_naming_the_fix(fields, expected):
         assert message.endswith("'lr_scheduler_type'"), message
 
 
+def test_label_smoothing_is_refused_for_multi_label_rows():
+    with pytest.raises(UserError, match="data.multi_label is true .*; set it to 0.0"):
+        parse_params({"data": {"multi_label": True}, "train": {"trainer_args": {"label_smoothing_factor": 0.1}}})
+
+
 def test_params_yaml_lists_the_project_values_and_they_pass(tmp_path):
     from lora_dvc.params import TRAINER_ARGS_LISTED, load_params
 
