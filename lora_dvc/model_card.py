@@ -354,7 +354,7 @@ def pipeline_snippet(folder: str) -> str:
     return (
         "from transformers import pipeline\n"
         f'classify = pipeline("text-classification", model="{folder}", top_k=None)\n'
-        f"print(classify({SAMPLE_TEXT!r}))\n"
+        f"print(classify({SAMPLE_TEXT!r}, truncation=True))  # truncation: at the training length\n"
     )
 
 

@@ -207,7 +207,7 @@ import json, sys
 sys.modules["peft"] = None  # import peft fails: the merged folder must not need it
 from transformers import pipeline
 classify = pipeline("text-classification", model=sys.argv[1], device="cpu")
-print(json.dumps([r["label"] for r in classify(json.load(open(sys.argv[2])))]))
+print(json.dumps([r["label"] for r in classify(json.load(open(sys.argv[2])), truncation=True)]))
 """
 
 
