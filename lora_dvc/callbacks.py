@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import signal
 import threading
@@ -121,6 +122,15 @@ class Tallies:
         self.progress.update(state["progress"])
 
 
+def is_new_best(args, state, metrics: dict) -> bool:
+    """Whether this val pass beats the best so far on args.metric_for_best_model, as Trainer decides it
+    (strictly better; called before Trainer updates state.best_metric)."""
+    score = metrics[f"eval_{args.metric_for_best_model.removeprefix('eval_')}"]
+    if state.best_metric is None:
+        return True
+    return score > state.best_metric if args.greater_is_better else score < state.best_metric
+
+
 class LiveCallback(TrainerCallback):
     """The pipeline's DVCLive curves from Trainer's events; `live` is None on ranks other than 0."""
 
@@ -185,7 +195,8 @@ class LiveCallback(TrainerCallback):
             self.before_eval = xla_compile_stats()["compilations"]
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        epoch = round(state.epoch)
+        # the epoch the val pass falls in (eval_strategy steps: mid-epoch passes belong to the epoch under way)
+        epoch = math.ceil(round(state.epoch, 6))
         if self.xla:
             from lora_dvc.device import xla_compile_stats
 
@@ -197,13 +208,14 @@ class LiveCallback(TrainerCallback):
             "accuracy": metrics["eval_accuracy"],
             "macro_f1": metrics["eval_macro_f1"],
         }
-        if val["macro_f1"] > progress["best_f1"]:  # strictly better, as Trainer's best-model tracking
-            progress.update(best_f1=val["macro_f1"], best_epoch=epoch, best_val=val)
+        if is_new_best(args, state, metrics):  # the val pass whose weights Trainer keeps
+            progress.update(best_f1=val["macro_f1"], best_epoch=epoch, best_step=state.global_step, best_val=val)
         progress.update(epochs_run=epoch, last_val=val)
         log.info(
-            "epoch %d/%d: val accuracy %.4f, macro-F1 %.4f, loss %.4f",
+            "epoch %d/%d, step %d: val accuracy %.4f, macro-F1 %.4f, loss %.4f",
             epoch,
             self.epochs,
+            state.global_step,
             val["accuracy"],
             val["macro_f1"],
             val["loss"],

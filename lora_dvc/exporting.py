@@ -1,7 +1,7 @@
 """export: the trained model -> a folder in Hugging Face's layout with a model card, ready to share.
 
     python -m stages.export                       # models/classifier -> models/export (the DVC stage)
-    lora-dvc export --merge --out DIR             # also a merged full model in DIR/merged/
+    lora-dvc export --merge --out DIR             # also a merged full model in DIR/merged/ (export.merge: true)
     python -m lora_dvc.exporting --help           # the same command
 
 The folder (models/export is the registered `text-classifier` artifact in dvc.yaml):
@@ -139,7 +139,11 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument(
         "--out", type=Path, default=EXPORT, help=f"the export folder, replaced atomically (default: {EXPORT})"
     )
-    p.add_argument("--merge", action="store_true", help="also write merged/, the adapter merged into the base weights")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="also write merged/, the adapter merged into the base weights (as export.merge: true does)",
+    )
     p.add_argument("--name", help="the model's name in the card (default: <base>-<lora|full>-<dataset>)")
     args = p.parse_args(argv)
     if args.out.resolve() == args.model.resolve() or args.model.resolve().is_relative_to(args.out.resolve()):
@@ -169,7 +173,7 @@ def card_facts(clf: Classifier, params, args) -> CardFacts:
         train=optional_record(TRAIN_SUMMARY),
         test=(optional_record(EVAL_SUMMARY) or {}).get("test"),
         prepare=optional_record(PREPARE_STATS),
-        merged=args.merge and clf.kind == "lora",
+        merged=(args.merge or params.export.merge) and clf.kind == "lora",
         truncation=clf.truncation,
         multi_label=clf.multi_label,
         threshold=clf.task.threshold,
@@ -181,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params()
     # on the CPU and unmerged: the files are written from CPU tensors, the adapter as trained
     clf = load_classifier(args.model, device="cpu", merge=False)
-    if args.merge and clf.kind != "lora":
+    if (args.merge or params.export.merge) and clf.kind != "lora":
         log.info("%s is a %s model: --merge has nothing to merge", args.model, KIND_NAMES[clf.kind])
     expected = clf.probabilities(CHECK_TEXTS)  # the trained model, as predict and evaluate see it
     facts = card_facts(clf, params, args)

@@ -196,11 +196,20 @@ def test_summary(
     return metrics
 
 
-def compared_train(val: dict, best_epoch: int, seconds: float, samples_per_second: float, trainable: int) -> dict:
+def compared_train(
+    val: dict,
+    best_epoch: int,
+    seconds: float,
+    samples_per_second: float,
+    trainable: int,
+    epochs: float,
+    steps: int,
+) -> dict:
     """metrics/train.json: the numbers of a training run that people compare across experiments.
 
-    `val` holds the kept model's val scores (the best epoch's when train.patience restores it, else the
-    last epoch's). Top-level names are not params sections, so `dvc exp show` columns never collide.
+    `val` holds the kept model's val scores (the best val pass's when more than one ran, else the last's);
+    `epochs` and `steps` are what ran (train.min_steps may add epochs, a max_steps may end one early).
+    Top-level names are not params sections, so `dvc exp show` columns never collide.
     """
     return {
         "val": {
@@ -213,6 +222,8 @@ def compared_train(val: dict, best_epoch: int, seconds: float, samples_per_secon
             "seconds": round(float(seconds), 1),
             "samples_per_second": round(float(samples_per_second), 2),
             "trainable_params": int(trainable),
+            "epochs": round(float(epochs), 2),
+            "steps": int(steps),
         },
     }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import math
 import re
 import types
@@ -103,6 +104,16 @@ class LoraParams:
     max_trainable: int | None = field(default=None, metadata=check(positive, "a positive integer or null"))
 
 
+# The train.trainer_args fields params.yaml lists, at this project's values (what runs when they are left alone)
+TRAINER_ARGS_LISTED = {
+    "lr_scheduler_type": "linear",
+    "label_smoothing_factor": 0.0,
+    "eval_strategy": "epoch",
+    "eval_steps": None,
+    "max_steps": -1,
+}
+
+
 @dataclass
 class TrainParams:
     method: str = field(default="lora", metadata=check(lambda v: v in METHODS, " | ".join(METHODS)))
@@ -134,6 +145,77 @@ class TrainParams:
     # CPU training: dropout masks drawn four per 64-bit random word (lora_dvc/dropout.py) instead of
     # torch's bernoulli_; the same Bernoulli masks, a different random stream
     fast_dropout: bool = True
+    # further transformers TrainingArguments fields, passed through to Trainer (check_trainer_args); params.yaml
+    # lists TRAINER_ARGS_LISTED, so that `dvc exp run -S train.trainer_args.<field>=` needs no `+` for them
+    trainer_args: dict = field(default_factory=lambda: dict(TRAINER_ARGS_LISTED))
+
+
+# TrainingArguments fields that train.trainer_args may not set: the param (or part of the train stage) that sets them
+OWNED_TRAINER_ARGS = {
+    "output_dir": "the train stage (checkpoints go to $LORA_DVC_CHECKPOINTS)",
+    "num_train_epochs": "train.epochs",
+    "per_device_train_batch_size": "train.batch_size",
+    "auto_find_batch_size": "train.batch_size",
+    "per_device_eval_batch_size": "evaluate.batch_size",
+    "learning_rate": "train.lr",
+    "weight_decay": "train.weight_decay",
+    "warmup_steps": "train.warmup_ratio",
+    "max_grad_norm": "train.max_grad_norm",
+    "seed": "train.seed",
+    "data_seed": "train.seed",
+    "full_determinism": "train.seed",
+    "gradient_accumulation_steps": "train.grad_accum",
+    "activation_checkpointing": "train.gradient_checkpointing",
+    "activation_checkpointing_kwargs": "train.gradient_checkpointing",
+    "gradient_checkpointing": "train.gradient_checkpointing",
+    "gradient_checkpointing_kwargs": "train.gradient_checkpointing",
+    "bf16": "train.precision",
+    "fp16": "train.precision",
+    "bf16_full_eval": "train.precision",
+    "fp16_full_eval": "train.precision",
+    "use_cpu": "train.device",
+    "dataloader_drop_last": "train.device",
+    "dataloader_pin_memory": "train.device",
+    "ddp_backend": "train.processes",
+    "ddp_find_unused_parameters": "train.processes",
+    "average_tokens_across_devices": "train.processes",
+    "logging_strategy": "train.log_every",
+    "logging_steps": "train.log_every",
+    "save_strategy": "train.checkpoint_every (with eval_strategy: steps, a checkpoint at every eval_steps too)",
+    "save_steps": "train.checkpoint_every",
+    "save_total_limit": "train.checkpoint_every",
+    "load_best_model_at_end": "train.patience (the best val evaluation is always kept)",
+    "resume_from_checkpoint": "the train stage (it resumes by itself)",
+    "optim": "lora.plus_ratio (the train stage builds AdamW or LoRA+)",
+    "optim_args": "lora.plus_ratio (the train stage builds AdamW or LoRA+)",
+    "optim_target_modules": "lora.targets",
+    "remove_unused_columns": "the train stage (its own collator)",
+    "label_names": "data.label_column",
+    "prediction_loss_only": "the train stage (val accuracy and macro-F1 pick the kept weights)",
+    "include_for_metrics": "the train stage (val accuracy and macro-F1 pick the kept weights)",
+    "batch_eval_metrics": "the train stage (val accuracy and macro-F1 pick the kept weights)",
+    "push_to_hub": "the export stage (models/export)",
+}
+# TrainingArguments fields that change how a run is watched or fed, not what it learns (RESULT_NEUTRAL_KEYS)
+TRAINER_ARGS_NEUTRAL = (
+    "logging_first_step",
+    "logging_nan_inf_filter",
+    "log_level",
+    "disable_tqdm",
+    "report_to",
+    "dataloader_num_workers",
+    "dataloader_persistent_workers",
+    "dataloader_prefetch_factor",
+    "skip_memory_metrics",
+)
+# what the val pass reports, so what metric_for_best_model may name (micro_f1: multi-label only)
+VAL_METRICS = ("macro_f1", "accuracy", "logloss", "micro_f1")
+
+
+@dataclass
+class ExportParams:
+    # also write models/export/merged/: the adapter merged into the base weights, loadable by pipeline()
+    merge: bool = False
 
 
 # Knobs that change where or how fast a run goes, not what it learns: rows of the comparison that differ
@@ -146,7 +228,9 @@ RESULT_NEUTRAL_KEYS = frozenset(
         "train.processes",
         "train.gradient_checkpointing",
         "evaluate.batch_size",
+        "export.merge",
     }
+    | {f"train.trainer_args.{name}" for name in TRAINER_ARGS_NEUTRAL}
 )
 
 
@@ -165,6 +249,7 @@ class Params:
     lora: LoraParams = field(default_factory=LoraParams)
     train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    export: ExportParams = field(default_factory=ExportParams)
 
     @property
     def buckets(self) -> list[int]:
@@ -181,6 +266,11 @@ PAD_MULTIPLE = 8  # padded lengths are multiples of this: tensor-core and AVX-51
 def padded_length(length: int) -> int:
     """`length` rounded up to a multiple of PAD_MULTIPLE."""
     return -(-length // PAD_MULTIPLE) * PAD_MULTIPLE
+
+
+def lora_variant(rslora: bool, dora: bool) -> str:
+    """LoRA, rsLoRA, DoRA or rsLoRA + DoRA: what the report and the model card call an adapter."""
+    return " + ".join(name for name, on in (("rsLoRA", rslora), ("DoRA", dora)) if on) or "LoRA"
 
 
 def auto_buckets(max_length: int) -> list[int]:
@@ -232,7 +322,8 @@ def _type_name(hint: Any) -> str:
         return "null"
     if origin is list:
         return f"a list of {_type_name(get_args(hint)[0])}"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(hint, str(hint))
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true/false", dict: "a mapping"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def _build(cls, raw: Any, prefix: str, source: str):
@@ -298,7 +389,83 @@ def parse_params(raw: Any, source: str = PARAMS_FILE) -> Params:
             f"{source}: data.label_delimiter={params.data.label_delimiter!r} splits label cells into label sets, "
             "but data.multi_label is false; set data.multi_label: true, or data.label_delimiter: null"
         )
+    check_trainer_args(params.train.trainer_args, source)
+    metric = str(params.train.trainer_args.get("metric_for_best_model", "")).removeprefix("eval_")
+    if metric == "micro_f1" and not params.data.multi_label:
+        raise UserError(
+            f"{source}: train.trainer_args.metric_for_best_model micro_f1 is multi-label only; use macro_f1"
+        )
+    if params.data.multi_label and params.train.trainer_args.get("label_smoothing_factor"):
+        raise UserError(
+            f"{source}: train.trainer_args.label_smoothing_factor smooths a softmax over one label, but "
+            "data.multi_label is true (a sigmoid per label); set it to 0.0"
+        )
     return params
+
+
+def trainer_arg_type_ok(value: Any, hint: Any) -> bool:
+    """`value` fits a TrainingArguments annotation: the schema's own check, plus enums (their values) and
+    generics (their container)."""
+    if get_origin(hint) in (Union, types.UnionType):
+        return any(trainer_arg_type_ok(value, h) for h in get_args(hint))
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return value in {member.value for member in hint}
+    if get_origin(hint) in (dict, list):
+        return isinstance(value, get_origin(hint))
+    return _type_ok(value, hint) if hint is not Any else True
+
+
+def check_trainer_args(fields: dict, source: str = PARAMS_FILE) -> None:
+    """train.trainer_args against the installed transformers.TrainingArguments: known fields of the right
+    type that the project does not set itself, and values TrainingArguments accepts; else one line."""
+    if all(key in TRAINER_ARGS_LISTED and TRAINER_ARGS_LISTED[key] == value for key, value in fields.items()):
+        return  # as params.yaml lists them: nothing to check, and no transformers import in every stage
+    from transformers import TrainingArguments
+
+    hints = get_type_hints(TrainingArguments)
+    known = [f.name for f in dataclasses.fields(TrainingArguments) if f.init]
+    for key, value in fields.items():
+        where = f"{source}: 'train.trainer_args.{key}'"
+        if key in OWNED_TRAINER_ARGS:
+            raise UserError(f"{where} is set by {OWNED_TRAINER_ARGS[key]}; remove it from train.trainer_args")
+        if key not in known:
+            near = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+            hint = f"the closest is '{near[0]}'" if near else "see transformers' TrainingArguments"
+            raise UserError(f"{where} is not a TrainingArguments field of transformers {_version()}; {hint}")
+        if not trainer_arg_type_ok(value, hints[key]):
+            raise UserError(f"{where} is {value!r}, expected {_type_name(hints[key])}")
+    _check_trainer_arg_values(fields, source)
+    try:
+        TrainingArguments(**{"output_dir": "unused", "use_cpu": True, "report_to": "none", **fields})
+    except (ValueError, TypeError) as err:
+        message = " ".join(str(err).split())
+        raise UserError(f"{source}: train.trainer_args: transformers refuses it: {message}") from None
+
+
+def _check_trainer_arg_values(fields: dict, source: str) -> None:
+    """What the train stage needs on top of TrainingArguments' own checks: a val pass to keep the best weights by."""
+    strategy = fields.get("eval_strategy", "epoch")
+    if strategy not in ("epoch", "steps"):
+        raise UserError(
+            f"{source}: 'train.trainer_args.eval_strategy' is {strategy!r}: the kept weights are the best val "
+            "pass's, so it must be epoch or steps"
+        )
+    if fields.get("eval_steps") is not None and strategy != "steps":
+        raise UserError(f"{source}: 'train.trainer_args.eval_steps' needs train.trainer_args.eval_strategy: steps")
+    metric = fields.get("metric_for_best_model", "macro_f1")
+    if metric.removeprefix("eval_") not in VAL_METRICS:
+        raise UserError(
+            f"{source}: 'train.trainer_args.metric_for_best_model' is {metric!r}; the val pass reports "
+            f"{', '.join(VAL_METRICS)} (micro_f1: multi-label only)"
+        )
+    if fields.get("max_steps", -1) == 0 or fields.get("max_steps", -1) < -1:
+        raise UserError(f"{source}: 'train.trainer_args.max_steps' must be a positive integer (or -1: off)")
+
+
+def _version() -> str:
+    import transformers
+
+    return transformers.__version__
 
 
 class ParamsLoader(yaml.SafeLoader):

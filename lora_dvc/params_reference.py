@@ -64,15 +64,15 @@ MAPS_TO = {
     "`TfidfVectorizer` + `LogisticRegression`",
     "train.epochs": "transformers `TrainingArguments.num_train_epochs`",
     "train.min_steps": "raises `TrainingArguments.num_train_epochs` to ceil(min_steps / steps per epoch); "
-    "no transformers key (`max_steps` caps, it never raises)",
+    "no transformers key (`max_steps` caps, it never raises; a `train.trainer_args.max_steps` replaces both)",
     "train.batch_size": "the global batch: transformers `per_device_train_batch_size` x `train.processes`",
     "train.lr": "transformers `TrainingArguments.learning_rate` (AdamW `lr`)",
     "train.weight_decay": "transformers `TrainingArguments.weight_decay` (AdamW `weight_decay`)",
-    "train.warmup_ratio": "transformers `TrainingArguments.warmup_ratio` (`get_linear_schedule_with_warmup`)",
+    "train.warmup_ratio": "transformers `TrainingArguments.warmup_steps` (a float below 1 is a ratio of all steps)",
     "train.max_grad_norm": "transformers `TrainingArguments.max_grad_norm` (`clip_grad_norm_`)",
     "train.seed": "transformers `TrainingArguments.seed` (`torch.manual_seed`)",
     "train.patience": "transformers `EarlyStoppingCallback(early_stopping_patience=)` with "
-    "`load_best_model_at_end=True`, `metric_for_best_model` val macro-F1",
+    "`load_best_model_at_end=True`, `metric_for_best_model` val macro-F1 (or train.trainer_args'); counts val passes",
     "train.device": "torch device: `cpu`, `cuda`, `xla` (torch_xla); `auto` picks the best present",
     "train.precision": "transformers `TrainingArguments.bf16` / `.fp16` (`torch.autocast`; fp16 with Trainer's "
     "gradient scaler), resolved for the device by `lora_dvc.device.resolve_precision` for train, evaluate and "
@@ -87,10 +87,15 @@ MAPS_TO = {
     "train.fast_dropout": "this project's `lora_dvc.dropout.FastDropout` for every `nn.Dropout` and the "
     "attention dropout (CPU training only; false = torch's `bernoulli_` masks)",
     "train.log_every": "transformers `TrainingArguments.logging_steps` (DVCLive step logs)",
-    "train.checkpoint_every": "transformers `TrainingArguments.save_steps` (resumable checkpoints)",
+    "train.checkpoint_every": "this project's `CheckpointCallback` (`control.should_save` every N steps), on top of "
+    "Trainer's own checkpoints (`save_strategy` epoch, or steps at `eval_steps` with `eval_strategy: steps`)",
+    "train.trainer_args": "further `TrainingArguments` fields of transformers, passed through; checked against the "
+    "installed dataclass (`lora_dvc.params.check_trainer_args`); fields set by the keys above are refused",
     "evaluate.batch_size": "transformers `TrainingArguments.per_device_eval_batch_size`",
     "evaluate.threshold": "multi-label: `sigmoid(logits) >= threshold` per label (val metrics, test metrics, "
     "predict, the model card)",
+    "export.merge": "peft `merge_and_unload()` saved to `models/export/merged/` (loads with "
+    '`pipeline("text-classification", model=...)`, no peft needed)',
 }
 
 # Measured with `python -m lora_dvc.params_reference --count` (lora_dvc.modeling on the bundled
@@ -159,6 +164,8 @@ def yaml_literal(value: Any) -> str:
         return str(value).lower()
     if isinstance(value, list):
         return "[" + ", ".join(map(yaml_literal, value)) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {yaml_literal(v)}" for k, v in value.items()) + "}"
     return str(value)
 
 

@@ -24,7 +24,7 @@ from lora_dvc.artifacts import REPORT_PLOTS as PLOTS
 from lora_dvc.artifacts import TRAIN_PLOTS as TRAIN_TSV
 from lora_dvc.atomic import atomic_path
 from lora_dvc.metrics import not_learned_advice
-from lora_dvc.params import Params
+from lora_dvc.params import Params, lora_variant
 
 METHOD_NAMES = {"lora": "LoRA", "full": "full fine-tuning", "tfidf": "TF-IDF + logistic regression"}
 
@@ -175,12 +175,26 @@ def per_label_counts_table(test: dict) -> str:
     return counts.to_markdown()
 
 
-def model_table(train: dict, test: dict) -> str:
-    rows = [
+def ran_rows(train: dict, params: Params) -> list[tuple[str, str]]:
+    """What ran, from the train summary: train.min_steps may add epochs, a max_steps may end the run early."""
+    if params.train.method == "tfidf":
+        return [("training run", "one scikit-learn fit (no epochs, no optimizer steps)")]
+    epochs = train.get("epochs", train.get("epochs_run"))
+    ran = f"{epochs:g} epoch(s), {train['steps']:,} optimizer steps"
+    if epochs != params.train.epochs:
+        ran += f" (train.epochs: {params.train.epochs})"
+    method = METHOD_NAMES[params.train.method]
+    if params.train.method == "lora":
+        method = lora_variant(params.lora.rslora, params.lora.dora)
+    optimizer = f"{train.get('optimizer', 'AdamW')}, {train.get('lr_scheduler', 'linear')} schedule"
+    return [("training run", ran), ("method / optimizer", f"{method} / {optimizer}")]
+
+
+def model_table(train: dict, test: dict, params: Params) -> str:
+    rows = ran_rows(train, params) + [
         ("trainable parameters", f"{train['trainable_params']:,} ({train['trainable_percent']:.2f}%)"),
         ("total parameters", f"{train['total_params']:,}"),
         ("LoRA weight mean", f"{train.get('lora_weight_mean', 0):.3e}"),
-        ("optimizer steps", str(train["steps"])),
         (
             "batch",
             f"{train.get('processes', 1)} process(es) x {train.get('per_process_batch_size', '?')} rows"
@@ -255,7 +269,7 @@ def build_report(params: Params) -> str:
 ## Results
 {results_table(train, test)}
 
-{model_table(train, test)}
+{model_table(train, test, params)}
 
 ![training curves]({curves})
 

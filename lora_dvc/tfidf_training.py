@@ -54,7 +54,7 @@ def train_tfidf(params: Params) -> None:
         model.save(tmp)
     write_metrics(
         TRAIN_METRICS,
-        compared_train(metrics["val"], 1, seconds, len(frames["train"]) / seconds, model.n_params),
+        compared_train(metrics["val"], 1, seconds, len(frames["train"]) / seconds, model.n_params, epochs=1, steps=0),
     )
     log.info(
         "tfidf: val accuracy %.4f, macro-F1 %.4f (%.0f s)",

@@ -3,12 +3,12 @@
 `train.method: lora` wraps `model.name` with a peft LoraConfig from `lora.*` (LoRA, rsLoRA, DoRA,
 LoRA+ through peft's create_loraplus_optimizer), `full` trains every weight (`tfidf` fits the
 TF-IDF + logistic regression baseline instead: lora_dvc/tfidf_training.py). Training itself is
-stock `transformers.Trainer`: linear warmup and decay, gradient clipping, bf16 autocast where the
-hardware has native bf16 (lora_dvc.device), length-grouped batches padded to their longest row (to
-their length bucket on XLA, lora_dvc.collators), a val pass per epoch, the best val epoch kept
-whenever more than one epoch runs (load_best_model_at_end), early stopping (`train.patience`:
-EarlyStoppingCallback), checkpoints every `train.checkpoint_every` steps and at each epoch end,
-resumed after any interruption (Trainer's resume_from_checkpoint), data parallel over
+stock `transformers.Trainer` (with any further `train.trainer_args` field): linear warmup and decay,
+gradient clipping, bf16 autocast where the hardware has native bf16 (lora_dvc.device), length-grouped
+batches padded to their longest row (to their length bucket on XLA), a val pass per epoch (or every
+eval_steps), the best val pass kept whenever more than one runs (load_best_model_at_end), early
+stopping (`train.patience`: EarlyStoppingCallback), checkpoints every `train.checkpoint_every` steps
+and at each epoch end, resumed after any interruption (Trainer's resume_from_checkpoint), data parallel over
 `train.processes` processes under torchrun (DDP: gloo on CPU, NCCL on CUDA; lora_dvc/launch.py
 starts the processes). What Trainer cannot do itself is in lora_dvc/callbacks.py (the pipeline's
 DVCLive keys, the train-accuracy tally, signal handling, checkpoint bookkeeping), lora_dvc/
@@ -67,11 +67,19 @@ from lora_dvc.modeling import (
     lora_weight_mean,
     max_positions,
 )
-from lora_dvc.params import Params
+from lora_dvc.params import TRAINER_ARGS_LISTED, Params
 from lora_dvc.provenance import provenance
 from lora_dvc.task import Task
 
 log = logging.getLogger("train")
+# the TrainingArguments fields train.trainer_args may change, as this project sets them otherwise
+TRAINER_DEFAULTS = {
+    **TRAINER_ARGS_LISTED,
+    "save_strategy": "epoch",
+    "metric_for_best_model": "macro_f1",  # greater_is_better follows it (False for logloss)
+    "dataloader_num_workers": 0,
+    "report_to": "none",
+}
 
 
 class StopRequested(Exception):
@@ -250,6 +258,13 @@ def make_optimizer(model: torch.nn.Module, params: Params) -> torch.optim.Optimi
     return torch.optim.AdamW(trainable, lr=tp.lr, weight_decay=tp.weight_decay)
 
 
+def optimizer_name(params: Params) -> str:
+    """What make_optimizer builds, as the report and the model card name it."""
+    if params.train.method == "lora" and params.lora.plus_ratio:
+        return f"LoRA+ (AdamW, B matrices at {params.lora.plus_ratio:g} x lr)"
+    return "AdamW"
+
+
 def micro_batch(params: Params) -> int:
     """train.batch_size is the global batch: each of train.processes processes takes an equal share, in
     train.grad_accum micro-batches of this many rows."""
@@ -263,8 +278,12 @@ def micro_batch(params: Params) -> int:
 
 
 def training_arguments(params: Params, output_dir: str, runtime: Runtime) -> TrainingArguments:
+    """The project's TrainingArguments, with train.trainer_args (checked by lora_dvc.params) on top."""
     tp = params.train
     xla, device = runtime.static_shapes, runtime.kind
+    extra = dict(tp.trainer_args)
+    if extra.get("eval_strategy") == "steps":  # a checkpoint at every val pass, so the best step's can be kept
+        extra.update(save_strategy="steps", save_steps=extra.get("eval_steps") or tp.log_every)
     return TrainingArguments(
         output_dir=output_dir,
         seed=tp.seed,
@@ -278,14 +297,8 @@ def training_arguments(params: Params, output_dir: str, runtime: Runtime) -> Tra
         learning_rate=tp.lr,
         weight_decay=tp.weight_decay,
         max_grad_norm=tp.max_grad_norm,
-        lr_scheduler_type="linear",
         warmup_steps=tp.warmup_ratio,  # a float below 1 is a ratio of all steps
-        eval_strategy="epoch",
-        save_strategy="epoch",
         save_total_limit=2,  # the latest and the best
-        load_best_model_at_end=tp.patience is not None,  # and whenever more than one epoch runs (build_trainer)
-        metric_for_best_model="macro_f1",
-        greater_is_better=True,
         # on XLA Trainer's per-log loss read-out (a cross-process mesh_reduce, a reset of its loss sum) compiles
         # graphs of its own and changes the next step's graph: LiveCallback logs the same window there instead
         logging_strategy="no" if xla else "steps",
@@ -295,16 +308,14 @@ def training_arguments(params: Params, output_dir: str, runtime: Runtime) -> Tra
         use_cpu=device == "cpu",
         dataloader_drop_last=xla,  # static shapes: every training batch full
         dataloader_pin_memory=device == "cuda",
-        dataloader_num_workers=0,
         ddp_backend=("nccl" if device == "cuda" else "gloo") if tp.processes > 1 else None,
         ddp_find_unused_parameters=False if tp.processes > 1 else None,
         # Trainer multiplies the loss by the process count, expecting a model that divides a summed
         # loss by the global item count; sequence classifiers return a mean, so that doubled the loss
         # and the gradients with 2 processes (tests/test_distributed.py caught it)
         average_tokens_across_devices=False,
-        report_to="none",
         remove_unused_columns=False,
-        disable_tqdm=not sys.stderr.isatty(),
+        **(TRAINER_DEFAULTS | {"disable_tqdm": not sys.stderr.isatty()} | extra),
     )
 
 
@@ -341,19 +352,35 @@ def provenance_summary(runtime: Runtime) -> dict:
 
 def planned_epochs(params: Params, steps_per_epoch: int) -> int:
     """train.epochs, or more when they give fewer than train.min_steps optimizer steps (a small data file):
-    the default recipe assumes a few hundred steps, so a 300-row file would otherwise barely move the weights."""
+    the default recipe assumes a few hundred steps, so a 300-row file would otherwise barely move the weights.
+    A max_steps in train.trainer_args bounds the run instead: the epochs that it takes, min_steps aside."""
     epochs, min_steps = params.train.epochs, params.train.min_steps
+    max_steps = params.train.trainer_args.get("max_steps", -1)
+    if max_steps > 0:
+        return math.ceil(max_steps / steps_per_epoch)
     if min_steps is None or epochs * steps_per_epoch >= min_steps:
         return epochs
     more = max(epochs, math.ceil(min_steps / steps_per_epoch))
-    log.info(
-        "train.epochs=%d gives %d steps < train.min_steps=%d: training %d epochs",
+    log.warning(
+        "train.epochs=%d gives %d optimizer steps < train.min_steps=%d: training %d epochs (%d steps) instead; "
+        "set train.min_steps: null to train train.epochs only",
         epochs,
         epochs * steps_per_epoch,
         min_steps,
         more,
+        more * steps_per_epoch,
     )
     return more
+
+
+def keep_best(args: TrainingArguments, steps_per_epoch: int, patience: int | None) -> bool:
+    """Load the best val pass's weights at the end whenever more than one val pass runs (on a small file
+    min_steps runs many epochs, and later ones overfit), or early stopping may end the run."""
+    total = args.max_steps if args.max_steps > 0 else int(args.num_train_epochs) * steps_per_epoch
+    if args.eval_strategy == "steps":
+        every = args.eval_steps if args.eval_steps >= 1 else math.ceil(args.eval_steps * total)
+        return total > every or patience is not None
+    return total > steps_per_epoch or patience is not None
 
 
 def build_trainer(
@@ -386,8 +413,7 @@ def build_trainer(
             "lower train.batch_size or add data"
         )
     args.num_train_epochs = planned_epochs(params, steps_per_epoch)
-    # keep the best val epoch, not the last: on a small file min_steps runs many epochs, and later ones overfit
-    args.load_best_model_at_end = args.num_train_epochs > 1 or tp.patience is not None
+    args.load_best_model_at_end = keep_best(args, steps_per_epoch, tp.patience)
     # the optimizer must hold the parameters where they will live (a GPU, an XLA device), so the
     # model goes there before make_optimizer, not later inside Trainer
     model = model.to(args.device)
@@ -427,6 +453,17 @@ def build_trainer(
     return trainer, stop, steps_per_epoch
 
 
+def planned_run(args: TrainingArguments, params: Params) -> dict:
+    """What the run is set to do, for the train summary (the report and the model card read it)."""
+    return {
+        "epochs_planned": int(args.num_train_epochs),
+        "max_steps": args.max_steps if args.max_steps > 0 else None,
+        "optimizer": optimizer_name(params),
+        "lr_scheduler": str(args.lr_scheduler_type.value),
+        "trainer_args": dict(params.train.trainer_args),
+    }
+
+
 def train_transformer(params: Params) -> None:
     tp = params.train
     runtime = Runtime.create(tp.device, tp.precision)
@@ -457,7 +494,7 @@ def train_transformer(params: Params) -> None:
     started = time.perf_counter() - tallies.progress["seconds"]
     live = open_live(resume is not None, runtime) if is_main else None
     trainer, stop, steps_per_epoch = build_trainer(params, model, task, runtime, store, live, tallies, started)
-    record_setup(trainer, live, steps_per_epoch, runtime)
+    record_setup(trainer, live, steps_per_epoch, runtime, params)
     trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     if stop.signal is not None:
         raise StopRequested(stop.signal, store.where)
@@ -472,7 +509,7 @@ def open_live(resume: bool, runtime: Runtime) -> Live:
     return Live(dir=str(LIVE_DIR), resume=resume, save_dvc_exp=False, dvcyaml=None, monitor_system=monitor)
 
 
-def record_setup(trainer: TallyingTrainer, live, steps_per_epoch: int, runtime: Runtime) -> None:
+def record_setup(trainer: TallyingTrainer, live, steps_per_epoch: int, runtime: Runtime, params: Params) -> None:
     """Log and record how the run is laid out: parameters, steps, device, precision and batches."""
     trainable, total = count_params(trainer.model)
     args = trainer.args
@@ -496,7 +533,7 @@ def record_setup(trainer: TallyingTrainer, live, steps_per_epoch: int, runtime: 
             "total_params": total,
             "trainable_percent": round(100 * trainable / total, 4),
             "steps_per_epoch": steps_per_epoch,
-            "epochs_planned": int(args.num_train_epochs),
+            **planned_run(args, params),
             "precision": runtime.precision,
             "device": runtime.kind,
             "processes": world,
@@ -516,7 +553,7 @@ def finish(
     store: CheckpointStore,
     runtime: Runtime,
 ) -> None:
-    """Summary, adapter and clean-up, on rank 0; the model now holds the best epoch's weights if patience is set."""
+    """Summary, adapter and clean-up, on rank 0; the model holds the best val pass's weights when more than one ran."""
     if live is None:
         return
     seconds = time.perf_counter() - started
@@ -526,7 +563,9 @@ def finish(
         {
             "steps": trainer.state.global_step,
             "epochs_run": progress["epochs_run"],
+            "epochs": round(trainer.state.epoch, 4),  # fractional when max_steps ends the run mid-epoch
             "best_epoch": progress["best_epoch"],
+            "best_step": progress.get("best_step"),
             "train_seconds": round(seconds, 1),
             "train_samples_per_second": round(progress["samples"] / seconds, 2),
             # on the host: on XLA a reduction over the weights would compile one more graph
@@ -540,12 +579,9 @@ def finish(
     live.end()
     # the kept model's val scores; a checkpoint written before they were tracked falls back to the last logged
     kept_val = progress.get("best_val" if trainer.args.load_best_model_at_end else "last_val") or live.summary["val"]
-    write_metrics(
-        TRAIN_METRICS,
-        compared_train(
-            kept_val, progress["best_epoch"], seconds, progress["samples"] / seconds, count_params(model)[0]
-        ),
-    )
+    fit = (seconds, progress["samples"] / seconds, count_params(model)[0])
+    ran = {"epochs": trainer.state.epoch, "steps": trainer.state.global_step}  # as trained, not as planned
+    write_metrics(TRAIN_METRICS, compared_train(kept_val, progress["best_epoch"], *fit, **ran))
     restore_dropout(model)  # the saved model names no function only this process registered
     save_model(model.to("cpu"), params)
     store.clean()

@@ -173,12 +173,22 @@ def param_mentions(doc: Doc) -> Iterator[tuple[Snippet, str, bool]]:
         yield from mentions(snippet, [whole.group(1)] if whole else [])
 
 
+@functools.cache
+def trainer_arg_keys() -> frozenset[str]:
+    """`train.trainer_args.<field>` for every field of the installed TrainingArguments."""
+    from transformers import TrainingArguments
+
+    return frozenset(f"train.trainer_args.{name}" for name in TrainingArguments.__dataclass_fields__)
+
+
 def check_param_keys(doc: Doc) -> list[str]:
     problems = []
     history = {s.line for s in doc.lines if HISTORY_WORDS.search(s.text)}
     for snippet, key, override in sorted(param_mentions(doc), key=lambda m: m[0].line):
         if key in schema_keys() or key in DELIBERATE or not key.startswith(tuple(s + "." for s in PARAM_SECTIONS)):
             continue
+        if key.startswith("train.trainer_args.") and key in trainer_arg_keys():
+            continue  # a TrainingArguments field under train.trainer_args
         if not override and key in metric_names():
             continue  # `train.loss` in the records, not a param
         if key in legacy_keys() and snippet.line in history:

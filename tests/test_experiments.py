@@ -69,12 +69,12 @@ def record(repo: Path, rev: str, path: str) -> dict:
 
 
 def assert_metrics_are_the_compared_numbers(exps: dict[str, dict]) -> None:
-    """What `dvc exp show` lists per experiment: at most 12 numbers, none a string or a bool."""
+    """What `dvc exp show` lists per experiment: at most 14 numbers, none a string or a bool."""
     for name, e in exps.items():
         if e["state"] != "success":
             continue
         values = e["metrics"]
-        assert 0 < len(values) <= 12, (name, sorted(values))
+        assert 0 < len(values) <= 14, (name, sorted(values))
         assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()), values
         # no metric name starts with a params section: `dvc exp show` columns never collide
         assert not {k.split(":")[1].split(".")[0] for k in values} & {"data", "model", "lora", "train", "evaluate"}
@@ -97,11 +97,29 @@ def stop_queue_workers(repo: Path) -> None:
             os.kill(pid, signal.SIGTERM)
 
 
+def assert_trainer_args_and_what_ran(repo: Path, exps: dict, summaries: dict) -> None:
+    """rank6's `-S train.trainer_args.*` reached Trainer and are columns; fit.epochs and fit.steps are what ran."""
+    assert summaries["rank6"]["lr_scheduler"] == "cosine" and summaries["rank2"]["lr_scheduler"] == "linear"
+    assert exps["rank6"]["params"]["train"]["trainer_args"]["label_smoothing_factor"] == 0.1
+    header = dvc(["exp", "show", "--csv"], repo).stdout.splitlines()[0].split(",")
+    assert {"train.trainer_args.lr_scheduler_type", "train.trainer_args.label_smoothing_factor"} <= set(header)
+    for name in exps:  # one epoch (tiny_params' min_steps is null), every step of it
+        fit = exps[name]["train"]["fit"]
+        assert fit["epochs"] == 1 and fit["steps"] == summaries[name]["steps"] == summaries[name]["steps_per_epoch"]
+
+
 def test_exp_run_rank_sets_trainable_params_and_plots_diff_is_offline(repo, tiny_model, tmp_path):
     commit_small(repo)
     # up to train only: the count is all this test needs (the queued test below runs evaluate)
     dvc(["exp", "run", "-n", "rank2", "-S", "lora.r=2", "train"], repo)
-    dvc(["exp", "run", "-n", "rank6", "-S", "lora.r=6", "train"], repo)
+    # further TrainingArguments fields by `-S` alone, each a column of `dvc exp show`
+    trainer_args = [
+        "-S",
+        "train.trainer_args.lr_scheduler_type=cosine",
+        "-S",
+        "train.trainer_args.label_smoothing_factor=0.1",
+    ]
+    dvc(["exp", "run", "-n", "rank6", "-S", "lora.r=6", *trainer_args, "train"], repo)
 
     exps = experiments(repo)
     assert_metrics_are_the_compared_numbers(exps)
@@ -116,8 +134,9 @@ def test_exp_run_rank_sets_trainable_params_and_plots_diff_is_offline(repo, tiny
     assert (
         exps["rank6"]["train"]["fit"]["trainable_params"] - exps["rank2"]["train"]["fit"]["trainable_params"] == extra
     )
-    total = {name: record(repo, exps[name]["rev"], "records/train/metrics.json")["total_params"] for name in exps}
-    assert total["rank6"] - total["rank2"] == extra
+    summaries = {name: record(repo, exps[name]["rev"], "records/train/metrics.json") for name in exps}
+    assert summaries["rank6"]["total_params"] - summaries["rank2"]["total_params"] == extra
+    assert_trainer_args_and_what_ran(repo, exps, summaries)
 
     # dvc plots diff with the configured template: every script inline, nothing remote
     config_text = (repo / ".dvc/config").read_text()

@@ -293,3 +293,46 @@ def test_bias_and_modules_to_save_add_exactly_their_parameters(tiny_model):
     assert trainable(bias="lora_only") == lora + head + targeted_bias
     pooler = sum(v for n, v in base.items() if n.startswith("bert.pooler."))
     assert pooler > 0 and trainable(modules_to_save=["pooler"]) == lora + head + pooler
+
+
+STEPPED = {"lr_scheduler_type": "cosine", "eval_strategy": "steps", "eval_steps": 6, "max_steps": 48}
+
+
+@pytest.fixture(scope="module")
+def stepped_repo(keyword_repo, tmp_path_factory) -> Path:
+    """The keyword task (train.epochs 10 of 16 optimizer steps) with train.trainer_args: a cosine schedule, a val
+    pass every 6 steps and max_steps 48, at lr 0.05, logged every step, in fp32 (val scores compared exactly)."""
+    repo = tmp_path_factory.mktemp("stepped") / "repo"
+    shutil.copytree(keyword_repo, repo, symlinks=True)
+    train = {"lr": 0.05, "log_every": 1, "precision": "fp32", "warmup_ratio": 0.0, "trainer_args": STEPPED}
+    write_params(repo, {"train": train})
+    run([sys.executable, "-m", "stages.train"], repo)
+    return repo
+
+
+def test_trainer_args_cosine_schedule_val_steps_and_max_steps(stepped_repo):
+    """Catches: train.trainer_args not reaching Trainer (a linear lr curve, one val pass per epoch, 10
+    epochs), the last step's weights saved instead of the best val pass's, or epochs and steps misreported."""
+    from lora_dvc.artifacts import TokenizedSplit
+    from lora_dvc.classifier import load_classifier
+    from lora_dvc.metrics import classification_metrics
+
+    summary = json.loads((stepped_repo / "records/train/metrics.json").read_text())
+    fit = json.loads((stepped_repo / "metrics/train.json").read_text())["fit"]
+    assert summary["steps"] == fit["steps"] == 48  # max_steps, not train.epochs (10) x 16 steps
+    assert fit["epochs"] == summary["epochs"] == 48 / summary["steps_per_epoch"] == 3
+    lr = tsv(stepped_repo, "train_step/lr")  # each step's rate, before the scheduler steps
+    assert lr["step"].tolist() == list(range(1, 49))
+    cosine = [0.05 * 0.5 * (1 + math.cos(math.pi * (step - 1) / 48)) for step in lr["step"]]
+    np.testing.assert_allclose(lr["lr"], cosine, rtol=1e-5, atol=1e-9)
+
+    val_f1, val_loss = tsv(stepped_repo, "val/macro_f1"), tsv(stepped_repo, "val/loss")
+    assert val_f1["step"].tolist() == list(range(6, 49, 6))
+    best = int(val_f1["macro_f1"].idxmax())  # the first of equals, as Trainer keeps it
+    assert summary["best_step"] == val_f1["step"][best] < 48, (summary["best_step"], val_f1.to_dict("list"))
+    clf = load_classifier("models/classifier", root=stepped_repo, device="cpu")
+    val = TokenizedSplit.load(stepped_repo / "data/tokenized/val.npz")
+    texts = pd.read_csv(stepped_repo / "data/prepared/val.csv")["text"].tolist()
+    saved = classification_metrics(np.asarray(val.labels), clf.probabilities(texts, tokenized=val), LABELS)
+    assert saved["loss"] == pytest.approx(val_loss["loss"][best], abs=1e-4), (saved["loss"], val_loss.to_dict("list"))
+    assert abs(val_loss["loss"].iloc[-1] - val_loss["loss"][best]) > 1e-3, "best and last pass too close to tell apart"

@@ -4,6 +4,7 @@ loaded by plain transformers + peft in a fresh process that imports none of our 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -11,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import dvc, make_repo, run
+from conftest import dvc, make_repo, run, write_params
+from huggingface_hub import ModelCard
 
 from lora_dvc import exporting
 from lora_dvc import predict as predict_stage
@@ -59,6 +61,7 @@ print(json.dumps(out))
 def trained(tmp_path_factory, tiny_model) -> Path:
     """One real `dvc repro` (prepare .. report, export) in a temp git + DVC copy of the repository."""
     dest = make_repo(tmp_path_factory.mktemp("predict-export") / "repo", tiny_model)
+    write_params(dest, {"export": {"merge": True}})  # models/export/merged/ too, for pipeline()
     out = dvc(["repro"], dest)
     assert "Running stage 'export'" in out.stdout
     return dest
@@ -116,7 +119,11 @@ def test_export_stage_is_a_dvc_output_in_hugging_face_layout(trained):
     card = (folder / "README.md").read_text()
     test = json.loads((trained / "records/evaluate/metrics.json").read_text())["test"]
     train = json.loads((trained / "records/train/metrics.json").read_text())
-    assert card.startswith("---\nlibrary_name: peft\n")
+    data = ModelCard.load(folder / "README.md").data  # the Hub's own reading of the metadata
+    assert data.library_name == "peft" and data.pipeline_tag == "text-classification" and "lora" in data.tags
+    scores = {(r.metric_type, (r.metric_args or {}).get("average")): r.metric_value for r in data.eval_results}
+    assert scores == {("accuracy", None): round(test["accuracy"], 4), ("f1", "macro"): round(test["macro_f1"], 4)}
+    assert {r.dataset_split for r in data.eval_results} == {"test"}
     for needle in (
         f"| accuracy | {test['accuracy']:.4f} |",
         f"| macro-F1 | {test['macro_f1']:.4f} |",
@@ -127,6 +134,10 @@ def test_export_stage_is_a_dvc_output_in_hugging_face_layout(trained):
         "## Intended use",
         "## Limitations",
         "64 tokens",
+        f"| training run | {train['epochs']:g} epoch(s), {train['steps']:,} optimizer steps |",  # what ran
+        "| optimisation | AdamW lr 0.005, linear schedule,",
+        f"| precision, device | {train['precision']}, cpu |",
+        f"train.npz `{train['provenance']['data_md5']['train.npz']}`",
     ):
         assert needle in card, needle
     for label in LABELS:
@@ -157,12 +168,12 @@ def test_exported_folders_give_predicts_predictions_in_a_fresh_process(trained, 
     cmd = [str(lora_dvc), "export", "--model", "models/classifier", "--merge", "--out", str(tmp_path / "with_merged")]
     exported = run(cmd, trained)
     assert "checked: the export reloads with transformers + peft" in exported.stderr
-    assert (tmp_path / "with_merged/README.md").read_text().startswith("---\nlibrary_name: peft\n")
+    assert "\nlibrary_name: peft\n" in (tmp_path / "with_merged/README.md").read_text()
     merged = tmp_path / "with_merged/merged"
     assert (merged / "model.safetensors").exists() and not (merged / "adapter_config.json").exists()
     call(exporting.main, ["--model", str(merged), "--out", str(tmp_path / "full")])
     assert (tmp_path / "full/model.safetensors").exists()
-    assert (tmp_path / "full/README.md").read_text().startswith("---\nlibrary_name: transformers\n")
+    assert ModelCard.load(tmp_path / "full/README.md").data.library_name == "transformers"
     call(predict_stage.main, ["--model", str(merged), "--file", str(sample), "--out", str(tmp_path / "full.csv")])
     np.testing.assert_allclose(pd.read_csv(tmp_path / "full.csv")[PROBS].to_numpy(), probs, atol=1e-4)
 
@@ -188,6 +199,36 @@ def test_exported_folders_give_predicts_predictions_in_a_fresh_process(trained, 
         assert fresh[key]["labels"] == preds["predicted"].tolist(), key
         np.testing.assert_allclose(np.array(fresh[key]["probs"]), probs, atol=1e-4, err_msg=key)
         assert fresh[key]["max_tokens"] == 64  # the exported tokenizer truncates where training did
+
+
+# pipeline() on export.merge's folder in a process where peft cannot be imported
+PIPELINE_NO_PEFT = r"""
+import json, sys
+sys.modules["peft"] = None  # import peft fails: the merged folder must not need it
+from transformers import pipeline
+classify = pipeline("text-classification", model=sys.argv[1], device="cpu")
+print(json.dumps([r["label"] for r in classify(json.load(open(sys.argv[2])), truncation=True)]))
+"""
+
+
+def test_card_snippet_runs_verbatim_and_pipeline_loads_the_merged_folder(trained, tmp_path):
+    """Catches: a model card whose load snippet does not run (the label mapping missing from
+    AutoPeftModelForSequenceClassification), and a merged folder that needs peft or predicts other labels."""
+    export = trained / "models/export"
+    card = (export / "README.md").read_text()
+    (snippet,) = [b for b in re.findall(r"```python\n(.*?)```", card, re.S) if "AutoPeftModel" in b]
+    out = run([sys.executable, "-I", "-c", snippet], export)  # from the folder, as the snippet says
+    assert out.stdout.startswith("['") and out.stdout.split("'")[1] in LABELS, out.stdout
+
+    assert 'pipeline("text-classification", model="path/to/this/folder/merged"' in card
+    evaluated = pd.read_csv(trained / "records/evaluate/predictions.csv").head(SAMPLE_ROWS)  # test.csv's order
+    test = pd.read_csv(trained / "data/prepared/test.csv", dtype={"text": str}, keep_default_na=False)
+    texts = tmp_path / "texts.json"
+    texts.write_text(json.dumps(test["text"].head(SAMPLE_ROWS).tolist()))
+    script = tmp_path / "pipeline_no_peft.py"
+    script.write_text(PIPELINE_NO_PEFT)
+    out = run([sys.executable, "-I", str(script), str(export / "merged"), str(texts)], tmp_path)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == evaluated["predicted"].tolist()
 
 
 def test_predict_texts_and_an_experiment_by_name(trained, sample, monkeypatch, capsys, tmp_path):

@@ -153,7 +153,13 @@ def test_min_steps_adds_epochs_on_small_data(caplog):
 
     assert planned_epochs(params(1, 600), steps_per_epoch=1000) == 1  # enough steps: unchanged
     assert planned_epochs(params(1, None), steps_per_epoch=10) == 1  # off
-    with caplog.at_level("INFO"):
+    with caplog.at_level("WARNING"):
         assert planned_epochs(params(2, 600), steps_per_epoch=25) == 24  # ceil(600 / 25)
-    assert "train.min_steps=600: training 24 epochs" in caplog.text
+    (added,) = [r for r in caplog.records if r.levelname == "WARNING"]  # not hidden at INFO
+    assert "train.epochs=2 gives 50 optimizer steps < train.min_steps=600: training 24 epochs (600 steps)" in (
+        added.getMessage()
+    )
     assert planned_epochs(params(3, 50), steps_per_epoch=7) == 8  # ceil(50 / 7)
+    # a max_steps bounds the run instead: the epochs it takes, whatever min_steps says
+    capped = parse_params({"train": {"epochs": 1, "min_steps": 600, "trainer_args": {"max_steps": 30}}}, "test")
+    assert planned_epochs(capped, steps_per_epoch=25) == 2
