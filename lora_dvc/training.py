@@ -26,7 +26,6 @@ Outputs: models/classifier/ (peft adapter incl. classifier head, or full model),
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import sys
@@ -51,7 +50,7 @@ from lora_dvc.artifacts import (
 from lora_dvc.atomic import atomic_dir
 from lora_dvc.batching import collate, make_batches, model_inputs
 from lora_dvc.callbacks import CheckpointCallback, LiveCallback, StopOnSignal, Tallies, restore_live
-from lora_dvc.checkpoints import CheckpointStore, fingerprint, prune_stale
+from lora_dvc.checkpoints import CheckpointStore, fingerprint, prune_stale, read_state
 from lora_dvc.collators import EpochSeededBucketSampler, EpochSeededLengthSampler, SplitDataset, make_collator
 from lora_dvc.compat import keep_padding_masks_on_device, xla_scalars_as_inputs
 from lora_dvc.device import device_kind, resolve_precision
@@ -303,7 +302,7 @@ def training_arguments(params: Params, output_dir: str, precision: str, device: 
         warmup_steps=tp.warmup_ratio,  # a float below 1 is a ratio of all steps
         eval_strategy="epoch",
         save_strategy="epoch",
-        save_total_limit=2,  # the latest and the best
+        save_total_limit=3,  # the newest two (one to fall back on if the newest is damaged) and the best
         load_best_model_at_end=tp.patience is not None,  # and whenever more than one epoch runs (build_trainer)
         metric_for_best_model="macro_f1",
         greater_is_better=True,
@@ -479,7 +478,9 @@ def train_transformer(params: Params) -> None:
     is_main = is_main_process(device)
     if is_main:
         prune_stale()
-    resume = store.latest()
+    resume = store.latest()  # the newest intact one: damaged ones are set aside with a warning
+    if is_main:
+        store.describe(params)
     log.info(
         "checkpoints every %s steps and at each epoch end, in %s",
         tp.checkpoint_every or "no",
@@ -492,7 +493,7 @@ def train_transformer(params: Params) -> None:
     # multi-label: train accuracy is the subset accuracy at evaluate.threshold, macro-F1 over labels
     tallies = Tallies(len(labels), multi_label)
     if resume is not None:
-        tallies.restore(json.loads((resume / "lora_dvc_state.json").read_text()), is_main)
+        tallies.restore(read_state(resume), is_main)
     started = time.perf_counter() - tallies.progress["seconds"]
     # DVCLive's system monitor (CPU, RAM, GPU use per step) where people look first when a run is slow: on
     # accelerators; on the CPU its sampling thread would compete with training for the same cores
