@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
-from lora_dvc.checkpoints import COMPLETE, CheckpointStore
+from lora_dvc.checkpoints import CheckpointStore, write_marker
 from lora_dvc.metrics import tallied_scores
 
 log = logging.getLogger("train")
@@ -305,7 +304,7 @@ class CheckpointCallback(TrainerCallback):
         shutil.rmtree(folder / "live", ignore_errors=True)
         if self.live_dir.exists():
             shutil.copytree(self.live_dir, folder / "live")
-        (folder / COMPLETE).write_text(json.dumps(saved))  # last: marks the checkpoint complete
+        write_marker(folder, saved)  # last: each file's size and sha256, and the checkpoint is complete
         self.store.upload(folder)
 
 

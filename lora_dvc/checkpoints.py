@@ -1,15 +1,13 @@
-"""Where the train stage's resumable checkpoints live: outside the workspace, keyed by fingerprint.
+"""Where the train stage's resumable checkpoints live, and how a resume finds an intact one.
 
-A queued experiment runs in a temporary copy of the repository that DVC deletes when the run
-ends, killed or not; a checkpoint inside it would die with it. So checkpoints go to
-`${XDG_CACHE_HOME:-~/.cache}/lora-dvc/checkpoints/<fingerprint>/`, or under any fsspec URL
-(`gs://bucket/ckpt`) named by the environment variable LORA_DVC_CHECKPOINTS (never a param: where
-checkpoints go must not change an experiment's identity). The fingerprint covers every param that
-changes the result, the tokenized data and the code, so the same run queued again finds its own
-checkpoint and nothing else. Trainer writes them locally; for a remote URL each one is uploaded
-once complete and downloaded before resuming. They are deleted when the run succeeds, and folders
-untouched for more than MAX_AGE_DAYS are pruned (logged) at the start of every run.
-"""
+Outside the workspace (a queued run's temporary copy dies with it): `${XDG_CACHE_HOME:-~/.cache}/
+lora-dvc/checkpoints/<fingerprint>/`, or the fsspec URL in LORA_DVC_CHECKPOINTS (`gs://...`: staged
+locally, uploaded once complete). The fingerprint covers the result-changing params, the tokenized data,
+the code and the torch/transformers/peft/torch_xla versions. The marker, written last, records each
+file's size and sha256; a resume takes the newest checkpoint that matches and loads, renames a damaged
+one to `damaged-checkpoint-N` (one WARNING; a remote copy is deleted) and falls back to the older one
+kept beside it. Deleted when the run succeeds, pruned when untouched for MAX_AGE_DAYS; `lora-dvc
+checkpoints` lists and clears them."""
 
 from __future__ import annotations
 
@@ -20,7 +18,9 @@ import os
 import re
 import shutil
 import time
+import zipfile
 from dataclasses import asdict
+from importlib import metadata
 from pathlib import Path
 
 import fsspec
@@ -32,19 +32,39 @@ from lora_dvc.params import RESULT_NEUTRAL_KEYS, Params
 ENV_VAR = "LORA_DVC_CHECKPOINTS"
 MAX_AGE_DAYS = 14
 COMPLETE = "lora_dvc_state.json"  # written last into a checkpoint: its presence means complete
-_STEP = re.compile(r"^checkpoint-(\d+)$")
+RUN_INFO = "run.json"  # beside a run's checkpoints: its params and library versions, for `lora-dvc checkpoints`
+DAMAGED = "damaged-"  # a damaged checkpoint's new name: damaged-checkpoint-N (Trainer's rotation skips it)
+KEEP = 2  # complete checkpoints kept on a remote store: the newest, and one to fall back on
+LIBRARIES = ("torch", "transformers", "peft", "torch_xla")
+STEP = re.compile(r"^checkpoint-(\d+)$")
 log = logging.getLogger("train")
 
 
-def fingerprint(params: Params) -> str:
-    """sha256 over the result-changing params, the tokenized train/val data and the package code."""
-    keys = {
+def result_params(params: Params) -> dict:
+    """The params that change a run's result, as `section.key`: value."""
+    return {
         f"{section}.{key}": value
         for section in ("model", "lora", "train", "evaluate")
         for key, value in asdict(getattr(params, section)).items()
         if f"{section}.{key}" not in RESULT_NEUTRAL_KEYS
     }
-    digest = hashlib.sha256(json.dumps(keys, sort_keys=True).encode())
+
+
+def library_versions() -> dict[str, str]:
+    """The installed versions of the libraries whose state a checkpoint holds (from metadata: no imports)."""
+    found = {}
+    for name in LIBRARIES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def fingerprint(params: Params) -> str:
+    """sha256 over the result-changing params, the library versions, the tokenized train/val data and the code."""
+    identity = {"params": result_params(params), "versions": library_versions()}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode())
     for split in ("train", "val"):
         # the arrays, not the .npz bytes: numpy stamps the zip entries with the time of writing, so a
         # queued run that re-tokenizes the same data would otherwise never find its checkpoint
@@ -62,12 +82,81 @@ def store_url() -> str:
     configured = os.environ.get(ENV_VAR)
     if configured:
         return configured.rstrip("/")
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return str(Path(cache) / "lora-dvc" / "checkpoints")
+    return str(cache_dir() / "checkpoints")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lora-dvc"
 
 
 def is_remote(url: str) -> bool:
     return "://" in url and not url.startswith("file://")
+
+
+def step_number(name: str) -> int:
+    return int(STEP.match(name).group(1))
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_marker(folder: Path, state: dict) -> None:
+    """Complete a checkpoint: the marker with `state` and every file's size and sha256, written last."""
+    files = {
+        path.relative_to(folder).as_posix(): [path.stat().st_size, sha256(path)]
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != COMPLETE
+    }
+    (folder / COMPLETE).write_text(json.dumps({"state": state, "files": files, "saved": time.time()}))
+
+
+def read_state(folder: Path) -> dict:
+    """The state CheckpointCallback saved with a (verified) checkpoint."""
+    return json.loads((folder / COMPLETE).read_text())["state"]
+
+
+def damage(folder: Path) -> str | None:
+    """What is wrong with a complete checkpoint, or None: each file has its recorded size and sha256, and loads."""
+    try:
+        files = json.loads((folder / COMPLETE).read_text())["files"]
+        recorded = [(name, int(size), str(digest)) for name, (size, digest) in files.items()]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"{COMPLETE}: unreadable ({type(error).__name__}: {error})"
+    for name, size, digest in recorded:
+        path = folder / name
+        try:
+            if path.stat().st_size != size:
+                return f"{name}: {path.stat().st_size} bytes, {size} were written"
+            if sha256(path) != digest:
+                return f"{name}: sha256 differs from the one written (bytes changed)"
+            _load(path)
+        except Exception as error:  # any read or load error is damage, never a crash
+            return (
+                f"{name}: does not load ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+            )
+    return None
+
+
+def _load(path: Path) -> None:
+    """Read a file as far as can be done without unpickling: torch's zip archives member by member
+    (the CRCs torch's PytorchStreamReader checks), safetensors' header, JSON."""
+    if path.suffix in (".pt", ".pth", ".bin"):
+        with zipfile.ZipFile(path) as archive:
+            failed = archive.testzip()
+        if failed is not None:
+            raise ValueError(f"archive member {failed} fails its CRC check")
+    elif path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            handle.keys()
+    elif path.suffix == ".json":
+        json.loads(path.read_text())
 
 
 class CheckpointStore:
@@ -76,8 +165,7 @@ class CheckpointStore:
     def __init__(self, fp: str, url: str | None = None) -> None:
         self.url = url or store_url()
         self.remote = is_remote(self.url)
-        cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        root = Path(cache) / "lora-dvc" / "staging" if self.remote else Path(self.url.removeprefix("file://"))
+        root = cache_dir() / "staging" if self.remote else Path(self.url.removeprefix("file://"))
         self.local = root / fp
         self.remote_dir = f"{self.url}/{fp}"
 
@@ -85,43 +173,82 @@ class CheckpointStore:
     def where(self) -> str:
         return self.remote_dir if self.remote else str(self.local)
 
-    def latest(self) -> Path | None:
-        """The newest complete checkpoint, fetched from the remote first if there is one."""
+    def describe(self, params: Params) -> None:
+        """Note which params and library versions the run's checkpoints belong to (`lora-dvc checkpoints`)."""
+        info = {"params": result_params(params), "versions": library_versions(), "started": time.time()}
+        self.local.mkdir(parents=True, exist_ok=True)
+        (self.local / RUN_INFO).write_text(json.dumps(info, indent=1))
         if self.remote:
-            self._download()
-        if not self.local.is_dir():
-            return None
-        done = [p for p in self.local.iterdir() if _STEP.match(p.name) and (p / COMPLETE).exists()]
-        return max(done, key=lambda p: int(_STEP.match(p.name).group(1)), default=None)
+            fs, path = fsspec.core.url_to_fs(self.remote_dir)
+            fs.pipe(f"{path}/{RUN_INFO}", (self.local / RUN_INFO).read_bytes())
+
+    def latest(self) -> Path | None:
+        """The newest intact checkpoint (fetched from the remote if need be); damaged ones are set aside."""
+        damaged = 0
+        for step in self._complete_steps():
+            folder = self.local / step
+            if self.remote and not (folder / COMPLETE).exists():
+                self._download(step)
+            problem = damage(folder)
+            if problem is None:
+                return folder
+            self.set_aside(folder, problem)
+            damaged += 1
+        if damaged:
+            log.warning("no intact checkpoint left in %s: starting over from step 0", self.where)
+        return None
+
+    def set_aside(self, folder: Path, problem: str) -> None:
+        """Rename a damaged checkpoint to damaged-checkpoint-N (kept for a look); delete its remote copy."""
+        aside = folder.with_name(DAMAGED + folder.name)
+        where = f"{self.remote_dir}/{folder.name}" if self.remote else str(folder)
+        log.warning("damaged checkpoint %s: %s; moved aside to %s", where, problem, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+        try:
+            folder.rename(aside)
+        except FileNotFoundError:  # another process of the same run set it aside first
+            pass
+        if self.remote:
+            fs, path = fsspec.core.url_to_fs(self.remote_dir)
+            if fs.exists(f"{path}/{folder.name}"):
+                fs.rm(f"{path}/{folder.name}", recursive=True)
+
+    def _complete_steps(self) -> list[str]:
+        """Names of the complete checkpoints, here and on the remote, newest first."""
+        steps = {p.name for p in self.local.glob("checkpoint-*") if STEP.match(p.name) and (p / COMPLETE).exists()}
+        if self.remote:
+            steps |= set(self._remote_complete(*fsspec.core.url_to_fs(self.remote_dir)))
+        return sorted(steps, key=step_number, reverse=True)
 
     def upload(self, checkpoint: Path) -> None:
-        """Mirror a complete checkpoint to the remote, then drop older remote ones."""
+        """Mirror a complete checkpoint to the remote; keep there the newest KEEP complete ones and any kept here."""
         if not self.remote:
             return
         fs, path = fsspec.core.url_to_fs(self.remote_dir)
         target = f"{path}/{checkpoint.name}"
         fs.put(str(checkpoint), target, recursive=True)
         fs.pipe(f"{target}/{COMPLETE}", (checkpoint / COMPLETE).read_bytes())  # last: marks it complete
+        kept = {p.name for p in self.local.glob("checkpoint-*")}
+        kept |= set(sorted(self._remote_complete(fs, path), key=step_number)[-KEEP:])
         for old in self._remote_steps(fs, path):
-            if old != checkpoint.name and not (self.local / old).exists():
+            if old not in kept:
                 fs.rm(f"{path}/{old}", recursive=True)
 
     def _remote_steps(self, fs, path: str) -> list[str]:
         if not fs.exists(path):
             return []
-        return [Path(p).name for p in fs.ls(path, detail=False) if _STEP.match(Path(p).name)]
+        return [Path(p).name for p in fs.ls(path, detail=False) if STEP.match(Path(p).name)]
 
-    def _download(self) -> None:
+    def _remote_complete(self, fs, path: str) -> list[str]:
+        return [
+            Path(p).parent.name for p in fs.glob(f"{path}/checkpoint-*/{COMPLETE}") if STEP.match(Path(p).parent.name)
+        ]
+
+    def _download(self, step: str) -> None:
         fs, path = fsspec.core.url_to_fs(self.remote_dir)
-        complete = [s for s in self._remote_steps(fs, path) if fs.exists(f"{path}/{s}/{COMPLETE}")]
-        if not complete:
-            return
-        newest = max(complete, key=lambda s: int(_STEP.match(s).group(1)))
-        if (self.local / newest / COMPLETE).exists():
-            return
-        shutil.rmtree(self.local / newest, ignore_errors=True)
+        shutil.rmtree(self.local / step, ignore_errors=True)
         self.local.mkdir(parents=True, exist_ok=True)
-        fs.get(f"{path}/{newest}", str(self.local / newest), recursive=True)
+        fs.get(f"{path}/{step}", str(self.local / step), recursive=True)
 
     def clean(self) -> None:
         """The run succeeded: its checkpoints are no longer needed, here or remotely."""
@@ -135,8 +262,7 @@ class CheckpointStore:
 def prune_stale(root: Path | None = None, max_age_days: float = MAX_AGE_DAYS) -> list[Path]:
     """Delete local checkpoint folders not written to for max_age_days (runs never resumed)."""
     roots = [root] if root else [Path(store_url())] if not is_remote(store_url()) else []
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    roots.append(Path(cache) / "lora-dvc" / "staging")
+    roots.append(cache_dir() / "staging")
     cutoff, pruned = time.time() - max_age_days * 86400, []
     for folder in (f for r in roots if r.is_dir() for f in r.iterdir() if f.is_dir()):
         newest = max((p.stat().st_mtime for p in folder.rglob("*")), default=folder.stat().st_mtime)

@@ -5,6 +5,7 @@
     lora-dvc export --out DIR           the trained model in Hugging Face's layout (lora_dvc.exporting)
     lora-dvc sky launch -S 'lora.r=4,16' one SkyPilot managed job per grid point (lora_dvc.grid)
     lora-dvc study show NAME            a seed study as named experiments (lora_dvc.studies, studies/)
+    lora-dvc checkpoints [--clear FP]   the cached runs' checkpoints, listed or cleared (lora_dvc.checkpoint_cache)
 
 Each is also `python -m <module>`.
 """
@@ -20,12 +21,13 @@ COMMANDS = {
     "export": ("lora_dvc.exporting", "the trained model in Hugging Face's layout, with a model card"),
     "sky": ("lora_dvc.grid", "sky launch -S ...: one SkyPilot managed job per grid point (docs/scaling.md)"),
     "study": ("lora_dvc.studies", "the seed projects' studies as named experiments: list | show | run (studies/)"),
+    "checkpoints": ("lora_dvc.checkpoint_cache", "the cached runs' resumable checkpoints: list, or --clear FP|all"),
 }
 
 
 def usage() -> str:
     lines = ["usage: lora-dvc COMMAND [ARGS...]", "", "commands:"]
-    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<12} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "lora-dvc COMMAND --help shows a command's options."]
     return "\n".join(lines)
 

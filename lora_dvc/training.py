@@ -26,7 +26,6 @@ Outputs: models/classifier/ (peft adapter incl. classifier head, or full model),
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import sys
@@ -49,7 +48,7 @@ from lora_dvc.artifacts import (
 )
 from lora_dvc.atomic import atomic_dir
 from lora_dvc.callbacks import CheckpointCallback, LiveCallback, StopOnSignal, Tallies, restore_live
-from lora_dvc.checkpoints import CheckpointStore, fingerprint, prune_stale
+from lora_dvc.checkpoints import CheckpointStore, fingerprint, prune_stale, read_state
 from lora_dvc.collators import EpochSeededBucketSampler, EpochSeededLengthSampler, SplitDataset, make_collator
 from lora_dvc.compat import xla_scalars_as_inputs
 from lora_dvc.device import Runtime
@@ -298,7 +297,7 @@ def training_arguments(params: Params, output_dir: str, runtime: Runtime) -> Tra
         weight_decay=tp.weight_decay,
         max_grad_norm=tp.max_grad_norm,
         warmup_steps=tp.warmup_ratio,  # a float below 1 is a ratio of all steps
-        save_total_limit=2,  # the latest and the best
+        save_total_limit=3,  # the newest two (one to fall back on if the newest is damaged) and the best
         # on XLA Trainer's per-log loss read-out (a cross-process mesh_reduce, a reset of its loss sum) compiles
         # graphs of its own and changes the next step's graph: LiveCallback logs the same window there instead
         logging_strategy="no" if xla else "steps",
@@ -477,7 +476,9 @@ def train_transformer(params: Params) -> None:
     is_main = is_main_process(runtime.kind)
     if is_main:
         prune_stale()
-    resume = store.latest()
+    resume = store.latest()  # the newest intact one: damaged ones are set aside with a warning
+    if is_main:
+        store.describe(params)
     log.info(
         "checkpoints every %s steps and at each epoch end, in %s",
         tp.checkpoint_every or "no",
@@ -490,7 +491,7 @@ def train_transformer(params: Params) -> None:
     # multi-label: train accuracy is the subset accuracy at evaluate.threshold, macro-F1 over labels
     tallies = Tallies(len(task.labels), task.multi_label)
     if resume is not None:
-        tallies.restore(json.loads((resume / "lora_dvc_state.json").read_text()), is_main)
+        tallies.restore(read_state(resume), is_main)
     started = time.perf_counter() - tallies.progress["seconds"]
     live = open_live(resume is not None, runtime) if is_main else None
     trainer, stop, steps_per_epoch = build_trainer(params, model, task, runtime, store, live, tallies, started)

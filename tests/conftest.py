@@ -37,6 +37,7 @@ INTEGRATION_MODULES = {
     "test_fresh_clone",
     "test_learning",
     "test_training",
+    "test_checkpoints",
     "test_stage_deps",
     "test_compare",
 }
@@ -58,6 +59,7 @@ LONGEST_FIRST = (
     "test_distributed",
     "test_methods",
     "test_remote",
+    "test_checkpoints",
     "test_compare",
     "test_predict_export",
     "test_registry",

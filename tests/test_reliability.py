@@ -219,8 +219,8 @@ def complete_checkpoints(store: Path) -> list[Path]:
     return sorted(store.glob("*/checkpoint-*/lora_dvc_state.json"))
 
 
-def start_and_kill_after_checkpoint(cmd: list[str], repo: Path, store: Path) -> None:
-    """Start `cmd`, SIGKILL its whole process group right after the first complete checkpoint."""
+def start_and_kill_after_checkpoint(cmd: list[str], repo: Path, store: Path, count: int = 1) -> None:
+    """Start `cmd`, SIGKILL its whole process group right after the `count`th complete checkpoint."""
     proc = subprocess.Popen(
         cmd,
         cwd=repo,
@@ -230,7 +230,7 @@ def start_and_kill_after_checkpoint(cmd: list[str], repo: Path, store: Path) -> 
         start_new_session=True,
     )
     deadline = time.time() + 180
-    while not complete_checkpoints(store) and proc.poll() is None and time.time() < deadline:
+    while len(complete_checkpoints(store)) < count and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     assert proc.poll() is None, "training finished before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
@@ -249,15 +249,22 @@ def test_determinism_and_kill_resume(repo, tmp_path):
     dvc(["repro", "-f", "train", "evaluate"], repo, env=checkpoint_env(store))
     assert outcome(repo) == first
 
-    # kill -9 the stage mid-epoch, right after a checkpoint; `dvc repro` then resumes from it
-    start_and_kill_after_checkpoint([sys.executable, "-m", "dvc", "repro", "-f", "train"], repo, store)
+    # kill -9 the stage mid-epoch, right after its second checkpoint, and damage that one as a storage fault
+    # would: `dvc repro` then sets it aside, says so, and resumes from the first
+    start_and_kill_after_checkpoint([sys.executable, "-m", "dvc", "repro", "-f", "train"], repo, store, count=2)
     assert not (repo / "models/classifier").exists()  # DVC removed it before the run; nothing half-written came back
-    assert complete_checkpoints(store)
+    older, newest = sorted((m.parent for m in complete_checkpoints(store)), key=lambda p: int(p.name.split("-")[1]))[
+        -2:
+    ]
     assert not list(repo.glob("checkpoints")), "checkpoints must live outside the workspace"
+    optimizer = newest / "optimizer.pt"
+    optimizer.write_bytes(optimizer.read_bytes()[: optimizer.stat().st_size // 2])
 
     resumed = dvc(["repro", "evaluate"], repo, env=checkpoint_env(store))
-    assert re.search(rf"resuming from {re.escape(str(store))}/\w+ at step \d+", resumed.stderr + resumed.stdout)
-    assert outcome(repo) == first
+    said = resumed.stderr + resumed.stdout
+    assert re.search(rf"train: damaged checkpoint {re.escape(str(newest))}: optimizer\.pt: \d+ bytes", said), said
+    assert re.search(rf"resuming from {re.escape(str(store))}/\w+ at step {older.name.split('-')[1]}\b", said)
+    assert outcome(repo) == first  # from the intact checkpoint, to the uninterrupted run's bytes
     assert not list(store.glob("*/checkpoint-*"))  # cleaned up once the adapter is saved
 
 

@@ -3,7 +3,6 @@ precision choice, resumable length grouping, collators, the checkpoint fingerpri
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -94,11 +93,13 @@ def test_fingerprint_covers_result_params_and_data_only(tokenized_cwd):
 def fake_checkpoint(folder: Path, step: int, complete: bool = True) -> Path:
     path = folder / f"checkpoint-{step}"
     path.mkdir(parents=True)
-    (path / "adapter_model.safetensors").write_bytes(b"weights %d" % step)
+    (path / "weights.txt").write_bytes(b"weights %d" % step)
     (path / "live").mkdir()
     (path / "live/metrics.json").write_text("{}")
     if complete:
-        (path / "lora_dvc_state.json").write_text(json.dumps({"step": step}))
+        from lora_dvc.checkpoints import write_marker
+
+        write_marker(path, {"step": step})
     return path
 
 
@@ -128,17 +129,20 @@ def test_remote_store_uploads_and_downloads(tmp_path, monkeypatch):
     assert store.remote and store.where == "memory://bucket/ckpt/fp1"
     store.upload(fake_checkpoint(store.local, 5))
     store.upload(fake_checkpoint(store.local, 9))
-    (store.local / "checkpoint-5").rename(tmp_path / "gone")  # rotated away locally
-    store.upload(store.local / "checkpoint-9")
+    store.upload(fake_checkpoint(store.local, 12))
+    for step in (5, 9):
+        (store.local / f"checkpoint-{step}").rename(tmp_path / f"gone-{step}")  # rotated away locally
+    store.upload(store.local / "checkpoint-12")
     fs = fsspec.filesystem("memory")
-    assert sorted(Path(p).name for p in fs.ls("/bucket/ckpt/fp1", detail=False)) == ["checkpoint-9"]
+    # the newest two complete ones stay: one to fall back on
+    assert sorted(Path(p).name for p in fs.ls("/bucket/ckpt/fp1", detail=False)) == ["checkpoint-12", "checkpoint-9"]
 
     import shutil
 
     shutil.rmtree(store.local)  # a fresh VM: nothing local
     latest = CheckpointStore("fp1").latest()
-    assert latest is not None and latest.name == "checkpoint-9"
-    assert (latest / "adapter_model.safetensors").read_bytes() == b"weights 9"
+    assert latest is not None and latest.name == "checkpoint-12"
+    assert (latest / "weights.txt").read_bytes() == b"weights 12"
     assert (latest / "live/metrics.json").exists()
     store.clean()
     assert not fs.exists("/bucket/ckpt/fp1")
