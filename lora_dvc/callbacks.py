@@ -1,18 +1,11 @@
-"""The few pieces the train stage adds to transformers' Trainer, as TrainerCallbacks.
+"""What the train stage adds to transformers' Trainer, as TrainerCallbacks.
 
-- `Tallies`: loss sum and confusion matrix of the training batches, kept on the device. Trainer
-  logs only the mean loss of training batches; the pipeline's curves also hold train accuracy per
-  log window and train accuracy/macro-F1 per epoch (stages/report.py plots them), which need the
-  logits Trainer throws away. `TallyingTrainer.compute_loss` (lora_dvc.training) feeds it.
-- `LiveCallback`: writes the pipeline's DVCLive keys (train_step/{loss,accuracy,lr},
-  train|val/{loss,accuracy,macro_f1} per epoch). dvclive's own DVCLiveCallback logs Trainer's
-  log dicts under Trainer's names (`loss`, `eval_loss`, `learning_rate`) and knows nothing of
-  train accuracy, so it cannot keep the keys that dvc.yaml's plots and the report read.
-- `CheckpointCallback`: a checkpoint every `train.checkpoint_every` steps on top of Trainer's
-  per-epoch ones (Trainer's own `save_steps` cannot be combined with `load_best_model_at_end`
-  unless it is a multiple of the epoch-end evaluation), a log line at every checkpoint (so that
-  Trainer's loss window restarts where a resumed run restarts it), the DVCLive history and the
-  tallies saved into each checkpoint, and the upload of a finished checkpoint to a remote store.
+- `Tallies`: loss and confusion counts of the training batches, kept on the device (train accuracy and
+  macro-F1 need the logits Trainer throws away; `TallyingTrainer.compute_loss` feeds them).
+- `LiveCallback`: the pipeline's DVCLive keys (train_step/*, train|val/* per val pass) that dvc.yaml's
+  plots and the report read; dvclive's own callback logs Trainer's names and no train accuracy.
+- `CheckpointCallback`: a checkpoint every `train.checkpoint_every` steps besides Trainer's per-epoch ones,
+  with the DVCLive history, the tallies and a verified marker, uploaded to a remote store when complete.
 - `StopOnSignal`: SIGINT/SIGTERM finish the current step, save a checkpoint and stop.
 """
 
@@ -138,7 +131,7 @@ class LiveCallback(TrainerCallback):
     ) -> None:
         self.live, self.tallies, self.epochs, self.xla = live, tallies, epochs, xla
         self.compilations: int | None = None
-        # XLA only: Trainer logs nothing per step there (lora_dvc.training.training_arguments), so this callback
+        # XLA only: Trainer logs nothing per step there (lora_dvc.device.Runtime.trainer_arguments), so this callback
         # logs the window itself at the steps Trainer logs elsewhere (every log_every steps, at each checkpoint
         # step `every` and at the epoch end); and it counts the graphs compiled by the val passes apart
         self.log_every, self.every = log_every, every

@@ -1,13 +1,11 @@
-"""`lora-dvc`: the commands people run by hand, beside the DVC stages.
+"""`lora-dvc`: the commands people run by hand, beside the DVC stages (each is also `python -m <module>`).
 
-    lora-dvc predict "some text"        label texts with the trained classifier (lora_dvc.predict)
-    lora-dvc compare                    every experiment side by side (lora_dvc.compare)
-    lora-dvc export --out DIR           the trained model in Hugging Face's layout (lora_dvc.exporting)
-    lora-dvc sky launch -S 'lora.r=4,16' one SkyPilot managed job per grid point (lora_dvc.grid)
-    lora-dvc study show NAME            a seed study as named experiments (lora_dvc.studies, studies/)
-    lora-dvc checkpoints [--clear FP]   the cached runs' checkpoints, listed or cleared (lora_dvc.checkpoint_cache)
-
-Each is also `python -m <module>`.
+lora-dvc predict "some text"        label texts with the trained classifier (lora_dvc.predict)
+lora-dvc compare                    every experiment side by side (lora_dvc.compare)
+lora-dvc export --out DIR           the trained model in Hugging Face's layout (lora_dvc.exporting)
+lora-dvc sky launch -S 'lora.r=4,16' one SkyPilot managed job per grid point (lora_dvc.grid)
+lora-dvc study show NAME            a seed study as named experiments (lora_dvc.studies, studies/)
+lora-dvc checkpoints [--clear FP]   the cached runs' checkpoints, listed or cleared (lora_dvc.checkpoint_cache)
 """
 
 from __future__ import annotations

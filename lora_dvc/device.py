@@ -162,6 +162,21 @@ class Runtime:
         """
         return _Forward(self.kind, self.dtype)
 
+    def trainer_arguments(self, processes: int) -> dict:
+        """The TrainingArguments fields that follow from the device and precision."""
+        xla, kind = self.static_shapes, self.kind
+        return {
+            "bf16": self.precision == "bf16",
+            "fp16": self.precision == "fp16",
+            "use_cpu": kind == "cpu",
+            "dataloader_drop_last": xla,  # static shapes: every training batch full
+            "dataloader_pin_memory": kind == "cuda",
+            "ddp_backend": ("nccl" if kind == "cuda" else "gloo") if processes > 1 else None,
+            # on XLA Trainer's per-log loss read-out (a cross-process mesh_reduce, a reset of its loss sum) compiles
+            # graphs of its own and changes the next step's graph: LiveCallback logs the same window there instead
+            "logging_strategy": "no" if xla else "steps",
+        }
+
     def ready_for_training(self, model: torch.nn.Module, fast_dropout: bool) -> None:
         """The speed levers a model gets before training here (bench/README.md measures each)."""
         from lora_dvc.dropout import use_fast_dropout

@@ -2,23 +2,11 @@
 
     python -m stages.export                       # models/classifier -> models/export (the DVC stage)
     lora-dvc export --merge --out DIR             # also a merged full model in DIR/merged/ (export.merge: true)
-    python -m lora_dvc.exporting --help           # the same command
 
-The folder (models/export is the registered `text-classifier` artifact in dvc.yaml):
-- LoRA: the peft adapter byte for byte as trained, plus the base model's `config.json` carrying
-  `num_labels`, `id2label` and `label2id`; with `--merge`, also `merged/` (merge_and_unload);
-- full fine-tune: `model.safetensors` and its config;
-- TF-IDF: the pickle-free files as trained plus `labels.json`;
-- the tokenizer, its `model_max_length` set to the length the model was trained with;
-- README.md, the model card (lora_dvc.model_card) with facts from params.yaml, the records of the
-  run and the dataset's metadata: run from the repository root.
-
-A multi-label model's config.json says `"problem_type": "multi_label_classification"`; its check
-compares per-label sigmoid probabilities, and the card says how to threshold them.
-
-`check_export` loads the folder back the way the model card tells a user to (transformers + peft
-and no code of ours, or lora_dvc.classifier for TF-IDF) and compares its probabilities with the
-trained model's; only then does the new folder replace the old one.
+The folder (the registered `text-classifier` artifact): the peft adapter as trained plus a `config.json`
+with the label names (or the full model, or the TF-IDF files), the tokenizer at its training length, and
+README.md (lora_dvc.model_card). `check_export` loads it back the way the card tells a user to and
+compares its probabilities with the trained model's before the new folder replaces the old one.
 """
 
 from __future__ import annotations

@@ -238,6 +238,21 @@ def data_tables(prepare: dict, tokens: dict) -> tuple[str, str, str]:
     return split_rows.to_markdown(), dropped.to_markdown(index=False), token_table.to_markdown()
 
 
+def per_class_markdown(per_class: dict) -> str:
+    """The per-class precision, recall, F1 and support as a markdown table."""
+    table = pd.DataFrame(per_class).T
+    table["support"] = table["support"].astype(int)
+    return table.to_markdown(floatfmt=("", ".4f", ".4f", ".4f", ".0f"))
+
+
+def as_tokenized(params: Params, choice: dict | None) -> Params:
+    """params with the tokenize stage's length (model.max_length auto), buckets and truncation, as applied."""
+    if not choice:
+        return params
+    keys = ("max_length", "length_buckets", "truncation")
+    return replace(params, model=replace(params.model, **{key: choice[key] for key in keys}))
+
+
 def build_report(params: Params) -> str:
     """reports/report.md's text; the figures are saved to plots/ on the way."""
     train = read_metrics(artifacts.TRAIN_SUMMARY)
@@ -249,18 +264,8 @@ def build_report(params: Params) -> str:
     else:
         confusion_block = f"![confusion matrix]({save_figure(confusion_figure(labels), 'confusion_matrix.png')})"
     per_class = save_figure(per_class_figure(test["per_class"]), "per_class_f1.png")
-    per_class_table = pd.DataFrame(test["per_class"]).T
-    per_class_table["support"] = per_class_table["support"].astype(int)
     tokens = read_metrics(artifacts.TOKENIZE_STATS)
-    choice = tokens.pop("choice", None)  # the tokenize stage's length (model.max_length auto) and truncation
-    if choice:
-        model = replace(
-            params.model,
-            max_length=choice["max_length"],
-            length_buckets=choice["length_buckets"],
-            truncation=choice["truncation"],
-        )
-        params = replace(params, model=model)
+    params = as_tokenized(params, tokens.pop("choice", None))
     split_rows, dropped, token_table = data_tables(read_metrics(artifacts.PREPARE_STATS), tokens)
     return f"""# Report: {params.model.name} on {params.data.dataset}
 
@@ -281,7 +286,7 @@ def build_report(params: Params) -> str:
 {provenance_table(train)}
 
 ## Per-class test metrics
-{per_class_table.to_markdown(floatfmt=("", ".4f", ".4f", ".4f", ".0f"))}
+{per_class_markdown(test["per_class"])}
 
 ## Parameters
 {params_table(params)}

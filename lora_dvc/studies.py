@@ -2,12 +2,11 @@
 
     lora-dvc study                                   # list the studies
     lora-dvc study show banglasenti-xlmr             # its data fetch, commands, reference figures
-    lora-dvc study run banglasenti-xlmr --queue      # one `dvc exp run --queue` per variant
-    lora-dvc study run ag-news-roberta-qv --variant qv-r16 --set train.epochs=1 -- evaluate
+    lora-dvc study run banglasenti-xlmr --queue      # one `dvc exp run --queue -n <study>-<variant>` each
     lora-dvc study docs [--check]                    # docs/studies/<name>.md from these files
 
 A study file holds shared `params`, `variants` (overrides, reference figures, trainable counts), its
-data fetch command and the real model's architecture; each variant runs as `dvc exp run -n <study>-<variant>`.
+data fetch command and the real model's architecture.
 """
 
 from __future__ import annotations

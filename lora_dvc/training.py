@@ -1,62 +1,36 @@
 """The train stage's engine: transformers' Trainer + peft on the tokenized splits -> models/classifier/.
 
-`train.method: lora` wraps `model.name` with a peft LoraConfig from `lora.*` (LoRA, rsLoRA, DoRA,
-LoRA+ through peft's create_loraplus_optimizer), `full` trains every weight (`tfidf` fits the
-TF-IDF + logistic regression baseline instead: lora_dvc/tfidf_training.py). Training itself is
-stock `transformers.Trainer` (with any further `train.trainer_args` field): linear warmup and decay,
-gradient clipping, bf16 autocast where the hardware has native bf16 (lora_dvc.device), length-grouped
-batches padded to their longest row (to their length bucket on XLA), a val pass per epoch (or every
-eval_steps), the best val pass kept whenever more than one runs (load_best_model_at_end), early
-stopping (`train.patience`: EarlyStoppingCallback), checkpoints every `train.checkpoint_every` steps
-and at each epoch end, resumed after any interruption (Trainer's resume_from_checkpoint), data parallel over
-`train.processes` processes under torchrun (DDP: gloo on CPU, NCCL on CUDA; lora_dvc/launch.py
-starts the processes). What Trainer cannot do itself is in lora_dvc/callbacks.py (the pipeline's
-DVCLive keys, the train-accuracy tally, signal handling, checkpoint bookkeeping), lora_dvc/
-checkpoints.py (where checkpoints live) and lora_dvc/collators.py (resumable length grouping).
-
-Multi-label rows (the tokenize stage's multi-hot labels, `"multi_label": true` in its meta.json): the
-model's config gets problem_type multi_label_classification (transformers' BCEWithLogitsLoss on float
-multi-hot labels), the train tally and the val metrics predict a label at sigmoid >= evaluate.threshold,
-and the kept epoch is still the one with the best val macro-F1 (over labels, at that threshold).
-
-Outputs: models/classifier/ (peft adapter incl. classifier head, or full model), metrics/train.json
-(the compared numbers), records/train/ (DVCLive: curves and every detail). Only rank 0 writes them.
+`train.method: lora` wraps `model.name` with a peft LoraConfig from `lora.*`, `full` trains every weight
+(`tfidf`: lora_dvc/tfidf_training.py). The Runtime (lora_dvc.device) decides device and precision, the Task
+(lora_dvc.task) labels and multi-label; lora_dvc.training_args builds what Trainer is told, lora_dvc.trainer
+is the Trainer subclass, lora_dvc.callbacks and lora_dvc.checkpoints what it lacks (DVCLive keys, signals,
+resumable checkpoints outside the workspace). Outputs, on rank 0: models/classifier/ (adapter incl. head, or
+the full model), metrics/train.json (the compared numbers), records/train/ (DVCLive curves and summary).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import math
-import sys
 import time
 
-import numpy as np
 import torch
 from dvclive import Live
-from transformers import EarlyStoppingCallback, EvalPrediction, PrinterCallback, Trainer, TrainingArguments, set_seed
-from transformers.trainer_utils import EvalLoopOutput
+from transformers import EarlyStoppingCallback, PrinterCallback, set_seed
 
 from lora_dvc.artifacts import MODEL as MODEL_DIR
 from lora_dvc.artifacts import TRAIN_LIVE as LIVE_DIR
-from lora_dvc.artifacts import (
-    TRAIN_METRICS,
-    read_tokenized,
-    read_tokenized_meta,
-    tokenized_file,
-    write_metrics,
-)
+from lora_dvc.artifacts import TRAIN_METRICS, read_tokenized, read_tokenized_meta, tokenized_file, write_metrics
 from lora_dvc.atomic import atomic_dir
 from lora_dvc.callbacks import CheckpointCallback, LiveCallback, StopOnSignal, Tallies, restore_live
 from lora_dvc.checkpoints import CheckpointStore, fingerprint, prune_stale, read_state
-from lora_dvc.collators import EpochSeededBucketSampler, EpochSeededLengthSampler, SplitDataset, make_collator
+from lora_dvc.collators import SplitDataset, make_collator
 from lora_dvc.compat import xla_scalars_as_inputs
 from lora_dvc.device import Runtime
 from lora_dvc.dropout import restore_dropout
 from lora_dvc.errors import UserError
-from lora_dvc.inference import batched_logits
 from lora_dvc.launch import is_main_process
-from lora_dvc.metrics import classification_metrics, compared_train, multilabel_metrics
+from lora_dvc.metrics import compared_train
 from lora_dvc.modeling import (
     apply_method,
     check_max_length,
@@ -66,19 +40,13 @@ from lora_dvc.modeling import (
     lora_weight_mean,
     max_positions,
 )
-from lora_dvc.params import TRAINER_ARGS_LISTED, Params
+from lora_dvc.params import Params
 from lora_dvc.provenance import provenance
 from lora_dvc.task import Task
+from lora_dvc.trainer import MultiHotDataset, TallyingTrainer, bucket_sampler, float_labels, val_metrics_fn
+from lora_dvc.training_args import keep_best, make_optimizer, planned_epochs, planned_run, training_arguments
 
 log = logging.getLogger("train")
-# the TrainingArguments fields train.trainer_args may change, as this project sets them otherwise
-TRAINER_DEFAULTS = {
-    **TRAINER_ARGS_LISTED,
-    "save_strategy": "epoch",
-    "metric_for_best_model": "macro_f1",  # greater_is_better follows it (False for logloss)
-    "dataloader_num_workers": 0,
-    "report_to": "none",
-}
 
 
 class StopRequested(Exception):
@@ -87,113 +55,6 @@ class StopRequested(Exception):
     def __init__(self, signum: int, where: str) -> None:
         super().__init__(f"stopped by signal {signum}; checkpoint saved in {where}, re-run to resume")
         self.signum = signum
-
-
-class TallyingTrainer(Trainer):
-    """Trainer plus two small things it lacks: a train-accuracy tally fed from the logits it already
-    computes, and a length-grouped order that a run resumed mid-epoch replays exactly."""
-
-    # sequence classifiers return each micro-batch's mean loss whatever Trainer passes them, so Trainer must
-    # divide it by train.grad_accum itself (it skips that for models whose forward takes **kwargs)
-    loss_is_scaled_for_ga = False
-    # static shapes (XLA; build_trainer sets them): train steps of one length bucket each, and a val pass in
-    # full batches padded to their bucket (static_evaluation_loop)
-    runtime: Runtime | None = None
-    buckets: list[int] | None = None
-    pad_id: int = 0
-
-    def __init__(self, *args, tallies: Tallies, logit_cut: float = 0.0, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.tallies = tallies
-        self.logit_cut = logit_cut  # multi-label: Task.logit_threshold (the tally predicts at >= 0)
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        labels = inputs["labels"]
-        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        if model.training:
-            logits = outputs.logits - self.logit_cut if self.logit_cut else outputs.logits
-            self.tallies.add(loss, logits, labels, self.args.world_size)
-        return (loss, outputs) if return_outputs else loss
-
-    def evaluation_loop(
-        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
-    ):
-        if self.buckets is None or self.args.world_size > 1 or eval_dataset_of(self) is None:
-            return super().evaluation_loop(
-                dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
-            )
-        return self.static_evaluation_loop(metric_key_prefix)
-
-    def static_evaluation_loop(self, metric_key_prefix: str) -> EvalLoopOutput:
-        """The val pass on one XLA device through the inference loop, one graph per length bucket. Trainer's
-        own loop adds graphs of its own on XLA (its cross-process gathers and size checks, a shape per last batch)."""
-        split = eval_dataset_of(self)
-        logits = batched_logits(self.model, split, self.runtime, self.buckets, self.args.eval_batch_size, self.pad_id)
-        labels = np.asarray(split.labels)
-        metrics = self.compute_metrics(EvalPrediction(predictions=logits, label_ids=labels))
-        metrics = {f"{metric_key_prefix}_{key}": value for key, value in metrics.items()}
-        metrics[f"{metric_key_prefix}_loss"] = metrics[f"{metric_key_prefix}_logloss"]
-        return EvalLoopOutput(predictions=logits, label_ids=labels, metrics=metrics, num_samples=len(split))
-
-    def get_eval_dataloader(self, eval_dataset=None):
-        # dataloader_drop_last (static shapes on XLA) is for training: every val row must be scored
-        drop_last, self.args.dataloader_drop_last = self.args.dataloader_drop_last, False
-        try:
-            return super().get_eval_dataloader(eval_dataset)
-        finally:
-            self.args.dataloader_drop_last = drop_last
-
-    def get_train_dataloader(self):
-        # Trainer's public hook (its sampler hook is private): the DataLoader Trainer would build, drawing
-        # from a length-grouped order that replays per epoch; accelerate shards it over processes as before
-        args = self.args
-        if self.buckets is not None:
-            sampler = bucket_sampler(args, self.train_dataset, self.buckets)
-        else:
-            sampler = EpochSeededLengthSampler(
-                args.train_batch_size * args.gradient_accumulation_steps, self.train_dataset.lengths, args.seed
-            )
-        loader = torch.utils.data.DataLoader(
-            self.train_dataset,
-            batch_size=args.train_batch_size,
-            sampler=sampler,
-            collate_fn=self.data_collator,
-            drop_last=args.dataloader_drop_last,
-            num_workers=args.dataloader_num_workers,
-            pin_memory=args.dataloader_pin_memory,
-        )
-        return self.accelerator.prepare(loader)
-
-
-class MultiHotDataset(SplitDataset):
-    """A multi-label split's rows: labels as the row's multi-hot list (BCEWithLogitsLoss wants floats:
-    float_labels casts the batch)."""
-
-    def __getitem__(self, i: int) -> dict:
-        row = self.order[i]
-        return {**self.split.row(row), "labels": self.split.labels[row].tolist()}
-
-
-def float_labels(collate):
-    """A collator whose batches carry float labels (multi-hot rows for BCEWithLogitsLoss)."""
-
-    def call(rows: list[dict]) -> dict:
-        batch = collate(rows)
-        batch["labels"] = batch["labels"].float()
-        return batch
-
-    return call
-
-
-def eval_dataset_of(trainer: Trainer):
-    """The tokenized val split behind the trainer's eval dataset, or None."""
-    return getattr(trainer.eval_dataset, "split", None)
-
-
-def bucket_sampler(args: TrainingArguments, dataset: SplitDataset, buckets: list[int]) -> EpochSeededBucketSampler:
-    """XLA's train order: every optimizer step (a micro-batch on each process, times grad_accum) in one bucket."""
-    per_step = args.world_size * args.gradient_accumulation_steps
-    return EpochSeededBucketSampler(args.train_batch_size, per_step, dataset.lengths, buckets, args.seed)
 
 
 def save_model(model, params: Params) -> None:
@@ -239,103 +100,6 @@ def build_model(params: Params, task: Task) -> torch.nn.Module:
     return model
 
 
-def make_optimizer(model: torch.nn.Module, params: Params) -> torch.optim.Optimizer:
-    """AdamW over the trainable weights (decay on all of them, as before Trainer), or LoRA+."""
-    tp = params.train
-    if params.train.method == "lora" and params.lora.plus_ratio:
-        from peft.optimizers import create_loraplus_optimizer
-
-        # LoRA+: the B matrices learn plus_ratio times faster than the A matrices
-        return create_loraplus_optimizer(
-            model,
-            torch.optim.AdamW,
-            lr=tp.lr,
-            loraplus_lr_ratio=params.lora.plus_ratio,
-            weight_decay=tp.weight_decay,
-        )
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(trainable, lr=tp.lr, weight_decay=tp.weight_decay)
-
-
-def optimizer_name(params: Params) -> str:
-    """What make_optimizer builds, as the report and the model card name it."""
-    if params.train.method == "lora" and params.lora.plus_ratio:
-        return f"LoRA+ (AdamW, B matrices at {params.lora.plus_ratio:g} x lr)"
-    return "AdamW"
-
-
-def micro_batch(params: Params) -> int:
-    """train.batch_size is the global batch: each of train.processes processes takes an equal share, in
-    train.grad_accum micro-batches of this many rows."""
-    size, processes, accum = params.train.batch_size, params.train.processes, params.train.grad_accum
-    if size % (processes * accum):
-        raise UserError(
-            f"train.batch_size={size} does not split over train.processes={processes} x train.grad_accum={accum}; "
-            f"use a multiple of {processes * accum}"
-        )
-    return size // (processes * accum)
-
-
-def training_arguments(params: Params, output_dir: str, runtime: Runtime) -> TrainingArguments:
-    """The project's TrainingArguments, with train.trainer_args (checked by lora_dvc.params) on top."""
-    tp = params.train
-    xla, device = runtime.static_shapes, runtime.kind
-    extra = dict(tp.trainer_args)
-    if extra.get("eval_strategy") == "steps":  # a checkpoint at every val pass, so the best step's can be kept
-        extra.update(save_strategy="steps", save_steps=extra.get("eval_steps") or tp.log_every)
-    return TrainingArguments(
-        output_dir=output_dir,
-        seed=tp.seed,
-        data_seed=tp.seed,
-        per_device_train_batch_size=micro_batch(params),
-        gradient_accumulation_steps=tp.grad_accum,
-        activation_checkpointing=tp.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False},  # the reentrant variant needs inputs with grads
-        per_device_eval_batch_size=params.evaluate.batch_size,
-        num_train_epochs=tp.epochs,
-        learning_rate=tp.lr,
-        weight_decay=tp.weight_decay,
-        max_grad_norm=tp.max_grad_norm,
-        warmup_steps=tp.warmup_ratio,  # a float below 1 is a ratio of all steps
-        save_total_limit=3,  # the newest two (one to fall back on if the newest is damaged) and the best
-        # on XLA Trainer's per-log loss read-out (a cross-process mesh_reduce, a reset of its loss sum) compiles
-        # graphs of its own and changes the next step's graph: LiveCallback logs the same window there instead
-        logging_strategy="no" if xla else "steps",
-        logging_steps=tp.log_every,
-        bf16=runtime.precision == "bf16",
-        fp16=runtime.precision == "fp16",
-        use_cpu=device == "cpu",
-        dataloader_drop_last=xla,  # static shapes: every training batch full
-        dataloader_pin_memory=device == "cuda",
-        ddp_backend=("nccl" if device == "cuda" else "gloo") if tp.processes > 1 else None,
-        ddp_find_unused_parameters=False if tp.processes > 1 else None,
-        # Trainer multiplies the loss by the process count, expecting a model that divides a summed
-        # loss by the global item count; sequence classifiers return a mean, so that doubled the loss
-        # and the gradients with 2 processes (tests/test_distributed.py caught it)
-        average_tokens_across_devices=False,
-        remove_unused_columns=False,
-        **(TRAINER_DEFAULTS | {"disable_tqdm": not sys.stderr.isatty()} | extra),
-    )
-
-
-def val_metrics_fn(task: Task):
-    """Val accuracy, macro-F1 and log loss from Trainer's val predictions, through the task's activation.
-    Multi-label: at the task's threshold; accuracy is the subset accuracy, macro-F1 (which picks the kept
-    epoch, as for single labels) the mean of the per-label F1s, logloss the mean binary cross-entropy."""
-
-    def compute(prediction) -> dict:
-        logits = torch.as_tensor(np.asarray(prediction.predictions, dtype=np.float32))
-        probs, truth, labels = task.probabilities(logits).numpy(), np.asarray(prediction.label_ids), list(task.labels)
-        if task.multi_label:
-            m = multilabel_metrics(truth, probs, labels, task.threshold)
-        else:
-            m = classification_metrics(truth, probs, labels)
-        kept = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "logloss": m["loss"]}
-        return kept | ({"micro_f1": m["micro_f1"]} if task.multi_label else {})
-
-    return compute
-
-
 def data_md5() -> dict:
     return {f"{s}.npz": hashlib.md5(tokenized_file(s).read_bytes()).hexdigest() for s in ("train", "val")}
 
@@ -349,39 +113,6 @@ def provenance_summary(runtime: Runtime) -> dict:
     return found
 
 
-def planned_epochs(params: Params, steps_per_epoch: int) -> int:
-    """train.epochs, or more when they give fewer than train.min_steps optimizer steps (a small data file):
-    the default recipe assumes a few hundred steps, so a 300-row file would otherwise barely move the weights.
-    A max_steps in train.trainer_args bounds the run instead: the epochs that it takes, min_steps aside."""
-    epochs, min_steps = params.train.epochs, params.train.min_steps
-    max_steps = params.train.trainer_args.get("max_steps", -1)
-    if max_steps > 0:
-        return math.ceil(max_steps / steps_per_epoch)
-    if min_steps is None or epochs * steps_per_epoch >= min_steps:
-        return epochs
-    more = max(epochs, math.ceil(min_steps / steps_per_epoch))
-    log.warning(
-        "train.epochs=%d gives %d optimizer steps < train.min_steps=%d: training %d epochs (%d steps) instead; "
-        "set train.min_steps: null to train train.epochs only",
-        epochs,
-        epochs * steps_per_epoch,
-        min_steps,
-        more,
-        more * steps_per_epoch,
-    )
-    return more
-
-
-def keep_best(args: TrainingArguments, steps_per_epoch: int, patience: int | None) -> bool:
-    """Load the best val pass's weights at the end whenever more than one val pass runs (on a small file
-    min_steps runs many epochs, and later ones overfit), or early stopping may end the run."""
-    total = args.max_steps if args.max_steps > 0 else int(args.num_train_epochs) * steps_per_epoch
-    if args.eval_strategy == "steps":
-        every = args.eval_steps if args.eval_steps >= 1 else math.ceil(args.eval_steps * total)
-        return total > every or patience is not None
-    return total > steps_per_epoch or patience is not None
-
-
 def build_trainer(
     params: Params,
     model,
@@ -392,25 +123,13 @@ def build_trainer(
     tallies: Tallies,
     started: float,
 ) -> tuple[TallyingTrainer, StopOnSignal, int]:
-    tp = params.train
+    """The run's Trainer over the tokenized splits, its stop-on-signal callback and its optimizer steps per epoch."""
+    tp, xla = params.train, runtime.static_shapes
     pad_id = read_tokenized_meta()["pad_token_id"]
-    train_split = read_tokenized("train")
-    xla = runtime.static_shapes
     dataset = MultiHotDataset if task.multi_label else SplitDataset
-    train_set = dataset(train_split)
-    val_set = dataset.by_length(read_tokenized("val"))
+    train_set, val_set = dataset(read_tokenized("train")), dataset.by_length(read_tokenized("val"))
     args = training_arguments(params, str(store.local), runtime)
-    micro_batches = args.train_batch_size * args.world_size  # rows per forward pass, over all processes
-    # drop_last on XLA: full batches only; an optimizer step every grad_accum micro-batches, as Trainer counts
-    batches = len(train_set) // micro_batches if xla else -(-len(train_set) // micro_batches)
-    steps_per_epoch = -(-batches // args.gradient_accumulation_steps)
-    if xla:  # whole steps of one length bucket each, as many every epoch (bucket_sampler)
-        steps_per_epoch = bucket_sampler(args, train_set, params.buckets).steps
-    if steps_per_epoch == 0:
-        raise UserError(
-            f"train split has {len(train_set)} rows: too few for one batch of {tp.batch_size}; "
-            "lower train.batch_size or add data"
-        )
+    steps_per_epoch = optimizer_steps_per_epoch(args, train_set, params, xla)
     args.num_train_epochs = planned_epochs(params, steps_per_epoch)
     args.load_best_model_at_end = keep_best(args, steps_per_epoch, tp.patience)
     # the optimizer must hold the parameters where they will live (a GPU, an XLA device), so the
@@ -418,28 +137,17 @@ def build_trainer(
     model = model.to(args.device)
     stop = StopOnSignal(steps_per_epoch)
     callbacks = [
-        LiveCallback(
-            live,
-            tallies,
-            args.num_train_epochs,
-            xla=xla,
-            log_every=tp.log_every,
-            every=tp.checkpoint_every,
-        ),
+        LiveCallback(live, tallies, args.num_train_epochs, xla=xla, log_every=tp.log_every, every=tp.checkpoint_every),
         CheckpointCallback(tp.checkpoint_every, steps_per_epoch, store, tallies, LIVE_DIR, live, started, xla=xla),
         stop,
-    ]
-    if tp.patience:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=tp.patience))
+    ] + ([EarlyStoppingCallback(early_stopping_patience=tp.patience)] if tp.patience else [])
     collator = make_collator(load_tokenizer(params.model.name), xla, params.buckets, pad_id)
-    if task.multi_label:
-        collator = float_labels(collator)
     trainer = TallyingTrainer(
         model=model,
         args=args,
         train_dataset=train_set,
         eval_dataset=val_set,
-        data_collator=collator,
+        data_collator=float_labels(collator) if task.multi_label else collator,
         optimizers=(make_optimizer(model, params), None),
         compute_metrics=val_metrics_fn(task),
         callbacks=callbacks,
@@ -452,15 +160,20 @@ def build_trainer(
     return trainer, stop, steps_per_epoch
 
 
-def planned_run(args: TrainingArguments, params: Params) -> dict:
-    """What the run is set to do, for the train summary (the report and the model card read it)."""
-    return {
-        "epochs_planned": int(args.num_train_epochs),
-        "max_steps": args.max_steps if args.max_steps > 0 else None,
-        "optimizer": optimizer_name(params),
-        "lr_scheduler": str(args.lr_scheduler_type.value),
-        "trainer_args": dict(params.train.trainer_args),
-    }
+def optimizer_steps_per_epoch(args, train_set: SplitDataset, params: Params, xla: bool) -> int:
+    """Optimizer steps in one epoch, as Trainer counts them (an error when the split holds too few rows)."""
+    micro_batches = args.train_batch_size * args.world_size  # rows per forward pass, over all processes
+    # drop_last on XLA: full batches only; an optimizer step every grad_accum micro-batches, as Trainer counts
+    batches = len(train_set) // micro_batches if xla else -(-len(train_set) // micro_batches)
+    steps = -(-batches // args.gradient_accumulation_steps)
+    if xla:  # whole steps of one length bucket each, as many every epoch (bucket_sampler)
+        steps = bucket_sampler(args, train_set, params.buckets).steps
+    if steps == 0:
+        raise UserError(
+            f"train split has {len(train_set)} rows: too few for one batch of {params.train.batch_size}; "
+            "lower train.batch_size or add data"
+        )
+    return steps
 
 
 def train_transformer(params: Params) -> None:

@@ -18,7 +18,8 @@ from lora_dvc.launch import launch_processes, launch_tpu_cores
 from lora_dvc.params import load_params
 from lora_dvc.runner import run_stage
 from lora_dvc.tokenization import tokenized_params
-from lora_dvc.training import StopRequested, micro_batch, train_transformer
+from lora_dvc.training import StopRequested, train_transformer
+from lora_dvc.training_args import micro_batch
 
 
 def main() -> None:

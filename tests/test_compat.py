@@ -156,7 +156,7 @@ def test_trainer_draws_the_sampler_s_order_and_sets_its_epoch(monkeypatch, tmp_p
     from lora_dvc.artifacts import TokenizedSplit
     from lora_dvc.callbacks import Tallies
     from lora_dvc.collators import EpochSeededLengthSampler, SplitDataset, make_collator
-    from lora_dvc.training import TallyingTrainer
+    from lora_dvc.trainer import TallyingTrainer
 
     rng = np.random.default_rng(0)
     rows = [[10 + i] + [5] * int(rng.integers(1, 12)) for i in range(24)]  # the first id names the row

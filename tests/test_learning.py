@@ -146,7 +146,7 @@ def keyword_batch(model_dir: Path, n: int = 16):
 
 def test_a_training_step_moves_lora_and_head_and_no_frozen_weight(tiny_model):
     """Catches: base weights left trainable (peft wrap skipped), or trainable weights the optimizer misses."""
-    from lora_dvc.training import make_optimizer
+    from lora_dvc.training_args import make_optimizer
 
     params = params_for({"lora": {"r": 4, "alpha": 8, "targets": "qv", "dropout": 0.0}}, tiny_model)
     model = fresh_model(tiny_model, {"dropout": 0.0})
@@ -169,7 +169,7 @@ def test_a_training_step_moves_lora_and_head_and_no_frozen_weight(tiny_model):
 
 def test_loraplus_gives_b_matrices_plus_ratio_times_the_learning_rate(tiny_model):
     """Catches: plus_ratio ignored (plain AdamW), or the ratio applied to the A matrices or the head."""
-    from lora_dvc.training import make_optimizer
+    from lora_dvc.training_args import make_optimizer
 
     lr, ratio = 2e-3, 16.0
     params = params_for(

@@ -122,7 +122,7 @@ def test_four_micro_batches_give_the_update_of_one_batch_of_four_times_the_rows(
 def test_a_batch_that_does_not_split_into_micro_batches_is_one_line(workdir):
     from lora_dvc.errors import UserError
     from lora_dvc.params import parse_params
-    from lora_dvc.training import micro_batch
+    from lora_dvc.training_args import micro_batch
 
     with pytest.raises(
         UserError, match=r"^train.batch_size=30 does not split over .* train.grad_accum=4; use a multiple of 4$"

@@ -58,7 +58,8 @@ def test_params_yaml_lists_the_project_values_and_they_pass(tmp_path):
 
 def trainer_for(params, tmp_path, model=None):
     from lora_dvc.callbacks import Tallies
-    from lora_dvc.training import TallyingTrainer, training_arguments
+    from lora_dvc.trainer import TallyingTrainer
+    from lora_dvc.training_args import training_arguments
 
     args = training_arguments(params, str(tmp_path), "fp32", "cpu")
     return TallyingTrainer(model=model or tiny_classifier(), args=args, eval_dataset=[], tallies=Tallies(3))
@@ -120,7 +121,7 @@ def mapped_fields() -> dict[str, list[str]]:
 def test_docs_params_mapping_is_what_the_train_stage_passes(tmp_path):
     """Catches: docs/params.md naming a TrainingArguments field the code does not set from that param
     (train.warmup_ratio once named warmup_ratio while the code passed warmup_steps)."""
-    from lora_dvc.training import training_arguments
+    from lora_dvc.training_args import training_arguments
 
     mapped = mapped_fields()
     assert {"train.epochs", "train.lr", "train.warmup_ratio", "train.log_every"} <= set(mapped)

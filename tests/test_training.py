@@ -150,7 +150,7 @@ def test_remote_store_uploads_and_downloads(tmp_path, monkeypatch):
 
 def test_min_steps_adds_epochs_on_small_data(caplog):
     from lora_dvc.params import parse_params
-    from lora_dvc.training import planned_epochs
+    from lora_dvc.training_args import planned_epochs
 
     def params(epochs, min_steps):
         return parse_params({"train": {"epochs": epochs, "min_steps": min_steps}}, "test")
