@@ -257,12 +257,13 @@ def build_report(params: Params) -> str:
     """reports/report.md's text; the figures are saved to plots/ on the way."""
     train = read_metrics(artifacts.TRAIN_SUMMARY)
     test = read_metrics(artifacts.EVAL_SUMMARY)["test"]
-    labels = list(test["per_class"])
     curves = save_figure(training_curves_figure(), "training_curves.png")
     if "per_label_counts" in test:  # multi-label: per-label yes/no counts instead of a confusion matrix
         confusion_block = f"Per-label confusion counts (test):\n\n{per_label_counts_table(test)}"
     else:
-        confusion_block = f"![confusion matrix]({save_figure(confusion_figure(labels), 'confusion_matrix.png')})"
+        confusion_block = (
+            f"![confusion matrix]({save_figure(confusion_figure(list(test['per_class'])), 'confusion_matrix.png')})"
+        )
     per_class = save_figure(per_class_figure(test["per_class"]), "per_class_f1.png")
     tokens = read_metrics(artifacts.TOKENIZE_STATS)
     params = as_tokenized(params, tokens.pop("choice", None))
