@@ -253,17 +253,19 @@ def as_tokenized(params: Params, choice: dict | None) -> Params:
     return replace(params, model=replace(params.model, **{key: choice[key] for key in keys}))
 
 
+def confusion_section(test: dict) -> str:
+    """The confusion matrix figure, or for multi-label rows the per-label yes/no counts."""
+    if "per_label_counts" in test:
+        return f"Per-label confusion counts (test):\n\n{per_label_counts_table(test)}"
+    return f"![confusion matrix]({save_figure(confusion_figure(list(test['per_class'])), 'confusion_matrix.png')})"
+
+
 def build_report(params: Params) -> str:
     """reports/report.md's text; the figures are saved to plots/ on the way."""
     train = read_metrics(artifacts.TRAIN_SUMMARY)
     test = read_metrics(artifacts.EVAL_SUMMARY)["test"]
     curves = save_figure(training_curves_figure(), "training_curves.png")
-    if "per_label_counts" in test:  # multi-label: per-label yes/no counts instead of a confusion matrix
-        confusion_block = f"Per-label confusion counts (test):\n\n{per_label_counts_table(test)}"
-    else:
-        confusion_block = (
-            f"![confusion matrix]({save_figure(confusion_figure(list(test['per_class'])), 'confusion_matrix.png')})"
-        )
+    confusion_block = confusion_section(test)
     per_class = save_figure(per_class_figure(test["per_class"]), "per_class_f1.png")
     tokens = read_metrics(artifacts.TOKENIZE_STATS)
     params = as_tokenized(params, tokens.pop("choice", None))
