@@ -11,6 +11,7 @@ import pytest
 import torch
 from helpers import ROOT, tiny_classifier
 
+from lora_dvc.device import Runtime
 from lora_dvc.errors import UserError
 from lora_dvc.params import parse_params
 
@@ -61,7 +62,7 @@ def trainer_for(params, tmp_path, model=None):
     from lora_dvc.trainer import TallyingTrainer
     from lora_dvc.training_args import training_arguments
 
-    args = training_arguments(params, str(tmp_path), "fp32", "cpu")
+    args = training_arguments(params, str(tmp_path), Runtime(torch.device("cpu")))
     return TallyingTrainer(model=model or tiny_classifier(), args=args, eval_dataset=[], tallies=Tallies(3))
 
 
@@ -126,12 +127,13 @@ def test_docs_params_mapping_is_what_the_train_stage_passes(tmp_path):
     mapped = mapped_fields()
     assert {"train.epochs", "train.lr", "train.warmup_ratio", "train.log_every"} <= set(mapped)
     assert set(mapped) <= set(CHANGED), f"give {set(mapped) - set(CHANGED)} a value in CHANGED"
-    default = training_arguments(parse_params({}), str(tmp_path), "fp32", "cpu")
+    cpu = torch.device("cpu")
+    default = training_arguments(parse_params({}), str(tmp_path), Runtime(cpu))
     for key, fields in mapped.items():
         section, name = key.split(".")
         params = parse_params({section: {name: CHANGED[key]}})
         precision = params.train.precision if params.train.precision != "auto" else "fp32"
-        args = training_arguments(params, str(tmp_path), precision, "cpu")
+        args = training_arguments(params, str(tmp_path), Runtime(cpu, precision))
         changed = [f for f in fields if getattr(args, f) != getattr(default, f)]
         assert changed == fields, f"{key}={CHANGED[key]!r} changes {changed} of the mapped {fields}"
         if len(fields) == 1 and isinstance(CHANGED[key], float):
