@@ -42,12 +42,16 @@ log = logging.getLogger("train")
 
 def result_params(params: Params) -> dict:
     """The params that change a run's result, as `section.key`: value."""
-    return {
+    found = {
         f"{section}.{key}": value
         for section in ("model", "lora", "train", "evaluate")
         for key, value in asdict(getattr(params, section)).items()
         if f"{section}.{key}" not in RESULT_NEUTRAL_KEYS
     }
+    # the fields of train.trainer_args one by one: a watch-only one (logging, workers) changes no result
+    trainer_args = found.pop("train.trainer_args", {})
+    found.update({f"train.trainer_args.{k}": v for k, v in trainer_args.items()})
+    return {key: value for key, value in found.items() if key not in RESULT_NEUTRAL_KEYS}
 
 
 def library_versions() -> dict[str, str]:

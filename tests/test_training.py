@@ -78,8 +78,13 @@ def test_fingerprint_covers_result_params_and_data_only(tokenized_cwd):
     volatile = Params()
     volatile.train.log_every, volatile.train.checkpoint_every, volatile.train.device = 7, 3, "cpu"
     assert fingerprint(volatile) == fp  # where and how often things are written: same run
+    volatile.train.trainer_args = {**base.train.trainer_args, "dataloader_num_workers": 2, "logging_first_step": True}
+    assert fingerprint(volatile) == fp  # trainer_args fields that only watch or feed the run
     changed = Params()
     changed.train.lr = 0.5
+    assert fingerprint(changed) != fp
+    changed = Params()
+    changed.train.trainer_args = {**base.train.trainer_args, "lr_scheduler_type": "cosine"}
     assert fingerprint(changed) != fp
     np.savez(
         "data/tokenized/val.npz",
