@@ -186,8 +186,9 @@ class CheckpointStore:
             fs, path = fsspec.core.url_to_fs(self.remote_dir)
             fs.pipe(f"{path}/{RUN_INFO}", (self.local / RUN_INFO).read_bytes())
 
-    def latest(self) -> Path | None:
-        """The newest intact checkpoint (fetched from the remote if need be); damaged ones are set aside."""
+    def latest(self, quiet: bool = False) -> Path | None:
+        """The newest intact checkpoint (fetched from the remote if need be); damaged ones are set aside.
+        `quiet`: no warnings (the processes beside rank 0, which come to the same choice and say nothing)."""
         damaged = 0
         for step in self._complete_steps():
             folder = self.local / step
@@ -196,17 +197,23 @@ class CheckpointStore:
             problem = damage(folder)
             if problem is None:
                 return folder
-            self.set_aside(folder, problem)
+            self.set_aside(folder, problem, quiet)
             damaged += 1
-        if damaged:
+        if damaged and not quiet:
             log.warning("no intact checkpoint left in %s: starting over from step 0", self.where)
         return None
 
-    def set_aside(self, folder: Path, problem: str) -> None:
+    def set_aside(self, folder: Path, problem: str, quiet: bool = False) -> None:
         """Rename a damaged checkpoint to damaged-checkpoint-N (kept for a look); delete its remote copy."""
         aside = folder.with_name(DAMAGED + folder.name)
         where = f"{self.remote_dir}/{folder.name}" if self.remote else str(folder)
-        log.warning("damaged checkpoint %s: %s; moved aside to %s", where, problem, aside)
+        log.log(
+            logging.DEBUG if quiet else logging.WARNING,
+            "damaged checkpoint %s: %s; moved aside to %s",
+            where,
+            problem,
+            aside,
+        )
         shutil.rmtree(aside, ignore_errors=True)
         try:
             folder.rename(aside)

@@ -189,7 +189,7 @@ def train_transformer(params: Params) -> None:
     is_main = is_main_process(runtime.kind)
     if is_main:
         prune_stale()
-    resume = store.latest()  # the newest intact one: damaged ones are set aside with a warning
+    resume = store.latest(quiet=not is_main)  # the newest intact one: damaged ones are set aside with a warning
     if is_main:
         store.describe(params)
     log.info(
