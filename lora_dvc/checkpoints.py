@@ -270,13 +270,28 @@ class CheckpointStore:
                 fs.rm(path, recursive=True)
 
 
+def last_written(folder: Path) -> float:
+    """The newest modification time under `folder`; files that vanish meanwhile (another run's rotation or
+    clean-up) are skipped, and a folder gone altogether counts as written now (nothing to prune)."""
+    times = []
+    try:
+        for path in (folder, *folder.rglob("*")):
+            try:
+                times.append(path.stat().st_mtime)
+            except FileNotFoundError:
+                continue
+    except OSError:
+        pass
+    return max(times, default=time.time())
+
+
 def prune_stale(root: Path | None = None, max_age_days: float = MAX_AGE_DAYS) -> list[Path]:
     """Delete local checkpoint folders not written to for max_age_days (runs never resumed)."""
     roots = [root] if root else [Path(store_url())] if not is_remote(store_url()) else []
     roots.append(cache_dir() / "staging")
     cutoff, pruned = time.time() - max_age_days * 86400, []
     for folder in (f for r in roots if r.is_dir() for f in r.iterdir() if f.is_dir()):
-        newest = max((p.stat().st_mtime for p in folder.rglob("*")), default=folder.stat().st_mtime)
+        newest = last_written(folder)
         if newest < cutoff:
             shutil.rmtree(folder, ignore_errors=True)
             log.info("pruned stale checkpoint %s (untouched for over %g days)", folder, max_age_days)

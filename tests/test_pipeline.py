@@ -43,7 +43,7 @@ def test_dvc_repro_end_to_end(repo, tiny_model):
             f"{section}.{key}"
             for section, keys in (
                 ("val", ("accuracy", "macro_f1", "loss", "best_epoch")),
-                ("fit", ("seconds", "samples_per_second", "trainable_params")),
+                ("fit", ("seconds", "samples_per_second", "trainable_params", "epochs", "steps")),
             )
             for key in keys
         ),
