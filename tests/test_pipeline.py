@@ -6,7 +6,7 @@ import json
 
 from conftest import dvc, head_params_after_peft_load
 
-STAGES = ("prepare", "tokenize", "train", "evaluate", "report")
+STAGES = ("prepare", "tokenize", "train", "evaluate", "report", "export")
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -52,7 +52,15 @@ def test_dvc_repro_end_to_end(repo, tiny_model):
     assert json.loads((repo / "records/prepare.json").read_text())["dropped"]["conflicting_label"] >= 0
     assert json.loads((repo / "records/tokenize.json").read_text())["train"]["tokens_p95"] > 0
     test = json.loads((repo / "records/evaluate/metrics.json").read_text())["test"]
-    assert 0 <= test["accuracy"] <= 1 and set(test["per_class"]) == {"World", "Sports", "Business", "Sci/Tech"}
+    assert set(test["per_class"]) == {"World", "Sports", "Business", "Sci/Tech"}
+    # the accuracy is the share of predictions.csv's rows whose prediction is the label
+    rows = (repo / "records/evaluate/predictions.csv").read_text().splitlines()[1:]
+    right = sum(row.split(",")[0] == row.split(",")[1] for row in rows)
+    assert len(rows) > 0 and abs(test["accuracy"] - right / len(rows)) < 1e-6, (test["accuracy"], right, len(rows))
+    # export ran: the shareable folder, its card and the adapter as trained
+    export = repo / "models/export"
+    assert (export / "README.md").read_text().startswith("---")
+    assert (export / "adapter_model.safetensors").read_bytes() == (adapter / "adapter_model.safetensors").read_bytes()
     train = json.loads((repo / "records/train/metrics.json").read_text())
     assert train["trainable_params"] < train["total_params"]
     assert train["step"] == train["steps"]
