@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -244,19 +245,13 @@ def host_info() -> dict:
         "avx512_bf16": "avx512_bf16" in flags,
         "amx": "amx_bf16" in flags,
         "torch": torch.__version__,
-        "transformers": _version("transformers"),
-        "peft": _version("peft"),
+        "transformers": metadata.version("transformers"),
+        "peft": metadata.version("peft"),
         "threads": torch.get_num_threads(),
         "cores": len(os.sched_getaffinity(0)),
         "python": platform.python_version(),
         "tree": tree_version(),
     }
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import version
-
-    return version(package)
 
 
 def tree_version() -> str:

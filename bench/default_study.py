@@ -1,11 +1,7 @@
-"""The default study from scratch, stage by stage, timed over repeats: the record README's figures come from.
+"""`python bench/default_study.py [--repeats 3]`: the default study from scratch, timed -> bench/results/.
 
-    python bench/default_study.py [--repeats 3]   # in the repository root -> bench/results/default-study-<time>.json
-
-Each repeat runs `dvc repro -f -s STAGE` for every stage in pipeline order in this working tree (its last
-outputs, dvc.lock included, are the ones to commit), DVC's start included, and records each stage's wall
-seconds with the cores other processes used meanwhile and the load average (benchlib.timed).
-"""
+Each repeat runs `dvc repro -f -s STAGE` for every stage in order in this working tree (the last run's outputs,
+dvc.lock included, are the ones to commit), with the load during each stage (benchlib.timed)."""
 
 from __future__ import annotations
 
@@ -27,14 +23,11 @@ def one_run(log_file: Path) -> dict:
         stage: timed([sys.executable, "-m", "dvc", "repro", "-f", "-s", stage], ROOT, log_file) for stage in STAGES
     }
     wall = sum(s["wall_s"] for s in stages.values())
-    others = [s["other_cores"] for s in stages.values() if s["other_cores"] is not None]
+    busy = sum((s["other_cores"] or 0) * s["wall_s"] for s in stages.values())  # other processes' core-seconds
     return {
         "stage_seconds": {stage: round(s["wall_s"], 1) for stage, s in stages.items()},
         "total_seconds": round(wall, 1),
-        # time-weighted over the stages: the cores other processes used during the whole run
-        "other_cores": round(sum(s["other_cores"] * s["wall_s"] for s in stages.values()) / wall, 2)
-        if others
-        else None,
+        "other_cores": round(busy / wall, 2),  # time-weighted over the stages
         "load1_before": stages["prepare"]["load1_before"],
         "load1_after": stages["export"]["load1_after"],
         "test_accuracy": json.loads((ROOT / "metrics/test.json").read_text())["test"]["accuracy"],
@@ -45,13 +38,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="from-scratch runs (default 3)")
     args = parser.parse_args()
-    host = host_info()  # at the start: the tree that is measured
-    started = dt.datetime.now(dt.timezone.utc)
+    host, started = host_info(), dt.datetime.now(dt.timezone.utc)  # at the start: the tree that is measured
     log_file = Path(tempfile.mkdtemp(prefix="default-study-")) / "repro.log"
     runs = []
     for i in range(args.repeats):
         runs.append(one_run(log_file))
-        log(f"run {i + 1}/{args.repeats}: {runs[-1]['total_seconds']} s, test accuracy {runs[-1]['test_accuracy']}")
+        log(f"run {i + 1}/{args.repeats}: {runs[-1]}")
     train = json.loads((ROOT / "metrics/train.json").read_text())
     record = {
         "bench": "default-study",

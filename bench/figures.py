@@ -94,8 +94,7 @@ def default_study() -> tuple[Path, dict]:
     return newest("default-study", lambda r: len(r.get("runs", [])) >= 3)
 
 
-def study_time(r: dict) -> str:
-    """'6 min 10 s (5 min 59 s to 6 min 20 s over 3 runs)': the median from-scratch time and its range."""
+def study_time(r: dict) -> str:  # the median from-scratch time and its range
     t = r["total_seconds"]
     return f"{minutes(t['median'])} ({minutes(t['min'])} to {minutes(t['max'])} over {len(r['runs'])} runs)"
 

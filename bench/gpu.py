@@ -3,11 +3,9 @@
     bash .gpu-kit/setup.sh && source .gpu-kit/env.sh && python bench/gpu.py     # on the GPU host
     python bench/gpu.py --dry-run [--repro]                                     # the same code paths on the CPU
 
-In a temporary git + DVC copy of this tree (run.make_copy): the matmul peak (benchlib.matmul_peak), the default
-`dvc repro` from scratch (--repro), the train stage against bench/peer_trainer.py --recipe stock (alternating),
-a batch sweep with each batch's model FLOPs (benchlib.run_flops) as a share of the peak, and the evaluate stage
-at two batch sizes. Writes bench/results/gpu-<UTC>.json with a `goals` table; a dry run (2-layer model, a few
-dozen rows) writes to a temporary folder and asserts no goal.
+In a temporary copy of this tree: the matmul peak, `dvc repro` from scratch (--repro), the train stage against
+the stock recipe (alternating), a batch sweep with model FLOPs as a share of the peak, and the evaluate stage at
+two batch sizes -> bench/results/gpu-<UTC>.json; a dry run (tiny model) writes to a temporary folder.
 """
 
 from __future__ import annotations
