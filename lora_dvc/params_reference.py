@@ -75,8 +75,8 @@ MAPS_TO = {
     "`load_best_model_at_end=True`, `metric_for_best_model` val macro-F1 (or train.trainer_args'); counts val passes",
     "train.device": "torch device: `cpu`, `cuda`, `xla` (torch_xla); `auto` picks the best present",
     "train.precision": "transformers `TrainingArguments.bf16` / `.fp16` (`torch.autocast`; fp16 with Trainer's "
-    "gradient scaler), resolved for the device once per stage by `lora_dvc.device.Runtime.create` for train, evaluate and "
-    "predict; under bf16 on CPU and CUDA the frozen weights are stored in bf16 "
+    "gradient scaler), resolved for the device once per stage by `lora_dvc.device.Runtime.create` for train, "
+    "evaluate and predict; under bf16 on CPU and CUDA the frozen weights are stored in bf16 "
     "(`lora_dvc.modeling.ready_for_bf16_autocast`)",
     "train.cores": "`torch_xla.launch` over the host's TPU cores (data parallel) when `all`",
     "train.processes": "`torchrun --nproc_per_node=` (torch DDP; `TrainingArguments` runs one process per device)",
