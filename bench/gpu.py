@@ -42,6 +42,21 @@ GOALS = {
     "best_batch_mfu": (">=", 0.10, "model FLOPs share of the measured peak, train stage at its best batch"),
 }
 
+# dense bf16 tensor-core peak from the vendor's datasheet, FLOP/s (sparsity not counted), by a name fragment
+DATASHEET_BF16 = {
+    "H200": 989e12,
+    "H100 SXM": 989e12,
+    "H100 PCIe": 756e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L4": 121e12,
+}
+
+
+def datasheet_peak(gpu: str | None) -> float | None:
+    """The datasheet's dense bf16 peak for a torch.cuda device name, or None for a chip not listed (or the CPU)."""
+    return next((peak for name, peak in DATASHEET_BF16.items() if gpu and name in gpu), None)
+
 
 def log(msg: str) -> None:
     print(f"[gpu-bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -131,10 +146,12 @@ def run_stock(copy: Path, precision: str, out: Path) -> dict:
     return {"samples_per_s": r["train_samples_per_second"], "loop_s": r["train_runtime"]}
 
 
-def train_loop(copy: Path, batch: int, repeats: int, precision: str, work: Path, flops: float, peak: float) -> dict:
-    """Ours against the stock recipe at `batch`, alternating (benchlib.alternate), `repeats` times each."""
+def train_loop(copy: Path, batch: int, repeats: int, precision: str, work: Path, flops: float, peaks: tuple) -> dict:
+    """Ours against the stock recipe at `batch`, alternating (benchlib.alternate), `repeats` times each; model FLOPs
+    per second as a share of the measured matmul peak (mfu) and, for a listed chip, of its datasheet peak."""
     from benchlib import alternate
 
+    peak, datasheet = peaks
     runs = {"ours": [], "stock": []}
     for i, side in enumerate(alternate(["ours", "stock"], repeats)):
         if side == "ours":
@@ -148,6 +165,8 @@ def train_loop(copy: Path, batch: int, repeats: int, precision: str, work: Path,
             "samples_per_s": stats(r["samples_per_s"] for r in found),
             "mfu": stats(flops / r["loop_s"] / peak for r in found),
         }
+        if datasheet:
+            out[side]["mfu_datasheet"] = stats(flops / r["loop_s"] / datasheet for r in found)
     out["ours_vs_stock"] = out["ours"]["samples_per_s"]["median"] / out["stock"]["samples_per_s"]["median"]
     return out
 
@@ -276,7 +295,9 @@ def main(argv=None) -> None:
         encoder = Encoder.from_params(load_params())
     flops = run_flops(encoder, lengths["train"], lengths["val"])  # one epoch: train rows, one val pass
     result["flops"] = {"encoder": encoder.__dict__, "epoch_flops": flops, "train_rows": len(lengths["train"])}
-    result["train_loop"] = train_loop(copy, batches[0], repeats, precision, work, flops, peak)
+    datasheet = datasheet_peak(result["gpu"]) if precision == "bf16" else None
+    result["datasheet_peak_flops_per_s"] = datasheet
+    result["train_loop"] = train_loop(copy, batches[0], repeats, precision, work, flops, (peak, datasheet))
     result["batch_sweep"] = batch_sweep(copy, batches, flops, peak)
     result["eval_batches"] = eval_batches(copy, eval_sizes, 1 if args.dry_run else 2)
     result["goals"] = goals(result)

@@ -15,8 +15,12 @@ GOALS = {"default_repro_s", "train_loop_samples_per_s", "train_loop_vs_stock", "
 
 def test_dry_run_measures_every_part(tmp_path):
     out = tmp_path / "gpu-dry.json"
-    done = run([sys.executable, "bench/gpu.py", "--dry-run", "--repeats", "1", "--out", str(out)], ROOT, timeout=400)
+    cmd = [sys.executable, "bench/gpu.py", "--dry-run", "--repro", "--repeats", "1", "--out", str(out)]
+    done = run(cmd, ROOT, timeout=500)
     result = json.loads(out.read_text())
+    repro = result["default_repro"]  # `dvc repro` from scratch on the tiny model, every stage timed
+    assert list(repro["stage_seconds"]) == ["prepare", "tokenize", "train", "evaluate", "report", "export"]
+    assert 0 < sum(repro["stage_seconds"].values()) <= repro["total_s"]
     assert result["dry_run"] and result["device"] == "cpu" and not result["goals_asserted"]
     assert result["peak"]["flops_per_s"][result["precision"]] > 0
     loop = result["train_loop"]
@@ -27,7 +31,8 @@ def test_dry_run_measures_every_part(tmp_path):
     assert set(result["batch_sweep"]["batches"]) == {"16", "32"}
     assert result["eval_batches"]["speedup"] > 0
     assert result["flops"]["encoder"]["layers"] == 2 and result["flops"]["encoder"]["adapted"]
-    assert set(result["goals"]) == GOALS and result["goals"]["default_repro_s"]["measured"] is None
+    assert set(result["goals"]) == GOALS and result["goals"]["default_repro_s"]["measured"] == repro["total_s"]
+    assert result["datasheet_peak_flops_per_s"] is None and "mfu_datasheet" not in loop["ours"]  # a CPU: none
     assert "goal train_loop_vs_stock" in done.stderr  # each goal is logged with its figure
 
 
@@ -40,3 +45,12 @@ def test_dry_run_never_writes_into_bench_results():
     )
     assert done.returncode == 2 and "never go into bench/results" in done.stderr
     assert not (ROOT / "bench/results/gpu-x.json").exists()
+
+
+def test_datasheet_peak_by_device_name():
+    sys.path.insert(0, str(ROOT / "bench"))
+    from gpu import datasheet_peak
+
+    assert datasheet_peak("NVIDIA H100 80GB HBM3") == datasheet_peak("NVIDIA H200") == 989e12
+    assert datasheet_peak("NVIDIA H100 PCIe") == 756e12 and datasheet_peak("NVIDIA A100-SXM4-80GB") == 312e12
+    assert datasheet_peak("Tesla T4") is None and datasheet_peak(None) is None
