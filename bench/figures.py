@@ -355,43 +355,6 @@ def _pm(mean: float, std: float | None) -> str:
     return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f} (one run)"
 
 
-# ---- the study (docs/study.md: `lora-dvc compare`'s report over the sweep's experiments) ----
-
-STUDY = ROOT / "docs/study.md"
-STUDY_ROWS = (  # (label, method, r, targets) in the order README quotes them
-    ("TF-IDF", "tfidf", "–", "–"),
-    ("LoRA qv r4", "lora", "4", "qv"),
-    ("r16", "lora", "16", "qv"),
-    ("r32", "lora", "32", "qv"),
-    ("qkv r32", "lora", "32", "qkv"),
-    ("all r32", "lora", "32", "all"),
-    ("full fine-tuning", "full", "–", "–"),
-    ("the default (all r16, seed 42 only)", "lora", "16", "all"),
-)
-
-
-def study_table() -> dict[tuple[str, str, str], str]:
-    """(method, r, targets) -> test accuracy cell of docs/study.md's "All experiments" table."""
-    text = STUDY.read_text(encoding="utf-8").split("## All experiments", 1)[1]
-    rows = [
-        [cell.strip().strip("*").strip() for cell in line.strip().strip("|").split("|")]
-        for line in text.splitlines()
-        if line.startswith("|")
-    ]
-    header, body = rows[0], [r for r in rows[2:] if len(r) == len(rows[0])]
-    col = {name: i for i, name in enumerate(header)}
-    return {(r[col["method"]], r[col["r"]], r[col["targets"]]): r[col["test acc"]] for r in body}
-
-
-def study() -> str:
-    table = study_table()
-    quoted = "; ".join(f"{label} {table[(method, r, targets)]}" for label, method, r, targets in STUDY_ROWS)
-    return (
-        f"Test accuracy, mean ± std over seeds 42, 43, 44 (docs/study.md's table): {quoted}. The sweep ran with "
-        "torch's dropout masks, before the CPU levers of the Performance section."
-    )
-
-
 # ---- the blocks ----
 
 
@@ -408,7 +371,6 @@ BLOCKS = {
     "stock-recipe-table": Block(stock_recipe_table),
     "step-levers": Block(step_levers_table),
     "long-texts": Block(long_texts),
-    "study": Block(study),
 }
 
 
