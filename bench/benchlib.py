@@ -97,15 +97,17 @@ def epochs_trained(runs: list[dict], train: dict, train_rows: int) -> int:
     return max(train["epochs"], round(steps / per_epoch)) if steps else train["epochs"]
 
 
-def run_order(default: str) -> list[tuple[str, str]]:
+def run_order(default: str, precisions: tuple[str, ...] = ("fp32", "bf16")) -> list[tuple[str, str]]:
     """One repeat's (side, precision) runs, each within two places of the runs it is compared with, so that
     drift of the machine's speed (measured: 12-17% within an hour on this VM) falls on both sides of a
     ratio: ours in the default precision first (its step count sets the peers'), then the stock default
-    (fp32, the headline peer), the stock recipe in our default precision, ours in the other precision."""
-    other = "fp32" if default == "bf16" else "bf16"
+    (fp32), the stock recipe in our default precision, then the other precision of `precisions` (stock, ours)."""
     order = [("ours", default), ("stock", "fp32")]
-    order += [("stock", default)] if default != "fp32" else [("stock", other)]
-    return order + [("ours", other)]
+    order += [("stock", default)] if default != "fp32" else []
+    others = [p for p in precisions if p != default]
+    if default == "fp32":
+        order += [("stock", p) for p in others]
+    return order + [("ours", p) for p in others]
 
 
 def alternate(sides: list[str], repeats: int) -> list[str]:

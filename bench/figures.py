@@ -30,13 +30,10 @@ class FigureError(Exception):
 
 def newest(kind: str, accepts: Callable[[dict], bool] = lambda record: True) -> tuple[Path, dict]:
     """The newest bench/results/<kind>-<stamp>.json that `accepts`, by its stamp."""
-    stamped = [(STAMP.search(p.name), p) for p in RESULTS.glob(f"{kind}-*.json")]
-    paths = sorted((m.group(1), p) for m, p in stamped if m and p.name == f"{kind}-{m.group(1)}.json")
-    for _, path in reversed(paths):
-        record = json.loads(path.read_text(encoding="utf-8"))
-        if accepts(record):
-            return path, record
-    raise FigureError(f"no bench/results/{kind}-<stamp>.json with what the block needs")
+    found = records(kind, accepts)
+    if not found:
+        raise FigureError(f"no bench/results/{kind}-<stamp>.json with what the block needs")
+    return found[0]
 
 
 def rel(path: Path) -> str:
@@ -129,15 +126,29 @@ def default_study_accuracy() -> str:
 
 # ---- ours against the stock Trainer recipe (bench/run.py) ----
 
-ROW_LABELS = {
-    "default": "pipeline default ({ours}) vs stock default ({peer})",
+ROW_LABELS = {  # equal precision first; our default against the stock default below, where they differ
     "fp32": "fp32 both",
     "bf16": "bf16 both",
+    "default": "pipeline default ({ours}) vs stock default ({peer}), unequal precision",
 }
 
 
-def stock_recipe() -> tuple[Path, dict]:
-    return newest("stock-recipe", lambda r: r["args"]["repeats"] >= 3)
+def records(kind: str, accepts: Callable[[dict], bool] = lambda record: True) -> list[tuple[Path, dict]]:
+    """Every bench/results/<kind>-<stamp>.json that `accepts`, newest first."""
+    stamped = [(STAMP.search(p.name), p) for p in RESULTS.glob(f"{kind}-*.json")]
+    paths = sorted(((m.group(1), p) for m, p in stamped if m and p.name == f"{kind}-{m.group(1)}.json"), reverse=True)
+    found = [(path, json.loads(path.read_text(encoding="utf-8"))) for _, path in paths]
+    return [(path, record) for path, record in found if accepts(record)]
+
+
+def stock_recipes() -> list[tuple[Path, dict]]:
+    """The newest stock-recipe record of each host kind (a speed ratio holds only for its kind), newest first."""
+    kinds: dict[str, tuple[Path, dict]] = {}
+    for path, r in records("stock-recipe", lambda r: r["args"]["repeats"] >= 3):
+        kinds.setdefault(host_kind(r["host"]), (path, r))
+    if not kinds:
+        raise FigureError("no bench/results/stock-recipe-<stamp>.json with 3 repeats or more")
+    return list(kinds.values())
 
 
 def stock_setup(path: Path, r: dict) -> str:
@@ -158,15 +169,19 @@ def achieved(r: dict, side: str, precision: str) -> str:
 
 
 def stock_recipe_table() -> str:
-    """bench/README's full table."""
-    path, r = stock_recipe()
+    """bench/README's and README's tables: one per host kind, its newest record."""
+    return "\n\n".join(stock_recipe_one(path, r) for path, r in stock_recipes())
+
+
+def stock_recipe_one(path: Path, r: dict) -> str:
     lines = [
-        stock_setup(path, r),
+        f"**{host_kind(r['host'])}.** {stock_setup(path, r)}",
         "",
         "| measure | ours | stock Trainer (dynamic padding, length-grouped) | ours vs stock, per repeat |",
         "|---|---|---|---|",
     ]
-    for row, s in r["speed"].items():
+    for row in (row for row in ROW_LABELS if row in r["speed"]):
+        s = r["speed"][row]
         label = ROW_LABELS[row].format(ours=s["ours_precision"], peer=s["peer_precision"])
         lines.append(
             f"| train, {label}, s (min / median / max) | {mmm(s['ours_s'])} | {mmm(s['stock_s'])} | "
@@ -186,14 +201,15 @@ def stock_recipe_table() -> str:
         f"| model FLOPs per trained token (fwd + bwd to inputs and adapters) | {f['per_train_token'] / 1e6:,.1f} M "
         "| same | |"
     )
-    for precision in ("fp32", "bf16"):
+    for precision in r["accuracy"]:
         lines.append(
             f"| achieved GFLOP/s in the loop, {precision} (share of {peak[precision] / 1e9:,.0f} GFLOP/s matmul "
             f"peak) | {achieved(r, 'ours', precision)} | {achieved(r, 'stock', precision)} | |"
         )
+    memory = " / ".join(f"{rss[p]:,.0f}" for p in r["accuracy"])
     lines += [
         f"| no-op `dvc repro`, s (median of 3) | {r['noop_repro_s']:.2f} | | |",
-        f"| peak RSS of the train stage, MB, bf16 / fp32 | {rss['bf16']:,.0f} / {rss['fp32']:,.0f} | | |",
+        f"| peak RSS of the train stage, MB, {' / '.join(r['accuracy'])} | {memory} | | |",
     ]
     return "\n".join([*lines, "", goals(r)])
 
@@ -204,6 +220,8 @@ GOALS = {"default": 2.0, "bf16": 1.3}  # issue 12: ours vs stock, medians
 def goals(r: dict) -> str:
     parts = []
     for row, goal in GOALS.items():
+        if row not in r["speed"]:
+            continue  # not measured on this host kind (no native bf16)
         got = r["speed"][row]["vs_stock"]["median"]
         label = ROW_LABELS[row].format(ours=r["speed"][row]["ours_precision"], peer=r["speed"][row]["peer_precision"])
         parts.append(f"{label} >= {goal}x: {'met' if got >= goal else 'not met'} ({got:.2f}x)")

@@ -184,7 +184,7 @@ def run_peer(copy: Path, recipe: str, precision: str, steps: int, with_test: boo
 def speed_runs(copy: Path, args, default: str) -> list[dict]:
     """Every config in `run_order`, rotated from repeat to repeat; accuracy (test pass) on each config's first run."""
     runs, steps = [], None
-    order = run_order(default)
+    order = run_order(default, tuple(args.precisions))
     for i, (side, precision) in enumerate(alternate(order, args.repeats)):
         first = not any(r["side"] == side and r["precision"] == precision for r in runs)
         if args.quiet_wait:
@@ -217,14 +217,15 @@ def default_precision() -> str:
     return Runtime.create("cpu", "auto").precision
 
 
-ROWS = {"default": None, "fp32": ("fp32", "fp32"), "bf16": ("bf16", "bf16")}
-
-
-def speed_summary(runs: list[dict], default: str) -> dict:
-    """Per row: min/median/max whole-process seconds per side, and ours-vs-peer ratios (peer time / our time)
-    per repeat, each against the peer run next to it, with their min/median/max."""
+def speed_summary(runs: list[dict], default: str, precisions: tuple[str, ...] = ("fp32", "bf16")) -> dict:
+    """Per row (each measured precision on both sides, then our default against the stock default where those
+    differ): min/median/max whole-process seconds per side, and ours-vs-peer ratios (peer time / our time) per
+    repeat, each against the peer run next to it, with their min/median/max."""
+    rows = {p: (p, p) for p in ("fp32", "bf16") if p in precisions}
+    if default != "fp32":
+        rows["default"] = (default, "fp32")
     summary = {}
-    for row, pair in {**ROWS, "default": (default, "fp32")}.items():
+    for row, pair in rows.items():
         ours_p, peer_p = pair
         entry = {"ours_precision": ours_p, "peer_precision": peer_p}
         for side, precision in (("ours", ours_p), ("stock", peer_p)):
@@ -237,9 +238,9 @@ def speed_summary(runs: list[dict], default: str) -> dict:
     return summary
 
 
-def accuracy_summary(runs: list[dict]) -> dict:
+def accuracy_summary(runs: list[dict], precisions: tuple[str, ...]) -> dict:
     acc = {}
-    for precision in ("fp32", "bf16"):
+    for precision in precisions:
         ours, stock = (
             first_of(runs, "ours", precision, "test_accuracy"),
             first_of(runs, "stock", precision, "test_accuracy"),
@@ -299,6 +300,12 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="256 rows, 1 repeat, small val/test: checks the harness")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="params override, as exp run -S")
     ap.add_argument("--keep", action="store_true", help="keep the temporary repository")
+    ap.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=("fp32", "bf16"),
+        help="precisions to run both sides in (default: fp32, and bf16 where `train.precision: auto` picks it)",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.rows, args.repeats, args.val_rows, args.test_rows, args.quiet_wait = 256, 1, 128, 256, 0
@@ -320,6 +327,7 @@ def main() -> None:
     peak = matmul_peak()
     log(f"matmul peak: { ({k: round(v / 1e9, 1) for k, v in peak['flops_per_s'].items()}) } GFLOP/s")
     default = default_precision()
+    args.precisions = sorted(set(args.precisions or ["fp32", default]) | {default}, key=["fp32", "bf16"].index)
     runs = speed_runs(copy, args, default)
     peak = best_peak(peak, matmul_peak())  # again after the runs: the quieter of the two is the peak
     lengths = token_lengths(copy)
@@ -334,13 +342,13 @@ def main() -> None:
         "params": params,
         "rows": read_json(copy / "records/prepare.json")["rows"],
         "runs": runs,
-        "speed": speed_summary(runs, default),
-        "accuracy": accuracy_summary(runs),
+        "speed": speed_summary(runs, default, tuple(args.precisions)),
+        "accuracy": accuracy_summary(runs, tuple(args.precisions)),
         "flops": flops_summary(runs, lengths, peak, epochs_trained(runs, params["train"], len(lengths["train"]))),
         "peak": peak,
         "peak_rss_mb": {
             p: max((r["peak_rss_mb"] for r in runs if r["side"] == "ours" and r["precision"] == p), default=None)
-            for p in ("fp32", "bf16")
+            for p in args.precisions
         },
         "noop_repro_s": noop_repro(copy),
     }

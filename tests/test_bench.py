@@ -83,6 +83,7 @@ def test_run_order_keeps_compared_runs_near_each_other():
         ("stock", "bf16"),
         ("ours", "bf16"),
     }
+    assert benchlib.run_order("fp32", ("fp32",)) == [("ours", "fp32"), ("stock", "fp32")]  # no native bf16
 
 
 def test_the_flop_count_reads_the_default_models_adapters_as_a_hand_count_does():
@@ -147,6 +148,8 @@ def test_speed_summary_gives_spreads_and_per_repeat_ratios():
     assert summary["default"]["vs_stock"] == {"min": 2.0, "median": 3.0, "max": 3.0}
     assert summary["fp32"]["vs_stock"] == {"min": 1.1, "median": 1.6, "max": 2.0}
     assert summary["bf16"]["vs_stock"]["median"] == 2.0
+    fp32_host = run.speed_summary([r for r in runs if r["precision"] == "fp32"], "fp32", ("fp32",))
+    assert list(fp32_host) == ["fp32"] and fp32_host["fp32"] == summary["fp32"]  # no unequal row, no bf16 row
 
 
 def test_step_levers_summary_compares_each_lever_with_base_of_its_repeat():
