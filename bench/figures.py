@@ -392,6 +392,19 @@ BLOCKS = {
 }
 
 
+# the records the blocks quote: every one must carry its evidence (tests/test_figures.py), and no other is kept
+QUOTED: dict[str, Callable[[], list[tuple[Path, dict]]]] = {
+    "default-study": lambda: [default_study()],
+    "stock-recipe": stock_recipes,
+    "step-levers": lambda: [step_levers()],
+    "long-texts": lambda: [newest("long-texts")],
+}
+
+
+def quoted_records() -> list[tuple[Path, dict]]:
+    return [found for records_of in QUOTED.values() for found in records_of()]
+
+
 def doc_paths() -> list[Path]:
     paths = []
     for pattern in DOCS:

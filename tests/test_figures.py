@@ -27,6 +27,25 @@ def test_every_figures_block_is_its_records_rendering():
     assert figures.run(check=True) == []
 
 
+def test_every_quoted_record_carries_its_evidence_and_no_other_record_is_kept():
+    quoted = figures.quoted_records()
+    for path, r in quoted:
+        where = path.name
+        assert r["command"].startswith("python bench/") and re.match(r"\d{4}-?\d{2}-?\d{2}T", r["date"]), where
+        assert r["host"]["tree"] and r["host"]["cpu"] and r["host"]["cores"] and "avx512_bf16" in r["host"], where
+        for run in r["runs"]:  # the load of each timed run: other processes' cores and the load average
+            load = run.get("load", run)
+            assert load["other_cores"] is not None and load["load1_before"] is not None, (where, run)
+        if "seeds" in r:  # accuracy: 3 seeds of every config
+            per_config = {c: {x["seed"] for x in r["runs"] if x["config"] == c} for c in r["configs"]}
+            assert all(len(seeds) >= 3 for seeds in per_config.values()), (where, per_config)
+        else:  # speed: 3 repeats
+            repeats = r.get("repeats") or (r.get("args") or {}).get("repeats") or len(r["runs"])
+            assert repeats >= 3, where
+    kept = set((ROOT / "bench/results").glob("*.json"))
+    assert kept == {path for path, _ in quoted}, "records nothing quotes are deleted, not kept as history"
+
+
 def test_the_check_names_the_block_whose_figure_differs():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     match = re.search(
