@@ -1,5 +1,5 @@
-"""Length-sorted batches over the tokenized splits, for inference (evaluate, predict, export).
-(Training reads the splits through lora_dvc.collators: Trainer's length-grouped batches.)
+"""Length-sorted batches over the tokenized splits, for inference (evaluate, predict, export), and the one
+padding rule (`padded`), which training's XLA collator (lora_dvc.collators) uses too.
 
 On CPU and CUDA, rows are sorted by length and each batch is padded to its own longest row, rounded
 up to a multiple of 8 (params.padded_length), as training's batches are: short texts stay short and
@@ -45,30 +45,36 @@ def make_batches(
     return batches
 
 
+def padded(ids: list, length: int, pad_id: int, types: list | None = None, rows: int | None = None) -> dict:
+    """The one padding rule: each row's ids (and token types) left-aligned in a `length`-wide tensor, pad_id
+    after them, attention 1 on the real tokens; `rows` rows in all (the ones past len(ids) empty)."""
+    n = len(ids) if rows is None else rows
+    input_ids = np.full((n, length), pad_id, dtype=np.int64)
+    attention = np.zeros((n, length), dtype=np.int64)
+    type_ids = None if types is None else np.zeros((n, length), dtype=np.int64)
+    for i, row in enumerate(ids):
+        used = min(len(row), length)
+        input_ids[i, :used] = row[:used]
+        attention[i, :used] = 1
+        if type_ids is not None:
+            type_ids[i, :used] = types[i][:used]
+    batch = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention)}
+    if type_ids is not None:
+        batch["token_type_ids"] = torch.from_numpy(type_ids)
+    return batch
+
+
 def collate(split: TokenizedSplit, length: int, rows: np.ndarray, pad_id: int, pad_rows_to: int | None = None) -> dict:
     """Tensors for one batch, padded to `length`; optionally padded with empty rows (label -100,
     ignored by the loss and the metrics) to a fixed batch size for static shapes."""
-    n = len(rows) if pad_rows_to is None else pad_rows_to
-    input_ids = np.full((n, length), pad_id, dtype=np.int64)
-    attention = np.zeros((n, length), dtype=np.int64)
-    labels = np.full((n, *split.labels.shape[1:]), -100, dtype=np.int64)  # multi-label: multi-hot rows
-    types = None if split.types is None else np.zeros((n, length), dtype=np.int64)
-    for i, row in enumerate(rows):
-        start, end = split.offsets[row], split.offsets[row + 1]
-        input_ids[i, : end - start] = split.ids[start:end]
-        attention[i, : end - start] = 1
-        labels[i] = split.labels[row]
-        if types is not None:
-            types[i, : end - start] = split.types[start:end]
+    spans = [(split.offsets[row], split.offsets[row + 1]) for row in rows]
+    types = None if split.types is None else [split.types[start:end] for start, end in spans]
+    batch = padded([split.ids[start:end] for start, end in spans], length, pad_id, types, pad_rows_to)
+    labels = np.full((len(batch["input_ids"]), *split.labels.shape[1:]), -100, dtype=np.int64)  # multi-hot rows too
+    labels[: len(rows)] = split.labels[rows]
+    batch["labels"] = torch.from_numpy(labels)
     if pad_rows_to is not None:
-        attention[len(rows) :, 0] = 1  # padded rows attend to one token so softmax stays finite
-    batch = {
-        "input_ids": torch.from_numpy(input_ids),
-        "attention_mask": torch.from_numpy(attention),
-        "labels": torch.from_numpy(labels),
-    }
-    if types is not None:
-        batch["token_type_ids"] = torch.from_numpy(types)
+        batch["attention_mask"][len(rows) :, 0] = 1  # padded rows attend to one token so softmax stays finite
     return batch
 
 

@@ -13,6 +13,7 @@ import torch
 from transformers import DataCollatorWithPadding
 
 from lora_dvc.artifacts import TokenizedSplit
+from lora_dvc.batching import padded
 from lora_dvc.params import PAD_MULTIPLE
 from lora_dvc.tokenization import bucket_of
 
@@ -161,22 +162,9 @@ class BucketCollator:
     def __call__(self, rows: list[dict]) -> dict:
         longest = max(len(r["input_ids"]) for r in rows)
         length = self.buckets[bucket_of(longest, self.buckets)]
-        input_ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(rows), length), dtype=torch.long)
-        types = torch.zeros((len(rows), length), dtype=torch.long) if "token_type_ids" in rows[0] else None
-        for i, row in enumerate(rows):
-            ids = row["input_ids"][:length]
-            input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            attention[i, : len(ids)] = 1
-            if types is not None:
-                types[i, : len(ids)] = torch.tensor(row["token_type_ids"][:length], dtype=torch.long)
-        batch = {
-            "input_ids": input_ids,
-            "attention_mask": attention,
-            "labels": torch.tensor([r["labels"] for r in rows], dtype=torch.long),
-        }
-        if types is not None:
-            batch["token_type_ids"] = types
+        types = [r["token_type_ids"] for r in rows] if "token_type_ids" in rows[0] else None
+        batch = padded([r["input_ids"] for r in rows], length, self.pad_id, types)
+        batch["labels"] = torch.tensor([r["labels"] for r in rows], dtype=torch.long)
         return batch
 
 
