@@ -1,4 +1,4 @@
-"""Long texts: does head_tail truncation or `model.max_length: auto` beat head truncation at 128, and TF-IDF?
+"""Long texts: head or head_tail truncation at an equal max_length (128, which cuts nearly every text), and TF-IDF.
 
     python bench/long_texts.py            # seeds 42 43 44 -> bench/results/long-texts-<time>.json
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,12 +24,12 @@ from benchlib import (
     RESULTS,
     ROOT,
     copy_tree,
-    env,
     git_commit_all,
     host_info,
     mean_std,
     read_raw,
     set_param,
+    timed,
     write_json,
     write_raw,
 )
@@ -42,7 +41,6 @@ CONFIGS = {
     "tfidf": ["train.method=tfidf"],
     "head-128": ["model.max_length=128", "model.length_buckets=[32,64,96,128]", "model.truncation=head"],
     "head_tail-128": ["model.max_length=128", "model.length_buckets=[32,64,96,128]", "model.truncation=head_tail"],
-    "default": [],
 }
 
 
@@ -98,13 +96,10 @@ def one_run(repo: Path, base: dict, name: str, seed: int, checkpoints: Path) -> 
     for assignment in [*CONFIGS[name], f"train.seed={seed}"]:
         set_param(params, assignment)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run_env = env(LORA_DVC_CHECKPOINTS=str(checkpoints / f"{name}-{seed}"))
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "dvc", "repro", "evaluate"], cwd=repo, env=run_env, capture_output=True, text=True
+    cmd = [sys.executable, "-m", "dvc", "repro", "evaluate"]
+    run = timed(
+        cmd, repo, checkpoints.parent / "runs.log", {"LORA_DVC_CHECKPOINTS": str(checkpoints / f"{name}-{seed}")}
     )
-    if done.returncode != 0:
-        raise SystemExit(f"{name} seed {seed} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
     train = json.loads((repo / "metrics/train.json").read_text())
     test = json.loads((repo / "metrics/test.json").read_text())["test"]
     tokens = json.loads((repo / "records/tokenize.json").read_text())
@@ -115,7 +110,8 @@ def one_run(repo: Path, base: dict, name: str, seed: int, checkpoints: Path) -> 
         "test_macro_f1": test["macro_f1"],
         "val_accuracy": (train.get("val") or {}).get("accuracy"),
         "train_seconds": (train.get("fit") or {}).get("seconds"),
-        "process_seconds": round(time.perf_counter() - started, 1),
+        "process_seconds": round(run["wall_s"], 1),
+        "load": {key: run[key] for key in ("other_cores", "load1_before", "load1_after")},
         "tokenize": tokens.get("choice"),
         "train_truncated_fraction": tokens["train"]["truncated_fraction"],
     }
@@ -203,6 +199,8 @@ def write_result(host: dict, args, shared: list[str], lengths: dict, rows: list[
     """Rewritten after every run, so an interrupted bench keeps what finished."""
     result = {
         "bench": "long-texts",
+        "command": "python bench/long_texts.py " + " ".join(sys.argv[1:]),
+        "date": STARTED,
         "host": host,
         "data": {
             "source": "data/raw/ag_news (alps dev.tsv pool, test.tsv test); filler: CPython's pydoc_data.topics prose",

@@ -87,7 +87,7 @@ class ModelParams:
             "a non-empty list of positive integers or auto",
         ),
     )
-    truncation: str = field(default="head_tail", metadata=check(lambda v: v in TRUNCATIONS, " | ".join(TRUNCATIONS)))
+    truncation: str = field(default="head", metadata=check(lambda v: v in TRUNCATIONS, " | ".join(TRUNCATIONS)))
 
 
 @dataclass

@@ -46,6 +46,15 @@ def test_every_quoted_record_carries_its_evidence_and_no_other_record_is_kept():
     assert kept == {path for path, _ in quoted}, "records nothing quotes are deleted, not kept as history"
 
 
+def test_the_truncation_default_is_the_one_its_record_measured_better():
+    import yaml
+
+    _, record = figures.newest("long-texts")
+    winner, gaps = figures.truncation_winner(record)
+    assert len(gaps) >= 3, "3 seeds of head and head_tail at equal max_length"
+    assert yaml.safe_load((ROOT / "params.yaml").read_text())["model"]["truncation"] == winner
+
+
 def test_the_check_names_the_block_whose_figure_differs():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     match = re.search(

@@ -24,11 +24,11 @@ def with_value(key: str, value) -> dict:
 def test_shipped_params_are_valid():
     params = load_params(ROOT / "params.yaml")
     assert params.lora.r == 16 and params.lora.targets == "all"
-    # the length is the tokenize stage's choice (AG News: 128); long texts keep their start and end
+    # the length is the tokenize stage's choice (AG News: 128); long texts keep their head (bench/long_texts.py)
     assert (params.model.max_length, params.model.length_buckets, params.model.truncation) == (
         "auto",
         "auto",
-        "head_tail",
+        "head",
     )
 
 
