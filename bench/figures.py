@@ -257,12 +257,18 @@ LEVER_ROWS = (
 LEVER_TABLE = ("base", "fast_dropout", "ready_bf16", "fp32")  # the levers a publishable record holds
 
 
-def step_levers() -> tuple[Path, dict]:
-    def accepts(r: dict) -> bool:
-        measured = {run["lever"] for run in r.get("runs", [])}
-        return r.get("repeats", 1) >= 3 and set(LEVER_TABLE) <= measured
+def step_levers() -> list[tuple[Path, dict]]:
+    """The newest step-levers record of each host kind with 3 repeats and a lever to compare, newest first."""
 
-    return newest("step-levers", accepts)
+    def accepts(r: dict) -> bool:
+        return r.get("repeats", 1) >= 3 and any(row[1] for row in lever_rows(r))
+
+    kinds: dict[str, tuple[Path, dict]] = {}
+    for path, r in records("step-levers", accepts):
+        kinds.setdefault(host_kind(r["host"]), (path, r))
+    if not kinds:
+        raise FigureError("no bench/results/step-levers-<stamp>.json with 3 repeats and a lever to compare")
+    return list(kinds.values())
 
 
 def per_repeat(r: dict, lever: str, against: str) -> dict:
@@ -279,8 +285,13 @@ def per_repeat(r: dict, lever: str, against: str) -> dict:
 
 
 def lever_rows(r: dict) -> list[tuple]:
+    """LEVER_ROWS measured in the record; a row's `against` kept only where that lever was measured too."""
     measured = {run["lever"] for run in r["runs"]}
-    return [row for row in LEVER_ROWS if row[0] in measured and (row[1] is None or row[1] in measured)]
+    return [
+        (lever, against if against in measured else None, what, kept)
+        for lever, against, what, kept in LEVER_ROWS
+        if lever in measured
+    ]
 
 
 def step_levers_setup(path: Path, r: dict) -> str:
@@ -293,29 +304,30 @@ def step_levers_setup(path: Path, r: dict) -> str:
 
 
 def step_levers_table() -> str:
-    path, r = step_levers()
+    """One table per host kind, its newest record."""
+    return "\n\n".join(step_levers_one(path, r) for path, r in step_levers())
+
+
+def step_levers_one(path: Path, r: dict) -> str:
     lines = [
-        f"Per training step of the default recipe's model, {step_levers_setup(path, r)}:",
+        f"**{host_kind(r['host'])}.** Per training step of the default recipe's model, {step_levers_setup(path, r)}:",
         "",
         "| lever | s/step, min / median / max | vs base, per repeat: median (range) | "
         "vs the lever it changes, per repeat | kept? |",
         "|---|---|---|---|---|",
     ]
     stats = {row["lever"]: row for row in r["results"]}
+    has_base = any(run["lever"] == "base" for run in r["runs"])
     for lever, against, what, kept in lever_rows(r):
-        base = per_repeat(r, lever, "base") if lever != "base" else None
-        if against and against != "base":
+        base = per_repeat(r, lever, "base") if has_base and lever != "base" else None
+        versus = ""
+        if against:
             change = per_repeat(r, lever, against)
-            versus = f"{change['median']:.2f}x over {against} ({change['min']:.2f}-{change['max']:.2f}x): "
-            versus += verdict(change)
-        elif against:
-            versus = verdict(base)
-        else:
-            versus = ""
-        lines.append(
-            f"| {what} | {mmm(stats[lever]['s_per_step_spread'], 3)} | {ratio_cell(base) if base else '1.00x'} "
-            f"| {versus} | {kept} |"
-        )
+            versus = verdict(change)  # against base, the ratio is the column before
+            if against != "base":
+                versus = f"{change['median']:.2f}x over {against} ({change['min']:.2f}-{change['max']:.2f}x): {versus}"
+        base_cell = ratio_cell(base) if base else ("1.00x" if lever == "base" else "–")
+        lines.append(f"| {what} | {mmm(stats[lever]['s_per_step_spread'], 3)} | {base_cell} | {versus} | {kept} |")
     not_wins = [
         lever
         for lever, against, _, kept in lever_rows(r)
@@ -427,7 +439,7 @@ BLOCKS = {
 QUOTED: dict[str, Callable[[], list[tuple[Path, dict]]]] = {
     "default-study": lambda: [default_study()],
     "stock-recipe": stock_recipes,
-    "step-levers": lambda: [step_levers()],
+    "step-levers": step_levers,
     "long-texts": lambda: [newest("long-texts")],
 }
 
