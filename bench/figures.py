@@ -252,7 +252,6 @@ LEVER_ROWS = (
     ("fp32_fast", "fp32", "fp32 with fast dropout masks", "yes (CPU)"),
     ("no_dropout", "fast_dropout", "every dropout p = 0 (a bound, not a recipe)", "no"),
     ("threads1", "base", "1 thread instead of 2", "no (all cores)"),
-    ("compile", "fast_dropout", "`torch.compile(dynamic=True)` with fast dropout", "no"),
 )
 LEVER_TABLE = ("base", "fast_dropout", "ready_bf16", "fp32")  # the levers a publishable record holds
 
@@ -366,32 +365,21 @@ def long_texts() -> str:
         f1 = _pm(v["test_macro_f1_mean"], v["test_macro_f1_std"])
         overrides = ", ".join(f"`{o}`" for o in r["configs"][name]) or "(params.yaml)"
         lines.append(f"| {name} | {overrides} | {acc} | {f1} | {v['train_seconds_mean']:,.1f} |")
-    verdict_line = truncation_verdict(r)
-    if verdict_line:
-        lines += ["", verdict_line]
-    single = [name for name, n in runs.items() if n < 2]
-    if single:
-        told = "so no config is told apart" if len(single) == len(runs) else "so it is told apart from no other"
-        lines += ["", f"One seed only for {', '.join(single)}: no standard deviation, {told}."]
+    lines += ["", truncation_verdict(r)]
     return "\n".join(lines)
 
 
-def truncation_winner(r: dict) -> tuple[str, list[float]] | None:
+def truncation_winner(r: dict) -> tuple[str, list[float]]:
     """The truncation that scored higher test accuracy at equal max_length over the seeds both ran, and the
-    per-seed gaps (head minus head_tail, points); None without both configs."""
+    per-seed gaps (head minus head_tail, points)."""
     acc = {(run["config"], run["seed"]): run["test_accuracy"] for run in r["runs"]}
     seeds = sorted(seed for config, seed in acc if config == "head-128" and ("head_tail-128", seed) in acc)
-    if not seeds:
-        return None
     gaps = [100 * (acc["head-128", seed] - acc["head_tail-128", seed]) for seed in seeds]
     return ("head" if sum(gaps) > 0 else "head_tail"), gaps
 
 
 def truncation_verdict(r: dict) -> str:
-    found = truncation_winner(r)
-    if not found:
-        return ""
-    winner, gaps = found
+    winner, gaps = truncation_winner(r)
     mean = sum(gaps) / len(gaps)
     per_seed = " / ".join(f"{g:+.2f}" for g in gaps)
     return (

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from benchlib import ROOT, save_probe, spread, timed
 
-# lever: (bf16 autocast, lora_dvc's fast dropout, every frozen tensor in bf16); threads1, no_dropout and compile
-# change one more thing
+# lever: (bf16 autocast, lora_dvc's fast dropout, every frozen tensor in bf16); threads1 and no_dropout change
+# one more thing
 LEVERS = {
     "base": (True, False, False),
     "fast_dropout": (True, True, False),
@@ -29,7 +29,6 @@ LEVERS = {
     "fp32_fast": (False, True, False),
     "threads1": (True, False, False),
     "no_dropout": (True, True, False),
-    "compile": (True, True, False),
 }
 LENGTHS = [40, 48, 56, 64, 44, 52, 36, 72]  # tokens per row; AG News rows average about 45
 BATCH = 32
@@ -86,7 +85,6 @@ def one_lever(lever: str, steps: int) -> dict:
             max_steps=warm + steps,
             bf16=LEVERS[lever][0],
             use_cpu=True,
-            torch_compile=lever == "compile",
             save_strategy="no",
             logging_strategy="no",
             report_to="none",
