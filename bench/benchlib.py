@@ -99,7 +99,7 @@ def epochs_trained(runs: list[dict], train: dict, train_rows: int) -> int:
 
 def run_order(default: str, precisions: tuple[str, ...] = ("fp32", "bf16")) -> list[tuple[str, str]]:
     """One repeat's (side, precision) runs, each within two places of the runs it is compared with, so that
-    drift of the machine's speed (measured: 12-17% within an hour on this VM) falls on both sides of a
+    drift of a shared machine's speed falls on both sides of a
     ratio: ours in the default precision first (its step count sets the peers'), then the stock default
     (fp32), the stock recipe in our default precision, then the other precision of `precisions` (stock, ours)."""
     order = [("ours", default), ("stock", "fp32")]
