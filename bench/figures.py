@@ -141,14 +141,18 @@ def records(kind: str, accepts: Callable[[dict], bool] = lambda record: True) ->
     return [(path, record) for path, record in found if accepts(record)]
 
 
-def stock_recipes() -> list[tuple[Path, dict]]:
-    """The newest stock-recipe record of each host kind (a speed ratio holds only for its kind), newest first."""
+def newest_per_host_kind(kind: str, accepts: Callable[[dict], bool]) -> list[tuple[Path, dict]]:
+    """The newest accepted record of `kind` for each host kind (a speed figure holds only for its kind)."""
     kinds: dict[str, tuple[Path, dict]] = {}
-    for path, r in records("stock-recipe", lambda r: r["args"]["repeats"] >= 3):
+    for path, r in records(kind, accepts):
         kinds.setdefault(host_kind(r["host"]), (path, r))
     if not kinds:
-        raise FigureError("no bench/results/stock-recipe-<stamp>.json with 3 repeats or more")
+        raise FigureError(f"no bench/results/{kind}-<stamp>.json with what the block needs")
     return list(kinds.values())
+
+
+def stock_recipes() -> list[tuple[Path, dict]]:
+    return newest_per_host_kind("stock-recipe", lambda r: r["args"]["repeats"] >= 3)
 
 
 def stock_setup(path: Path, r: dict) -> str:
@@ -253,7 +257,6 @@ LEVER_ROWS = (
     ("no_dropout", "fast_dropout", "every dropout p = 0 (a bound, not a recipe)", "no"),
     ("threads1", "base", "1 thread instead of 2", "no (all cores)"),
 )
-LEVER_TABLE = ("base", "fast_dropout", "ready_bf16", "fp32")  # the levers a publishable record holds
 
 
 def step_levers() -> list[tuple[Path, dict]]:
@@ -262,12 +265,7 @@ def step_levers() -> list[tuple[Path, dict]]:
     def accepts(r: dict) -> bool:
         return r.get("repeats", 1) >= 3 and any(row[1] for row in lever_rows(r))
 
-    kinds: dict[str, tuple[Path, dict]] = {}
-    for path, r in records("step-levers", accepts):
-        kinds.setdefault(host_kind(r["host"]), (path, r))
-    if not kinds:
-        raise FigureError("no bench/results/step-levers-<stamp>.json with 3 repeats and a lever to compare")
-    return list(kinds.values())
+    return newest_per_host_kind("step-levers", accepts)
 
 
 def per_repeat(r: dict, lever: str, against: str) -> dict:
