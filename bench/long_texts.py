@@ -1,7 +1,11 @@
-"""Long texts: head or head_tail truncation at an equal max_length (128, which cuts nearly every text), and TF-IDF.
+"""Long texts: two studies on a 1,200-row file of long texts, each in 3 seeds.
 
-    python bench/long_texts.py            # seeds 42 43 44 -> bench/results/long-texts-<time>.json
+    python bench/long_texts.py                       # -> bench/results/long-texts-<time>.json
+    python bench/long_texts.py --study small-files   # -> bench/results/small-files-<time>.json
 
+truncation: head or head_tail at an equal max_length (128, which cuts nearly every text), and TF-IDF.
+small-files: the shipped recipe (train.epochs 1, which train.min_steps lengthens on this file) with every added
+epoch run, against train.patience auto (early stopping once min_steps adds epochs), both at max_length 128.
 Each row is one AG News article (its label) at a random offset in class-neutral prose (CPython's
 `pydoc_data.topics`), TEXT_WORDS words in all, so only the article tells the label and it sits anywhere. Each
 run is the real pipeline (`dvc repro evaluate`) in a temporary git + DVC copy of this tree, the data fixed and
@@ -36,12 +40,23 @@ from benchlib import (
 
 RAW = ROOT / "data/raw/ag_news"
 TEXT_WORDS = (100, 160)  # words per long text, drawn uniformly (MiniLM: ~140-250 tokens)
-# (name, overrides): every config also gets the shared overrides of `main`
-CONFIGS = {
-    "tfidf": ["train.method=tfidf"],
-    "head-128": ["model.max_length=128", "model.length_buckets=[32,64,96,128]", "model.truncation=head"],
-    "head_tail-128": ["model.max_length=128", "model.length_buckets=[32,64,96,128]", "model.truncation=head_tail"],
+LENGTH_128 = ["model.max_length=128", "model.length_buckets=[32,64,96,128]"]
+# study -> (overrides every run gets besides the data's, {config: its overrides})
+STUDIES = {
+    "truncation": (
+        ["train.epochs=3", "train.min_steps=null"],
+        {
+            "tfidf": ["train.method=tfidf"],
+            "head-128": [*LENGTH_128, "model.truncation=head"],
+            "head_tail-128": [*LENGTH_128, "model.truncation=head_tail"],
+        },
+    ),
+    "small-files": (
+        [*LENGTH_128, "train.epochs=1", "train.min_steps=250"],
+        {"patience-auto": ["train.patience=auto"], "patience-null": ["train.patience=null"]},
+    ),
 }
+RECORD = {"truncation": "long-texts", "small-files": "small-files"}
 
 
 def filler_words() -> list[str]:
@@ -91,9 +106,9 @@ def build(dest: Path, pool_rows: int, test_rows: int, seed: int) -> Path:
     return dest
 
 
-def one_run(repo: Path, base: dict, name: str, seed: int, checkpoints: Path) -> dict:
+def one_run(repo: Path, base: dict, name: str, overrides: list[str], seed: int, checkpoints: Path) -> dict:
     params = json.loads(json.dumps(base))
-    for assignment in [*CONFIGS[name], f"train.seed={seed}"]:
+    for assignment in [*overrides, f"train.seed={seed}"]:
         set_param(params, assignment)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     cmd = [sys.executable, "-m", "dvc", "repro", "evaluate"]
@@ -109,6 +124,7 @@ def one_run(repo: Path, base: dict, name: str, seed: int, checkpoints: Path) -> 
         "test_accuracy": test["accuracy"],
         "test_macro_f1": test["macro_f1"],
         "val_accuracy": (train.get("val") or {}).get("accuracy"),
+        "epochs_run": (train.get("fit") or {}).get("epochs"),
         "train_seconds": (train.get("fit") or {}).get("seconds"),
         "process_seconds": round(run["wall_s"], 1),
         "load": {key: run[key] for key in ("other_cores", "load1_before", "load1_after")},
@@ -119,9 +135,9 @@ def one_run(repo: Path, base: dict, name: str, seed: int, checkpoints: Path) -> 
     return row
 
 
-def summary(rows: list[dict]) -> dict:
+def summary(configs: dict, rows: list[dict]) -> dict:
     out = {}
-    for name in CONFIGS:
+    for name in configs:
         mine = [r for r in rows if r["config"] == name]
         if not mine:
             continue
@@ -135,6 +151,7 @@ def summary(rows: list[dict]) -> dict:
             "test_macro_f1_mean": macro_f1,
             "test_macro_f1_std": macro_f1_std,
             "train_seconds_mean": mean_std(secs, 1)[0] if secs else None,
+            "process_seconds_mean": mean_std((r["process_seconds"] for r in mine), 1)[0],
         }
     return out
 
@@ -162,21 +179,23 @@ def token_lengths(folder: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study", choices=list(STUDIES), default="truncation")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", help="a subset of the study's configs (default: all)")
     parser.add_argument("--pool-rows", type=int, default=800, help="train + val rows (val: --val-rows of them)")
     parser.add_argument("--val-rows", type=int, default=100)
     parser.add_argument("--test-rows", type=int, default=400)
     parser.add_argument("--data-seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
+    study_shared, configs = STUDIES[args.study]
+    if args.configs:
+        configs = {name: configs[name] for name in args.configs}
     host = host_info()
     shared = [
         "data.dataset=ag_news",
         "data.path=data/long_texts",
         f"data.val_fraction={args.val_rows / args.pool_rows}",
-        f"train.epochs={args.epochs}",
-        "train.min_steps=null",
+        *study_shared,
     ]
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -189,16 +208,16 @@ def main() -> None:
         for assignment in shared:
             set_param(base, assignment)
         for i, seed in enumerate(args.seeds):
-            order = args.configs if i % 2 == 0 else args.configs[::-1]  # alternate which config runs first
+            order = list(configs) if i % 2 == 0 else list(configs)[::-1]  # alternate which config runs first
             for name in order:
-                rows.append(one_run(repo, base, name, seed, Path(scratch) / "checkpoints"))
-                write_result(host, args, shared, lengths, rows)
+                rows.append(one_run(repo, base, name, configs[name], seed, Path(scratch) / "checkpoints"))
+                write_result(host, args, shared, configs, lengths, rows)
 
 
-def write_result(host: dict, args, shared: list[str], lengths: dict, rows: list[dict]) -> None:
+def write_result(host: dict, args, shared: list[str], configs: dict, lengths: dict, rows: list[dict]) -> None:
     """Rewritten after every run, so an interrupted bench keeps what finished."""
     result = {
-        "bench": "long-texts",
+        "bench": RECORD[args.study],
         "command": "python bench/long_texts.py " + " ".join(sys.argv[1:]),
         "date": STARTED,
         "host": host,
@@ -213,14 +232,12 @@ def write_result(host: dict, args, shared: list[str], lengths: dict, rows: list[
             "token_lengths": lengths,
         },
         "shared_overrides": shared,
-        "configs": {
-            name: CONFIGS[name] for name in CONFIGS if name in args.configs or name in {r["config"] for r in rows}
-        },
+        "configs": configs,
         "seeds": args.seeds,
         "runs": rows,
-        "summary": summary(rows),
+        "summary": summary(configs, rows),
     }
-    write_json(RESULTS / f"long-texts-{STARTED}.json", result)
+    write_json(RESULTS / f"{RECORD[args.study]}-{STARTED}.json", result)
 
 
 STARTED = time.strftime("%Y%m%dT%H%M%S")

@@ -294,6 +294,15 @@ def method_row(facts: CardFacts) -> tuple[str, str]:
     return "model", "TF-IDF features, multinomial logistic regression; no neural network"
 
 
+def stopped_early(train: dict) -> str:
+    """How early stopping changed the planned epochs, for the what-ran rows ('' when it did not)."""
+    planned, patience = train.get("epochs_planned"), train.get("patience")
+    epochs = train.get("epochs", train.get("epochs_run"))
+    if not patience or planned is None or epochs is None or epochs >= planned:
+        return ""
+    return f"; {planned} planned, stopped after {patience} val passes without val macro-F1 gain"
+
+
 def run_rows(facts: CardFacts) -> list[tuple[str, str]]:
     """What ran, from the train stage's summary (records/train/metrics.json): epochs and steps as trained,
     optimizer, schedule, precision, device, the data's hash."""
@@ -301,7 +310,7 @@ def run_rows(facts: CardFacts) -> list[tuple[str, str]]:
     epochs = train.get("epochs", train.get("epochs_run"))
     ran = f"{epochs:g} epoch(s), {train['steps']:,} optimizer steps" if "steps" in train else f"{tp.epochs} epoch(s)"
     if epochs is not None and epochs != tp.epochs:
-        ran += f" (train.epochs is {tp.epochs}: train.min_steps or a max_steps changed it)"
+        ran += f" (train.epochs is {tp.epochs}: train.min_steps or a max_steps changed it{stopped_early(train)})"
     listed = TRAINER_ARGS_LISTED | {"lr_scheduler_type": None}  # the schedule has its own words
     extra = {k: v for k, v in (train.get("trainer_args") or {}).items() if listed.get(k, ...) not in (v, None)}
     optimisation = (

@@ -124,7 +124,12 @@ class TrainParams:
     warmup_ratio: float = field(default=0.06, metadata=check(lambda v: 0 <= v < 1, "a number in [0, 1)"))
     max_grad_norm: float = field(default=1.0, metadata=check(lambda v: v >= 0, "a number >= 0 (0 = no clipping)"))
     seed: int = 42
-    patience: int | None = field(default=None, metadata=check(positive, "a positive integer or null"))
+    # val passes without val macro-F1 gain before the run stops (the best pass's weights kept); auto: early
+    # stopping only where train.min_steps added epochs (lora_dvc.training_args.early_stopping_patience)
+    patience: int | str | None = field(
+        default="auto",
+        metadata=check(lambda v: v == "auto" or (isinstance(v, int) and v > 0), "auto, a positive integer or null"),
+    )
     device: str = field(default="auto", metadata=check(lambda v: v in DEVICES, " | ".join(DEVICES)))
     precision: str = field(default="auto", metadata=check(lambda v: v in PRECISIONS, " | ".join(PRECISIONS)))
     cores: int | str = field(default=1, metadata=check(lambda v: v in (1, "all"), "1 or all (TPU cores of this host)"))

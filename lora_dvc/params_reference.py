@@ -174,16 +174,23 @@ def default_of(f: dataclasses.Field) -> Any:
 
 
 def yaml_comments(text: str) -> dict[str, str]:
-    """Dotted key -> the comment at the end of its line in params.yaml (sections are top-level keys)."""
-    comments, section = {}, ""
+    """Dotted key -> the comment at the end of its line in params.yaml, with the comment-only lines that
+    continue it (sections are top-level keys)."""
+    comments, section, key = {}, "", None
     for line in text.splitlines():
         top = re.match(r"^(\w+):\s*(#.*)?$", line)
         if top:
-            section = top.group(1)
+            section, key = top.group(1), None
             continue
         item = re.match(r"^\s+(\w+):[^#]*#\s*(.*)$", line)
+        more = re.match(r"^\s+#\s*(.*)$", line)
         if item and section:
-            comments[f"{section}.{item.group(1)}"] = item.group(2).strip()
+            key = f"{section}.{item.group(1)}"
+            comments[key] = item.group(2).strip()
+        elif more and key:
+            comments[key] += " " + more.group(1).strip()
+        else:
+            key = None
     return comments
 
 

@@ -44,7 +44,14 @@ from lora_dvc.params import Params
 from lora_dvc.provenance import provenance
 from lora_dvc.task import Task
 from lora_dvc.trainer import MultiHotDataset, TallyingTrainer, bucket_sampler, float_labels, val_metrics_fn
-from lora_dvc.training_args import keep_best, make_optimizer, planned_epochs, planned_run, training_arguments
+from lora_dvc.training_args import (
+    early_stopping_patience,
+    keep_best,
+    make_optimizer,
+    planned_epochs,
+    planned_run,
+    training_arguments,
+)
 
 log = logging.getLogger("train")
 
@@ -131,7 +138,8 @@ def build_trainer(
     args = training_arguments(params, str(store.local), runtime)
     steps_per_epoch = optimizer_steps_per_epoch(args, train_set, params, xla)
     args.num_train_epochs = planned_epochs(params, steps_per_epoch)
-    args.load_best_model_at_end = keep_best(args, steps_per_epoch, tp.patience)
+    patience = early_stopping_patience(params, args.num_train_epochs)
+    args.load_best_model_at_end = keep_best(args, steps_per_epoch, patience)
     # the optimizer must hold the parameters where they will live (a GPU, an XLA device), so the
     # model goes there before make_optimizer, not later inside Trainer
     model = model.to(args.device)
@@ -140,7 +148,7 @@ def build_trainer(
         LiveCallback(live, tallies, args.num_train_epochs, xla=xla, log_every=tp.log_every, every=tp.checkpoint_every),
         CheckpointCallback(tp.checkpoint_every, steps_per_epoch, store, tallies, LIVE_DIR, live, started, xla=xla),
         stop,
-    ] + ([EarlyStoppingCallback(early_stopping_patience=tp.patience)] if tp.patience else [])
+    ] + ([EarlyStoppingCallback(early_stopping_patience=patience)] if patience else [])
     collator = make_collator(load_tokenizer(params.model.name), xla, params.buckets, pad_id)
     trainer = TallyingTrainer(
         model=model,

@@ -98,6 +98,9 @@ def training_arguments(params: Params, output_dir: str, runtime: Runtime) -> Tra
     )
 
 
+AUTO_PATIENCE = 2  # train.patience auto, once min_steps adds epochs: val passes without gain before stopping
+
+
 def planned_epochs(params: Params, steps_per_epoch: int) -> int:
     """train.epochs, or more when they give fewer than train.min_steps optimizer steps (a small data file):
     the default recipe assumes a few hundred steps, so a 300-row file would otherwise barely move the weights.
@@ -109,16 +112,28 @@ def planned_epochs(params: Params, steps_per_epoch: int) -> int:
     if min_steps is None or epochs * steps_per_epoch >= min_steps:
         return epochs
     more = max(epochs, math.ceil(min_steps / steps_per_epoch))
+    stops = params.train.patience == "auto" and more > epochs
     log.warning(
-        "train.epochs=%d gives %d optimizer steps < train.min_steps=%d: training %d epochs (%d steps) instead; "
-        "set train.min_steps: null to train train.epochs only",
+        "train.epochs=%d gives %d optimizer steps < train.min_steps=%d: training up to %d epochs (%d steps) "
+        "instead%s; set train.min_steps: null to train train.epochs only",
         epochs,
         epochs * steps_per_epoch,
         min_steps,
         more,
         more * steps_per_epoch,
+        f", stopping after {AUTO_PATIENCE} val passes without a val macro-F1 gain (patience auto)" if stops else "",
     )
     return more
+
+
+def early_stopping_patience(params: Params, epochs: int) -> int | None:
+    """train.patience, where auto means AUTO_PATIENCE once train.min_steps has lengthened the run to `epochs`
+    (a small file: the added epochs mostly repeat a val score reached early; bench/results/small-files-*.json)
+    and off otherwise, so a run of train.epochs is never cut short unasked."""
+    patience, max_steps = params.train.patience, params.train.trainer_args.get("max_steps", -1)
+    if patience != "auto":
+        return patience
+    return AUTO_PATIENCE if epochs > params.train.epochs and max_steps <= 0 else None
 
 
 def keep_best(args: TrainingArguments, steps_per_epoch: int, patience: int | None) -> bool:
@@ -135,6 +150,7 @@ def planned_run(args: TrainingArguments, params: Params) -> dict:
     """What the run is set to do, for the train summary (the report and the model card read it)."""
     return {
         "epochs_planned": int(args.num_train_epochs),
+        "patience": early_stopping_patience(params, int(args.num_train_epochs)),
         "max_steps": args.max_steps if args.max_steps > 0 else None,
         "optimizer": optimizer_name(params),
         "lr_scheduler": str(args.lr_scheduler_type.value),
