@@ -10,6 +10,7 @@ import argparse
 import itertools
 import json
 import re
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -344,6 +345,11 @@ def step_levers_one(path: Path, r: dict) -> str:
 
 def long_texts() -> str:
     path, r = newest("long-texts")
+    return "\n".join([*long_text_table(path, r), "", truncation_verdict(r)])
+
+
+def long_text_table(path: Path, r: dict) -> list[str]:
+    """A bench/long_texts.py record: its data, shared overrides and one row per config."""
     d, lengths = r["data"], r["data"]["token_lengths"]["dev.tsv"]
     seeds = r["seeds"] if isinstance(r["seeds"], list) else [r["seeds"]]
     runs = {name: v["runs"] for name, v in r["summary"].items()}
@@ -355,16 +361,16 @@ def long_texts() -> str:
         f"Runs per config: {', '.join(f'{k} {v}' for k, v in runs.items())} (seeds asked: "
         f"{', '.join(map(str, seeds))}).",
         "",
-        "| config | overrides | test accuracy | test macro-F1 | train s |",
-        "|---|---|---|---|---|",
+        "| config | overrides | test accuracy | test macro-F1 | train s | `dvc repro` s |",
+        "|---|---|---|---|---|---|",
     ]
     for name, v in r["summary"].items():
         acc = _pm(v["test_accuracy_mean"], v["test_accuracy_std"])
         f1 = _pm(v["test_macro_f1_mean"], v["test_macro_f1_std"])
         overrides = ", ".join(f"`{o}`" for o in r["configs"][name]) or "(params.yaml)"
-        lines.append(f"| {name} | {overrides} | {acc} | {f1} | {v['train_seconds_mean']:,.1f} |")
-    lines += ["", truncation_verdict(r)]
-    return "\n".join(lines)
+        process = statistics.median(x["process_seconds"] for x in r["runs"] if x["config"] == name)
+        lines.append(f"| {name} | {overrides} | {acc} | {f1} | {v['train_seconds_mean']:,.1f} | {process:,.0f} |")
+    return lines
 
 
 def truncation_winner(r: dict) -> tuple[str, list[float]]:
@@ -397,6 +403,63 @@ def truncation_sentence() -> str:
     )
 
 
+# ---- small files (bench/long_texts.py --study small-files) ----
+
+SMALL_FILE_TOLERANCE = 0.5  # points of mean test accuracy (2 of the 400 test rows) within which auto counts as equal
+
+
+def small_files_verdict(r: dict) -> dict:
+    """patience auto against every epoch min_steps adds, over the seeds both ran: per-seed test accuracy gaps
+    (points), epochs run and `dvc repro` seconds per config, and whether auto is the default the record backs
+    (as accurate, within SMALL_FILE_TOLERANCE, and faster)."""
+    by = {(x["config"], x["seed"]): x for x in r["runs"]}
+    seeds = sorted(seed for config, seed in by if config == "patience-auto" and ("patience-null", seed) in by)
+    gaps = [100 * (by["patience-auto", s]["test_accuracy"] - by["patience-null", s]["test_accuracy"]) for s in seeds]
+    epochs = {c: [by[c, s]["epochs_run"] for s in seeds] for c in ("patience-auto", "patience-null")}
+    seconds = {c: statistics.median(by[c, s]["process_seconds"] for s in seeds) for c in epochs}
+    mean_gap = sum(gaps) / len(gaps)
+    backs_auto = mean_gap >= -SMALL_FILE_TOLERANCE and seconds["patience-auto"] < seconds["patience-null"]
+    return {
+        "seeds": seeds,
+        "gaps": gaps,
+        "mean_gap": mean_gap,
+        "epochs": epochs,
+        "seconds": seconds,
+        "auto": backs_auto,
+    }
+
+
+def small_files() -> str:
+    path, r = newest("small-files")
+    v = small_files_verdict(r)
+    auto, null = v["seconds"]["patience-auto"], v["seconds"]["patience-null"]
+    epochs = {c: " / ".join(f"{e:g}" for e in runs) for c, runs in v["epochs"].items()}
+    verdict = (
+        f"Over {len(v['seeds'])} seeds, `patience-auto` minus `patience-null` test accuracy: {v['mean_gap']:+.2f} "
+        f"points on average (per seed {' / '.join(f'{g:+.2f}' for g in v['gaps'])}); epochs run "
+        f"{epochs['patience-auto']} against {epochs['patience-null']}; `dvc repro` to metrics {minutes(auto)} "
+        f"against {minutes(null)} (median), {null / auto:.2f}x faster. "
+        + (
+            "So `train.patience: auto` is the default."
+            if v["auto"]
+            else "So `train.patience: auto` does not pay here, and is not the default."
+        )
+    )
+    return "\n".join([*long_text_table(path, r), "", verdict])
+
+
+def small_files_sentence() -> str:
+    """README's inline figure: what patience auto does to a small file of long texts."""
+    path, r = newest("small-files")
+    v = small_files_verdict(r)
+    auto, null = v["seconds"]["patience-auto"], v["seconds"]["patience-null"]
+    return (
+        f"{minutes(auto)} instead of {minutes(null)} from `dvc repro` to metrics (median of {len(v['seeds'])} "
+        f"seeds, {r['host']['cpu']}, {r['host']['cores']} cores), test accuracy {v['mean_gap']:+.2f} points "
+        f"(`{rel(path)}`)"
+    )
+
+
 def _pm(mean: float, std: float | None) -> str:
     return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f} (one run)"
 
@@ -418,6 +481,8 @@ BLOCKS = {
     "step-levers": Block(step_levers_table),
     "long-texts": Block(long_texts),
     "truncation": Block(truncation_sentence, inline=True),
+    "small-files": Block(small_files),
+    "small-files-sentence": Block(small_files_sentence, inline=True),
 }
 
 
@@ -427,6 +492,7 @@ QUOTED: dict[str, Callable[[], list[tuple[Path, dict]]]] = {
     "stock-recipe": stock_recipes,
     "step-levers": step_levers,
     "long-texts": lambda: [newest("long-texts")],
+    "small-files": lambda: [newest("small-files")],
 }
 
 

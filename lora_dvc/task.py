@@ -1,5 +1,5 @@
 """What the classifier predicts, decided once: the label names, single- or multi-label (transformers'
-`problem_type`), sentence pairs, the multi-label threshold and how a label set is joined in a table.
+`problem_type`), the multi-label threshold and how a label set is joined in a table.
 
 `Task.read` takes it from the tokenize stage's meta.json, data/prepared/labels.json and params (train,
 evaluate); `Task.of_model` from a loaded model's config (predict and export, which may read an export
@@ -22,7 +22,6 @@ DEFAULT_DELIMITER = "|"
 class Task:
     labels: tuple[str, ...]
     multi_label: bool = False
-    pairs: bool = False  # each row is a sentence pair (the tokenizer's pair encoding, token type ids)
     threshold: float = 0.5  # multi-label: a label is predicted at sigmoid probability >= this
     delimiter: str = DEFAULT_DELIMITER  # multi-label: joins a label set in tables (data.label_delimiter)
 
@@ -32,7 +31,7 @@ class Task:
         from lora_dvc.artifacts import read_labels, read_tokenized_meta
 
         meta = read_tokenized_meta(Path(root))
-        task = cls(tuple(read_labels(Path(root))), bool(meta.get("multi_label")), bool(meta.get("pairs")))
+        task = cls(tuple(read_labels(Path(root))), bool(meta.get("multi_label")))
         return task.with_params(params)
 
     @classmethod

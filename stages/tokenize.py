@@ -104,7 +104,7 @@ def tokenized_meta(
         meta["auto"] = auto
     if multi_label:  # lora_dvc.task.Task reads it: train sets problem_type, the classifier loader too
         meta["multi_label"] = True
-    if pairs:  # sentence pairs (Task.pairs)
+    if pairs:  # sentence pairs: a record of the data (the token type ids carry them to the model)
         meta["pairs"] = True
     return meta
 

@@ -39,7 +39,6 @@ INTEGRATION_MODULES = {
     "test_training",
     "test_checkpoints",
     "test_stage_deps",
-    "test_compare",
 }
 
 
@@ -60,7 +59,6 @@ LONGEST_FIRST = (
     "test_methods",
     "test_remote",
     "test_checkpoints",
-    "test_compare",
     "test_predict_export",
     "test_registry",
     "test_sky",

@@ -1,8 +1,8 @@
 """lora-dvc compare: rows of dvc.api.exp_show() -> seeds merged, baseline, % change, flags, report.
 
 Unit tests feed rows shaped as `dvc.api.exp_show()` renders them (numbers as floats, null as
-'None', a missing value as '!'); the last test runs real `dvc exp run`s of the tiny model in a
-temp repository and compares them through dvc.api.
+'None', a missing value as '!'); tests/test_experiments.py's queued sweep compares real experiments
+through dvc.api.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 import sys
 
 import pytest
-from conftest import ROOT, dvc, run, write_params
+from conftest import ROOT, run
 
 from lora_dvc import compare
 from lora_dvc.comparison import aggregate, render, runs
@@ -326,33 +326,6 @@ def test_unknown_baseline_and_exclude_exit_2(tmp_path):
 def test_outside_a_dvc_repo_exits_2(tmp_path):
     result = run_compare([], tmp_path)
     assert result.returncode == 2 and result.stderr.startswith("error: dvc.api.")
-
-
-# ------------------------------------------------------------------ real experiments, through dvc.api
-
-
-def test_real_experiments_compared_through_dvc_api(repo):
-    write_params(repo, {"data": {"max_train_rows": 60}, "train": {"epochs": 1}})
-    run(["git", "commit", "-qam", "small data, one epoch"], repo)
-    for name, overrides in (
-        ("seed1", ["train.seed=1"]),
-        ("seed2", ["train.seed=2", "train.log_every=3"]),
-        ("tfidf", ["train.method=tfidf"]),
-    ):
-        dvc(["exp", "run", "-n", name, *[a for o in overrides for a in ("-S", o)], "evaluate"], repo)
-    result = run_compare([], repo)
-    assert result.returncode == 0, result.stderr
-    text = (repo / "reports/comparison.md").read_text()
-    header = header_of(text, "## All experiments")
-    seeds = table_row(text, "seed1, seed2")  # log_every does not change a result: one row
-    assert seeds[header.index("seeds")] == "1, 2" and " ± " in seeds[header.index("test acc")]
-    # read from each experiment's records/ at its commit, not from the metrics files
-    assert int(seeds[header.index("steps")].replace(",", "")) > 0
-    assert seeds[header.index("train acc")][:2] == "0."
-    assert table_row(text, "tfidf")[header.index("method")].strip("*") == "tfidf"
-    assert "**Baseline** (auto): tfidf (tfidf)" in text
-    status = run_compare(["--status"], repo).stdout.splitlines()
-    assert sorted(status) == ["seed1\tSuccess", "seed2\tSuccess", "tfidf\tSuccess"]
 
 
 # ------------------------------------------------------------------ sweep monitoring (scripts/sweep_wait.py)

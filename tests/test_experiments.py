@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 from conftest import ROOT, dvc, run, write_params
+from test_compare import header_of, table_row
 
 SMALL = {"data": {"max_train_rows": 60}, "train": {"epochs": 1}}
 TEMPLATE = ROOT / ".dvc" / "plots_template.html"
@@ -167,6 +168,7 @@ def test_queued_sweep_survives_a_failing_experiment(repo, tiny_model):
     # a queued run sees only what git holds: the repo has nothing uncommitted
     assert run(["git", "status", "--porcelain"], repo).stdout == ""
     dvc(["exp", "run", "--queue", "-n", "broken", "-S", "lora.targets=[nonexistent]", "evaluate"], repo)
+    dvc(["exp", "run", "--queue", "-n", "tfidf", "-S", "train.method=tfidf", "evaluate"], repo)
     try:
         sweep = run(
             ["bash", "scripts/sweep_study.sh", "-j", "1", "--configs", "qv-r4", "--seeds", "1,2", "--", "evaluate"],
@@ -179,8 +181,8 @@ def test_queued_sweep_survives_a_failing_experiment(repo, tiny_model):
     assert "queued 2 experiment(s)" in sweep.stdout, sweep.stdout
 
     exps = experiments(repo)
-    assert exps["broken"]["state"] == "failed"
-    grid = {name: e for name, e in exps.items() if name != "broken"}
+    assert exps["broken"]["state"] == "failed" and exps["tfidf"]["state"] == "success"
+    grid = {name: e for name, e in exps.items() if name not in ("broken", "tfidf")}
     assert len(grid) == 2 and all(e["state"] == "success" for e in grid.values()), grid
     assert sorted(e["params"]["train"]["seed"] for e in grid.values()) == [1, 2]
     for e in grid.values():
@@ -192,17 +194,25 @@ def test_queued_sweep_survives_a_failing_experiment(repo, tiny_model):
 
     status = dvc(["queue", "status"], repo).stdout
     states = {line.split()[1]: line.split()[-1] for line in status.splitlines()[1:] if len(line.split()) >= 4}
-    assert states["broken"] == "Failed" and [states[n] for n in grid] == ["Success"] * 2, status
+    assert states["broken"] == "Failed" and [states[n] for n in [*grid, "tfidf"]] == ["Success"] * 3, status
     logs = dvc(["queue", "logs", "broken"], repo).stdout
     assert "lora.targets: module(s) ['nonexistent'] not in" in logs
     table = dvc(["exp", "show", "--no-pager", "--csv"], repo).stdout
     assert any(line.split(",")[0] == "broken" and ",Failed," in line for line in table.splitlines()), table
 
-    # the sweep wrote the comparison: the two seeds are one row, mean ± std; the failure listed
+    # the sweep wrote the comparison (lora-dvc compare, through dvc.api): the two seeds are one row, mean ± std,
+    # read from each experiment's records/ at its commit; TF-IDF the baseline; the failure listed
     report = (repo / "reports/comparison.md").read_text()
-    row = next(line for line in report.splitlines() if line.startswith("|") and all(n in line for n in grid))
-    assert " ± " in row and "1, 2" in row
+    header = header_of(report, "## All experiments")
+    line = next(line for line in report.splitlines() if line.startswith("|") and all(n in line for n in grid))
+    seeds = [c.strip() for c in line.strip("|").split("|")]
+    assert seeds[header.index("seeds")] == "1, 2" and " ± " in seeds[header.index("test acc")]
+    assert int(seeds[header.index("steps")].replace(",", "")) > 0 and seeds[header.index("train acc")][:2] == "0."
+    assert table_row(report, "tfidf")[header.index("method")].strip("*") == "tfidf"
+    assert "**Baseline** (auto): tfidf (tfidf)" in report
     assert "broken" in report.split("## Experiments without results")[1]
+    listed = run([sys.executable, "-m", "lora_dvc.compare", "--status"], repo).stdout.splitlines()
+    assert sorted(listed) == sorted(["broken\tFailed", "tfidf\tSuccess", *(f"{n}\tSuccess" for n in grid)])
 
 
 def test_sweep_script_grid_and_single_accelerator_guard(tmp_path):

@@ -55,6 +55,16 @@ def test_the_truncation_default_is_the_one_its_record_measured_better():
     assert yaml.safe_load((ROOT / "params.yaml").read_text())["model"]["truncation"] == winner
 
 
+def test_the_patience_default_is_the_one_its_record_backs():
+    import yaml
+
+    _, record = figures.newest("small-files")
+    verdict = figures.small_files_verdict(record)
+    assert len(verdict["seeds"]) >= 3, "3 seeds of patience auto and null"
+    shipped = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["patience"]
+    assert (shipped == "auto") == verdict["auto"], verdict
+
+
 def test_the_check_names_the_block_whose_figure_differs():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     match = re.search(

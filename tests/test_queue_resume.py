@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import yaml
 from conftest import dvc, run, write_params
 from helpers import train_pids
@@ -98,56 +97,63 @@ def checkpoint_store(kind: str, tmp_path: Path):
     return env, lambda: [o for o in gcs.objects() if o.endswith("/lora_dvc_state.json")], gcs
 
 
-@pytest.mark.parametrize(
-    # SIGKILL with a folder store is the workspace case of tests/test_reliability.py; here each kill
-    # and each store once, to keep CI short
-    "kill, where",
-    [("dvc queue kill", "folder"), ("SIGKILL", "gcs emulator")],
-)
-def test_killed_queued_run_resumes_when_queued_again(repo, tmp_path, kill, where):
-    env, checkpoints, emulator = checkpoint_store("folder" if where == "folder" else "gcs", tmp_path)
+def test_killed_queued_runs_resume_when_queued_again(repo, tmp_path):
+    """One uninterrupted run, then each kill with each store once (SIGKILL with a folder store is the
+    workspace case of tests/test_reliability.py): the run queued again resumes and ends like it."""
     write_params(repo, RESUME_LONG)
     run(["git", "commit", "-qam", "resume study"], repo)
-    try:
-        dvc(["exp", "run", "-n", "whole", "train"], repo, env=env)
-        whole = exp_outcome(repo, "whole")
-        assert not checkpoints(), "a finished run leaves no checkpoint behind"
-        run(["git", "checkout", "--", "."], repo)  # the queued runs start from the committed state
-        dvc(["exp", "run", "--queue", "-n", "killed", "train"], repo, env=env)
-        start_queue(repo, env)
+    dvc(["exp", "run", "-n", "whole", "train"], repo, env={"LORA_DVC_CHECKPOINTS": str(tmp_path / "whole")})
+    whole = exp_outcome(repo, "whole")
+    assert not list((tmp_path / "whole").glob("*/checkpoint-*")), "a finished run leaves no checkpoint behind"
+    run(["git", "checkout", "--", "."], repo)  # the queued runs start from the committed state
+    for kill, where in (("dvc queue kill", "folder"), ("SIGKILL", "gcs")):
+        (tmp_path / where).mkdir()
+        env, checkpoints, emulator = checkpoint_store(where, tmp_path / where)
         try:
-            wait_for(checkpoints, 240, "a checkpoint of the queued run")
-        except AssertionError:
-            raise AssertionError(f"no checkpoint; the run's log:\n{queue_logs(repo, 'killed')[-3000:]}") from None
-        if kill == "SIGKILL":
-            pids = train_pids(repo / ".dvc/tmp/exps")
-            assert pids, "the queued run's train stage is not running"
-            for pid in pids:
-                os.kill(pid, signal.SIGKILL)
-        else:
-            dvc(["queue", "kill", "killed"], repo)
-        wait_for(lambda: queue_state(repo, "killed") not in ("Running", "Queued"), 120, "the killed run to end")
-        assert queue_state(repo, "killed") != "Success"
-        assert checkpoints(), "the checkpoint died with the queued run's temporary workspace"
-
-        dvc(["exp", "run", "--queue", "-n", "again", "train"], repo, env=env)
-        start_queue(repo, env)
-        wait_for(lambda: queue_state(repo, "again") in ("Success", "Failed"), 300, "the queued-again run")
-        logs = queue_logs(repo, "again")
-        assert_resumed_like_whole(repo, kill, whole, logs, checkpoints)
-    finally:
-        stop_queue_workers(repo)
-        if emulator is not None:
-            emulator.stop()
+            kill_queued_run(repo, env, checkpoints, f"killed-{where}", kill)
+            logs = run_queued(repo, env, f"again-{where}")
+            assert_resumed_like_whole(repo, f"again-{where}", kill, whole, logs, checkpoints)
+        finally:
+            stop_queue_workers(repo)
+            if emulator is not None:
+                emulator.stop()
 
 
-def assert_resumed_like_whole(repo: Path, kill: str, whole: dict, logs: str, checkpoints) -> None:
+def run_queued(repo: Path, env: dict, name: str) -> str:
+    """Queue a run of train, start the queue, wait for the run's end; its log."""
+    dvc(["exp", "run", "--queue", "-n", name, "train"], repo, env=env)
+    start_queue(repo, env)
+    wait_for(lambda: queue_state(repo, name) in ("Success", "Failed"), 300, f"the queued run {name}")
+    return queue_logs(repo, name)
+
+
+def kill_queued_run(repo: Path, env: dict, checkpoints, name: str, kill: str) -> None:
+    """Queue a run, kill it (`dvc queue kill`, or SIGKILL to its train stage) once it has a checkpoint."""
+    dvc(["exp", "run", "--queue", "-n", name, "train"], repo, env=env)
+    start_queue(repo, env)
+    try:
+        wait_for(checkpoints, 240, "a checkpoint of the queued run")
+    except AssertionError:
+        raise AssertionError(f"no checkpoint; the run's log:\n{queue_logs(repo, name)[-3000:]}") from None
+    if kill == "SIGKILL":
+        pids = train_pids(repo / ".dvc/tmp/exps")
+        assert pids, "the queued run's train stage is not running"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+    else:
+        dvc(["queue", "kill", name], repo)
+    wait_for(lambda: queue_state(repo, name) not in ("Running", "Queued"), 120, "the killed run to end")
+    assert queue_state(repo, name) != "Success"
+    assert checkpoints(), "the checkpoint died with the queued run's temporary workspace"
+
+
+def assert_resumed_like_whole(repo: Path, name: str, kill: str, whole: dict, logs: str, checkpoints) -> None:
     """The queued-again run resumed and ended where the uninterrupted run did."""
-    assert queue_state(repo, "again") == "Success", logs[-3000:]
+    assert queue_state(repo, name) == "Success", logs[-3000:]
     resumed = re.search(r"resuming from \S+ at step ([1-9]\d*)", logs)
     assert resumed, logs[-3000:]
     print(resumed.group(0))
-    again = exp_outcome(repo, "again")
+    again = exp_outcome(repo, name)
     assert again["adapter_md5"] == whole["adapter_md5"]  # byte-identical adapter
     assert again["metrics"] == whole["metrics"]
     if kill == "SIGKILL":

@@ -245,10 +245,6 @@ def test_determinism_and_kill_resume(repo, tmp_path):
     first = outcome(repo)
     assert not complete_checkpoints(store)  # cleaned on success
 
-    # same params and seed, run again: identical numbers and bytes
-    dvc(["repro", "-f", "train", "evaluate"], repo, env=checkpoint_env(store))
-    assert outcome(repo) == first
-
     # kill -9 the stage mid-epoch, right after its second checkpoint, and damage that one as a storage fault
     # would: `dvc repro` then sets it aside, says so, and resumes from the first
     start_and_kill_after_checkpoint([sys.executable, "-m", "dvc", "repro", "-f", "train"], repo, store, count=2)
@@ -264,35 +260,10 @@ def test_determinism_and_kill_resume(repo, tmp_path):
     said = resumed.stderr + resumed.stdout
     assert re.search(rf"train: damaged checkpoint {re.escape(str(newest))}: optimizer\.pt: \d+ bytes", said), said
     assert re.search(rf"resuming from {re.escape(str(store))}/\w+ at step {older.name.split('-')[1]}\b", said)
-    assert outcome(repo) == first  # from the intact checkpoint, to the uninterrupted run's bytes
+    # from the intact checkpoint, to the uninterrupted run's bytes: the steps before it ran again in the killed
+    # run, so this is also a second run with the same params and seed giving identical numbers and bytes
+    assert outcome(repo) == first
     assert not list(store.glob("*/checkpoint-*"))  # cleaned up once the adapter is saved
-
-
-def test_sigterm_saves_checkpoint_and_exits(repo, tmp_path):
-    store = tmp_path / "checkpoints"
-    write_params(repo, {"train": {"epochs": 2, "checkpoint_every": 0}})
-    run([sys.executable, "-m", "stages.prepare"], repo)
-    run([sys.executable, "-m", "stages.tokenize"], repo)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stages.train"],
-        cwd=repo,
-        env={**os.environ, **checkpoint_env(store)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    step_log = repo / "records/train/plots/metrics/train_step/loss.tsv"
-    deadline = time.time() + 120
-    while not step_log.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, err
-    assert "checkpoint saved in" in err
-    assert len(complete_checkpoints(store)) == 1
-    done = run([sys.executable, "-m", "stages.train"], repo, env=checkpoint_env(store))
-    assert "resuming from" in done.stderr
-    assert json.loads((repo / "records/train/metrics.json").read_text())["epochs_run"] == 2
 
 
 # the train stage, with SIGTERM delivered to itself right before the callbacks see the epoch's last step
@@ -334,7 +305,7 @@ def test_sigterm_on_an_epochs_last_step_resumes_like_an_uninterrupted_run(repo, 
 
     stopped = run([sys.executable, "-c", TRAIN_SIGNALLED_AT_EPOCH_END], repo, check=False, env=checkpoint_env(store))
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
-    assert len(complete_checkpoints(store)) == 1
+    assert "checkpoint saved in" in stopped.stderr and len(complete_checkpoints(store)) == 1
     assert re.search(r"epoch 1/2, step \d+: val accuracy", stopped.stderr)  # the epoch's val pass ran before the stop
 
     resumed = run([sys.executable, "-m", "stages.train"], repo, env=checkpoint_env(store))

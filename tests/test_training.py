@@ -153,22 +153,29 @@ def test_remote_store_uploads_and_downloads(tmp_path, monkeypatch):
     assert not fs.exists("/bucket/ckpt/fp1")
 
 
-def test_min_steps_adds_epochs_on_small_data(caplog):
+def test_min_steps_adds_epochs_on_small_data_and_patience_auto_stops_only_those(caplog):
     from lora_dvc.params import parse_params
-    from lora_dvc.training_args import planned_epochs
+    from lora_dvc.training_args import early_stopping_patience, planned_epochs
 
-    def params(epochs, min_steps):
-        return parse_params({"train": {"epochs": epochs, "min_steps": min_steps}}, "test")
+    def params(epochs, min_steps, patience="auto"):
+        return parse_params({"train": {"epochs": epochs, "min_steps": min_steps, "patience": patience}}, "test")
 
     assert planned_epochs(params(1, 600), steps_per_epoch=1000) == 1  # enough steps: unchanged
     assert planned_epochs(params(1, None), steps_per_epoch=10) == 1  # off
     with caplog.at_level("WARNING"):
         assert planned_epochs(params(2, 600), steps_per_epoch=25) == 24  # ceil(600 / 25)
     (added,) = [r for r in caplog.records if r.levelname == "WARNING"]  # not hidden at INFO
-    assert "train.epochs=2 gives 50 optimizer steps < train.min_steps=600: training 24 epochs (600 steps)" in (
-        added.getMessage()
-    )
+    assert (
+        "train.epochs=2 gives 50 optimizer steps < train.min_steps=600: training up to 24 epochs (600 steps) "
+        "instead, stopping after 2 val passes without a val macro-F1 gain (patience auto)"
+    ) in added.getMessage()
+    # patience auto: early stopping where min_steps added epochs, and only there
+    assert early_stopping_patience(params(2, 600), 24) == 2
+    assert early_stopping_patience(params(2, 600), 2) is None  # train.epochs ran as asked: never cut short
+    assert early_stopping_patience(params(2, 600, None), 24) is None
+    assert early_stopping_patience(params(2, 600, 5), 2) == 5
     assert planned_epochs(params(3, 50), steps_per_epoch=7) == 8  # ceil(50 / 7)
     # a max_steps bounds the run instead: the epochs it takes, whatever min_steps says
     capped = parse_params({"train": {"epochs": 1, "min_steps": 600, "trainer_args": {"max_steps": 30}}}, "test")
     assert planned_epochs(capped, steps_per_epoch=25) == 2
+    assert early_stopping_patience(capped, 2) is None
