@@ -294,23 +294,28 @@ def method_row(facts: CardFacts) -> tuple[str, str]:
     return "model", "TF-IDF features, multinomial logistic regression; no neural network"
 
 
-def stopped_early(train: dict) -> str:
-    """How early stopping changed the planned epochs, for the what-ran rows ('' when it did not)."""
-    planned, patience = train.get("epochs_planned"), train.get("patience")
+def epochs_ran(train: dict, planned_epochs: int) -> str:
+    """The what-ran row of the report and the model card, from the train summary: epochs and optimizer steps as
+    trained, and why they differ from train.epochs (min_steps added epochs, early stopping or a max_steps ended
+    the run before the planned ones)."""
     epochs = train.get("epochs", train.get("epochs_run"))
-    if not patience or planned is None or epochs is None or epochs >= planned:
-        return ""
-    return f"; {planned} planned, stopped after {patience} val passes without val macro-F1 gain"
+    if "steps" not in train or epochs is None:
+        return f"{planned_epochs} epoch(s)"
+    ran = f"{epochs:g} epoch(s), {train['steps']:,} optimizer steps"
+    if epochs == planned_epochs:
+        return ran
+    why = f"train.epochs is {planned_epochs}: train.min_steps or a max_steps changed it"
+    planned, patience = train.get("epochs_planned"), train.get("patience")
+    if patience and planned is not None and epochs < planned:
+        why += f"; {planned} planned, stopped after {patience} val passes without val macro-F1 gain"
+    return f"{ran} ({why})"
 
 
 def run_rows(facts: CardFacts) -> list[tuple[str, str]]:
     """What ran, from the train stage's summary (records/train/metrics.json): epochs and steps as trained,
     optimizer, schedule, precision, device, the data's hash."""
     tp, train = facts.params.train, facts.train or {}
-    epochs = train.get("epochs", train.get("epochs_run"))
-    ran = f"{epochs:g} epoch(s), {train['steps']:,} optimizer steps" if "steps" in train else f"{tp.epochs} epoch(s)"
-    if epochs is not None and epochs != tp.epochs:
-        ran += f" (train.epochs is {tp.epochs}: train.min_steps or a max_steps changed it{stopped_early(train)})"
+    ran = epochs_ran(train, tp.epochs)
     listed = TRAINER_ARGS_LISTED | {"lr_scheduler_type": None}  # the schedule has its own words
     extra = {k: v for k, v in (train.get("trainer_args") or {}).items() if listed.get(k, ...) not in (v, None)}
     optimisation = (

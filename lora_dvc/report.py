@@ -24,7 +24,7 @@ from lora_dvc.artifacts import REPORT_PLOTS as PLOTS
 from lora_dvc.artifacts import TRAIN_PLOTS as TRAIN_TSV
 from lora_dvc.atomic import atomic_path
 from lora_dvc.metrics import not_learned_advice
-from lora_dvc.model_card import stopped_early
+from lora_dvc.model_card import epochs_ran
 from lora_dvc.params import Params, lora_variant
 
 METHOD_NAMES = {"lora": "LoRA", "full": "full fine-tuning", "tfidf": "TF-IDF + logistic regression"}
@@ -180,10 +180,7 @@ def ran_rows(train: dict, params: Params) -> list[tuple[str, str]]:
     """What ran, from the train summary: train.min_steps may add epochs, a max_steps may end the run early."""
     if params.train.method == "tfidf":
         return [("training run", "one scikit-learn fit (no epochs, no optimizer steps)")]
-    epochs = train.get("epochs", train.get("epochs_run"))
-    ran = f"{epochs:g} epoch(s), {train['steps']:,} optimizer steps"
-    if epochs != params.train.epochs:
-        ran += f" (train.epochs: {params.train.epochs}{stopped_early(train)})"
+    ran = epochs_ran(train, params.train.epochs)
     method = METHOD_NAMES[params.train.method]
     if params.train.method == "lora":
         method = lora_variant(params.lora.rslora, params.lora.dora)

@@ -49,7 +49,7 @@ def test_trainable_budget_refused_before_training(repo):
 def test_early_stopping_keeps_best_epoch(repo):
     """train.patience auto (the default) on the epochs train.min_steps adds: an lr this small leaves val
     predictions unchanged, so no epoch beats the first, and 2 passes without gain end the run."""
-    from lora_dvc.model_card import stopped_early
+    from lora_dvc.model_card import epochs_ran
 
     prepared(repo, train={"epochs": 1, "min_steps": 1000, "lr": 1e-9, "warmup_ratio": 0.0})
     result = stage(repo, "train")
@@ -58,8 +58,8 @@ def test_early_stopping_keeps_best_epoch(repo):
     assert metrics["best_epoch"] == 1 and metrics["patience"] == 2
     assert metrics["epochs_run"] == 3 < metrics["epochs_planned"]  # epochs 2 and 3 brought no gain
     assert metrics["steps"] == 3 * metrics["steps_per_epoch"]
-    said = f"; {metrics['epochs_planned']} planned, stopped after 2 val passes without val macro-F1 gain"
-    assert stopped_early(metrics) == said  # the report's and the model card's what-ran row
+    said = f"; {metrics['epochs_planned']} planned, stopped after 2 val passes without val macro-F1 gain)"
+    assert epochs_ran(metrics, 1).endswith(said)  # the report's and the model card's what-ran row
 
 
 def test_full_fine_tuning_saves_full_model(repo):
