@@ -127,7 +127,7 @@ class TrainParams:
     # val passes without val macro-F1 gain before the run stops (the best pass's weights kept); auto: early
     # stopping only where train.min_steps added epochs (lora_dvc.training_args.early_stopping_patience)
     patience: int | str | None = field(
-        default="auto",
+        default=None,
         metadata=check(lambda v: v == "auto" or (isinstance(v, int) and v > 0), "auto, a positive integer or null"),
     )
     device: str = field(default="auto", metadata=check(lambda v: v in DEVICES, " | ".join(DEVICES)))

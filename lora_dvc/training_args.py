@@ -127,9 +127,8 @@ def planned_epochs(params: Params, steps_per_epoch: int) -> int:
 
 
 def early_stopping_patience(params: Params, epochs: int) -> int | None:
-    """train.patience, where auto means AUTO_PATIENCE once train.min_steps has lengthened the run to `epochs`
-    (a small file: the added epochs mostly repeat a val score reached early; bench/results/small-files-*.json)
-    and off otherwise, so a run of train.epochs is never cut short unasked."""
+    """train.patience, where auto means AUTO_PATIENCE once train.min_steps has lengthened the run to `epochs` (a
+    small file) and off otherwise, so a run of train.epochs is never cut short (bench/README.md: small files)."""
     patience, max_steps = params.train.patience, params.train.trainer_args.get("max_steps", -1)
     if patience != "auto":
         return patience
