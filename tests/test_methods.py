@@ -47,11 +47,11 @@ def test_trainable_budget_refused_before_training(repo):
 
 
 def test_early_stopping_keeps_best_epoch(repo):
-    """train.patience auto (the default) on the epochs train.min_steps adds: an lr this small leaves val
-    predictions unchanged, so no epoch beats the first, and 2 passes without gain end the run."""
+    """train.patience auto on the epochs train.min_steps adds: an lr this small leaves val predictions
+    unchanged, so no epoch beats the first, and 2 passes without gain end the run."""
     from lora_dvc.model_card import epochs_ran
 
-    prepared(repo, train={"epochs": 1, "min_steps": 1000, "lr": 1e-9, "warmup_ratio": 0.0})
+    prepared(repo, train={"epochs": 1, "min_steps": 1000, "patience": "auto", "lr": 1e-9, "warmup_ratio": 0.0})
     result = stage(repo, "train")
     assert "stopping after 2 val passes without a val macro-F1 gain (patience auto)" in result.stderr
     metrics = train_metrics(repo)
