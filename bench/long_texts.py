@@ -2,10 +2,12 @@
 
     python bench/long_texts.py                       # -> bench/results/long-texts-<time>.json
     python bench/long_texts.py --study small-files   # -> bench/results/small-files-<time>.json
+    python bench/long_texts.py --study min-steps     # -> bench/results/min-steps-<time>.json
 
 truncation: head or head_tail at an equal max_length (128, which cuts nearly every text), and TF-IDF.
 small-files: the shipped recipe (train.epochs 1, which train.min_steps lengthens on this file) with every added
 epoch run, against train.patience auto (early stopping once min_steps adds epochs), both at max_length 128.
+min-steps: the same recipe with train.min_steps 250 (12 epochs here) against 64 (3 epochs), at max_length 128.
 Each row is one AG News article (its label) at a random offset in class-neutral prose (CPython's
 `pydoc_data.topics`), TEXT_WORDS words in all, so only the article tells the label and it sits anywhere. Each
 run is the real pipeline (`dvc repro evaluate`) in a temporary git + DVC copy of this tree, the data fixed and
@@ -55,8 +57,12 @@ STUDIES = {
         [*LENGTH_128, "train.epochs=1", "train.min_steps=250"],
         {"patience-auto": ["train.patience=auto"], "patience-null": ["train.patience=null"]},
     ),
+    "min-steps": (
+        [*LENGTH_128, "train.epochs=1", "train.patience=null"],
+        {"min-steps-64": ["train.min_steps=64"], "min-steps-250": ["train.min_steps=250"]},
+    ),
 }
-RECORD = {"truncation": "long-texts", "small-files": "small-files"}
+RECORD = {"truncation": "long-texts", "small-files": "small-files", "min-steps": "min-steps"}
 
 
 def filler_words() -> list[str]:
