@@ -6,7 +6,6 @@ A multiply-add is 2 FLOPs; embeddings, LayerNorm, softmax, GELU, dropout and the
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import platform
@@ -90,11 +89,14 @@ def run_flops(enc: Encoder, train_lengths: list[int], val_lengths: list[int], ep
     return train + flops_per_token(enc, val_lengths, train=False) * sum(val_lengths) * epochs
 
 
-def epochs_trained(runs: list[dict], train: dict, train_rows: int) -> int:
-    """Epochs the runs trained: train.epochs, or more where train.min_steps added some (from our steps taken)."""
-    steps = next((r["steps"] for r in runs if r.get("side") == "ours" and r.get("steps")), None)
-    per_epoch = -(-train_rows // train["batch_size"])
-    return max(train["epochs"], round(steps / per_epoch)) if steps else train["epochs"]
+def token_lengths(repo: Path) -> dict:
+    """The tokenize stage's real (non-pad) token count of each train and val row in `repo`, and the train stage's
+    model for its params.yaml (`Encoder`): what a FLOP count of a run there needs."""
+    from lora_dvc.artifacts import read_tokenized
+    from lora_dvc.params import load_params
+
+    lengths = {split: read_tokenized(split, repo).lengths.tolist() for split in ("train", "val")}
+    return {**lengths, "encoder": Encoder.from_params(load_params(repo / "params.yaml"))}
 
 
 def run_order(default: str, precisions: tuple[str, ...] = ("fp32", "bf16")) -> list[tuple[str, str]]:
@@ -126,12 +128,15 @@ def mean_std(values, digits: int = 4) -> tuple[float, float | None]:
     return round(statistics.mean(values), digits), std
 
 
-def spread(values) -> dict[str, float]:
-    """min / median / max of repeated measurements (rounded to 4 places): what a bench row on a busy machine quotes."""
+def spread(values, digits: int = 4) -> dict[str, float]:
+    """min / median / max of repeated measurements (rounded): what a bench row on a busy machine quotes."""
     values = sorted(values)
     if not values:
         raise ValueError("spread of no values")
-    return {"min": round(values[0], 4), "median": round(statistics.median(values), 4), "max": round(values[-1], 4)}
+    return {
+        k: round(v, digits)
+        for k, v in zip(("min", "median", "max"), (values[0], statistics.median(values), values[-1]))
+    }
 
 
 def paired_ratios(runs: list[dict], ours: tuple[str, str], peer: tuple[str, str], key: str = "wall_s") -> list[float]:
@@ -336,22 +341,6 @@ def write_json(path: Path, record: dict) -> Path:
     return path
 
 
-def save_probe(script: str, record: dict, out: Path | None = None) -> Path:
-    """A probe's raw figures (bench/step_levers.py, bench/matmul_ceiling.py) with its command, date and host,
-    to `out` or bench/results/<script>-<date>.json."""
-    now = dt.datetime.now(dt.timezone.utc)
-    path = out or RESULTS / f"{script}-{now.strftime('%Y%m%dT%H%M%S')}.json"
-    full = {
-        "command": " ".join([f"python bench/{script.replace('-', '_')}.py", *sys.argv[1:]]),
-        "date": now.isoformat(timespec="seconds"),
-        "host": host_info(),
-        **record,
-    }
-    write_json(path, full)
-    print(f"\nwrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
-    return path
-
-
 def set_param(params: dict, assignment: str) -> None:
     """'train.precision=bf16' or 'model.length_buckets=[16,32,64,128]' (values parsed as YAML), as `dvc exp run -S`."""
     import yaml
@@ -362,6 +351,16 @@ def set_param(params: dict, assignment: str) -> None:
     for part in path:
         node = node.setdefault(part, {})
     node[leaf] = yaml.safe_load(value)
+
+
+def write_params(repo: Path, overrides: list[str]) -> None:
+    """Apply `key=value` overrides to the repository's params.yaml, as `dvc exp run -S` would."""
+    import yaml
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for assignment in overrides:
+        set_param(params, assignment)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def read_raw(path: Path):

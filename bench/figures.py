@@ -7,16 +7,16 @@ python bench/figures.py --check    # exit 1 naming every block whose text differ
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import re
 import statistics
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from benchlib import RESULTS, ROOT, host_kind, spread
+from benchlib import RESULTS, ROOT, host_kind, mean_std, spread
 
 DOCS = ("README.md", "bench/README.md", "docs/*.md")
 BLOCK = re.compile(r"<!-- figures:(?P<name>[\w-]+) -->(?P<body>.*?)<!-- /figures:(?P=name) -->", re.S)
@@ -100,10 +100,8 @@ def study_time(r: dict) -> str:  # the median from-scratch time and its range
 def default_study_first() -> str:
     path, r = default_study()
     h = r["host"]
-    native = ", ".join(name for key, name in (("avx512_bf16", "AVX512-BF16"), ("amx", "AMX")) if h[key])
-    bf16 = f"native bf16: {native}" if native else "no native bf16: AVX2"
     return (
-        f"measured on this host ({h['cpu']}, {h['cores']} cores, {bf16}): {study_time(r)} from scratch, "
+        f"measured on this host ({h['cpu']}, {h['cores']} cores, {host_kind(h)}): {study_time(r)} from scratch, "
         f"test accuracy {r['test']['accuracy']:.4f}, macro-F1 {r['test']['macro_f1']:.4f}"
     )
 
@@ -255,8 +253,6 @@ LEVER_ROWS = (
     ),
     ("fp32", "base", "fp32, torch's dropout (the stock Trainer default)", "bf16 where native"),
     ("fp32_fast", "fp32", "fp32 with fast dropout masks", "yes (CPU)"),
-    ("no_dropout", "fast_dropout", "every dropout p = 0 (a bound, not a recipe)", "no"),
-    ("threads1", "base", "1 thread instead of 2", "no (all cores)"),
 )
 
 
@@ -349,46 +345,63 @@ def long_texts() -> str:
 
 
 def long_text_table(path: Path, r: dict) -> list[str]:
-    """A bench/long_texts.py record: its data, shared overrides and one row per config."""
+    """A bench/long_texts.py record: its data, shared overrides and one row per config (over its seeds)."""
     d, lengths = r["data"], r["data"]["token_lengths"]["dev.tsv"]
-    seeds = r["seeds"] if isinstance(r["seeds"], list) else [r["seeds"]]
-    runs = {name: v["runs"] for name, v in r["summary"].items()}
+    runs = {name: [x for x in r["runs"] if x["config"] == name] for name in r["configs"]}
+    runs = {name: mine for name, mine in runs.items() if mine}
     lines = [
-        f"`python bench/long_texts.py` ({host_line(r['host'])}; `{rel(path)}`): {d['pool_rows']:,} pool rows "
+        f"`{r['command'].strip()}` ({host_line(r['host'])}; `{rel(path)}`): {d['pool_rows']:,} pool rows "
         f"({d['val_rows']} val), {d['test_rows']} test rows, each {d['rule']}; MiniLM tokens per pool text: "
         f"median {lengths['p50']}, p95 {lengths['p95']}, {100 * lengths['over_128']:.0f}% over 128. "
         f"Every run: {', '.join(f'`{o}`' for o in r['shared_overrides'] if not o.startswith('data.'))}. "
-        f"Runs per config: {', '.join(f'{k} {v}' for k, v in runs.items())} (seeds asked: "
-        f"{', '.join(map(str, seeds))}).",
+        f"Runs per config: {', '.join(f'{k} {len(v)}' for k, v in runs.items())} (seeds asked: "
+        f"{', '.join(map(str, r['seeds']))}).",
         "",
         "| config | overrides | test accuracy | test macro-F1 | train s | `dvc repro` s |",
         "|---|---|---|---|---|---|",
     ]
-    for name, v in r["summary"].items():
-        acc = _pm(v["test_accuracy_mean"], v["test_accuracy_std"])
-        f1 = _pm(v["test_macro_f1_mean"], v["test_macro_f1_std"])
+    for name, mine in runs.items():
+        acc, f1 = (_pm(*mean_std(x[key] for x in mine)) for key in ("test_accuracy", "test_macro_f1"))
         overrides = ", ".join(f"`{o}`" for o in r["configs"][name]) or "(params.yaml)"
-        process = statistics.median(x["process_seconds"] for x in r["runs"] if x["config"] == name)
-        lines.append(f"| {name} | {overrides} | {acc} | {f1} | {v['train_seconds_mean']:,.1f} | {process:,.0f} |")
+        train = statistics.mean(x["train_seconds"] for x in mine)
+        process = statistics.median(x["process_seconds"] for x in mine)
+        lines.append(f"| {name} | {overrides} | {acc} | {f1} | {train:,.1f} | {process:,.0f} |")
     return lines
+
+
+def paired(r: dict, a: str, b: str) -> dict:
+    """Config `a` against `b` over the seeds both ran: per-seed test accuracy gaps (points, a minus b), their
+    mean, epochs run and the median `dvc repro` seconds per config."""
+    by = {(x["config"], x["seed"]): x for x in r["runs"]}
+    seeds = sorted(seed for config, seed in by if config == a and (b, seed) in by)
+    if not seeds:
+        raise FigureError(f"no seed with both {a} and {b} in the record")
+    gaps = [100 * (by[a, s]["test_accuracy"] - by[b, s]["test_accuracy"]) for s in seeds]
+    return {
+        "seeds": seeds,
+        "gaps": gaps,
+        "mean_gap": sum(gaps) / len(gaps),
+        "epochs": {c: [by[c, s].get("epochs_run") for s in seeds] for c in (a, b)},
+        "seconds": {c: statistics.median(by[c, s]["process_seconds"] for s in seeds) for c in (a, b)},
+    }
+
+
+def per_seed(gaps: list[float]) -> str:
+    return " / ".join(f"{g:+.2f}" for g in gaps)
 
 
 def truncation_winner(r: dict) -> tuple[str, list[float]]:
     """The truncation that scored higher test accuracy at equal max_length over the seeds both ran, and the
     per-seed gaps (head minus head_tail, points)."""
-    acc = {(run["config"], run["seed"]): run["test_accuracy"] for run in r["runs"]}
-    seeds = sorted(seed for config, seed in acc if config == "head-128" and ("head_tail-128", seed) in acc)
-    gaps = [100 * (acc["head-128", seed] - acc["head_tail-128", seed]) for seed in seeds]
+    gaps = paired(r, "head-128", "head_tail-128")["gaps"]
     return ("head" if sum(gaps) > 0 else "head_tail"), gaps
 
 
 def truncation_verdict(r: dict) -> str:
     winner, gaps = truncation_winner(r)
-    mean = sum(gaps) / len(gaps)
-    per_seed = " / ".join(f"{g:+.2f}" for g in gaps)
     return (
-        f"At equal length, `head` minus `head_tail` test accuracy: {mean:+.2f} points on average over "
-        f"{len(gaps)} seeds (per seed {per_seed}), so `model.truncation: {winner}` is the default."
+        f"At equal length, `head` minus `head_tail` test accuracy: {sum(gaps) / len(gaps):+.2f} points on average "
+        f"over {len(gaps)} seeds (per seed {per_seed(gaps)}), so `model.truncation: {winner}` is the default."
     )
 
 
@@ -396,67 +409,62 @@ def truncation_sentence() -> str:
     """README's inline figure: the two truncations' mean test accuracy at equal length, and TF-IDF's."""
     path, r = newest("long-texts")
     winner, gaps = truncation_winner(r)
-    acc = {name: v["test_accuracy_mean"] for name, v in r["summary"].items()}
+    acc = {name: mean_std(x["test_accuracy"] for x in r["runs"] if x["config"] == name)[0] for name in r["configs"]}
     return (
         f"head {acc['head-128']:.4f}, head_tail {acc['head_tail-128']:.4f}, TF-IDF {acc['tfidf']:.4f} mean test "
         f"accuracy, so `{winner}` is the default, by {abs(sum(gaps) / len(gaps)):.2f} points (`{rel(path)}`)"
     )
 
 
-# ---- small files (bench/long_texts.py --study small-files) ----
+# ---- small files: a faster recipe against today's (bench/long_texts.py --study small-files | min-steps) ----
 
-SMALL_FILE_TOLERANCE = 0.5  # points of mean test accuracy (2 of the 400 test rows) within which auto counts as equal
-
-
-def small_files_verdict(r: dict) -> dict:
-    """patience auto against every epoch min_steps adds, over the seeds both ran: per-seed test accuracy gaps
-    (points), epochs run and `dvc repro` seconds per config, and whether auto is the default the record backs
-    (as accurate, within SMALL_FILE_TOLERANCE, and faster)."""
-    by = {(x["config"], x["seed"]): x for x in r["runs"]}
-    seeds = sorted(seed for config, seed in by if config == "patience-auto" and ("patience-null", seed) in by)
-    gaps = [100 * (by["patience-auto", s]["test_accuracy"] - by["patience-null", s]["test_accuracy"]) for s in seeds]
-    epochs = {c: [by[c, s]["epochs_run"] for s in seeds] for c in ("patience-auto", "patience-null")}
-    seconds = {c: statistics.median(by[c, s]["process_seconds"] for s in seeds) for c in epochs}
-    mean_gap = sum(gaps) / len(gaps)
-    backs_auto = mean_gap >= -SMALL_FILE_TOLERANCE and seconds["patience-auto"] < seconds["patience-null"]
-    return {
-        "seeds": seeds,
-        "gaps": gaps,
-        "mean_gap": mean_gap,
-        "epochs": epochs,
-        "seconds": seconds,
-        "auto": backs_auto,
-    }
+SMALL_FILE_TOLERANCE = 0.5  # points of mean test accuracy (2 of the 400 test rows) within which a recipe is as good
+# record kind -> (the faster config, today's config, the param they differ in, its value in each)
+FASTER = {
+    "small-files": ("patience-auto", "patience-null", "train.patience", "auto", None),
+    "min-steps": ("min-steps-64", "min-steps-250", "train.min_steps", 64, 250),
+}
 
 
-def small_files() -> str:
-    path, r = newest("small-files")
-    v = small_files_verdict(r)
-    auto, null = v["seconds"]["patience-auto"], v["seconds"]["patience-null"]
+def faster_verdict(kind: str, r: dict) -> dict:
+    """The faster config against today's (`paired`), and the param value the record backs: the faster one's
+    where it is as accurate (within SMALL_FILE_TOLERANCE) and faster, else today's."""
+    fast, today, _, fast_value, today_value = FASTER[kind]
+    v = paired(r, fast, today)
+    backed = v["mean_gap"] >= -SMALL_FILE_TOLERANCE and v["seconds"][fast] < v["seconds"][today]
+    return {**v, "backed": backed, "value": fast_value if backed else today_value}
+
+
+def faster_block(kind: str) -> str:
+    path, r = newest(kind)
+    fast, today, param, fast_value, _ = FASTER[kind]
+    v = faster_verdict(kind, r)
     epochs = {c: " / ".join(f"{e:g}" for e in runs) for c, runs in v["epochs"].items()}
+    seconds = v["seconds"]
     verdict = (
-        f"Over {len(v['seeds'])} seeds, `patience-auto` minus `patience-null` test accuracy: {v['mean_gap']:+.2f} "
-        f"points on average (per seed {' / '.join(f'{g:+.2f}' for g in v['gaps'])}); epochs run "
-        f"{epochs['patience-auto']} against {epochs['patience-null']}; `dvc repro` to metrics {minutes(auto)} "
-        f"against {minutes(null)} (median), {null / auto:.2f}x faster. "
+        f"Over {len(v['seeds'])} seeds, `{fast}` minus `{today}` test accuracy: {v['mean_gap']:+.2f} points on "
+        f"average (per seed {per_seed(v['gaps'])}); epochs run {epochs[fast]} against {epochs[today]}; "
+        f"`dvc repro` to metrics {minutes(seconds[fast])} against {minutes(seconds[today])} (median), "
+        f"{seconds[today] / seconds[fast]:.2f}x faster. "
         + (
-            "So `train.patience: auto` is the default."
-            if v["auto"]
-            else f"So `train.patience: auto` costs over {SMALL_FILE_TOLERANCE} points here: not the default."
+            f"So `{param}: {fast_value}` is the default."
+            if v["backed"]
+            else f"So `{param}: {fast_value}` costs over {SMALL_FILE_TOLERANCE} points here: not the default."
         )
     )
     return "\n".join([*long_text_table(path, r), "", verdict])
 
 
-def small_files_sentence() -> str:
-    """README's inline figure: what patience auto does to a small file of long texts, and the verdict."""
-    path, r = newest("small-files")
-    v = small_files_verdict(r)
-    auto, null = v["seconds"]["patience-auto"], v["seconds"]["patience-null"]
+def faster_sentence(kind: str) -> str:
+    """README's inline figure: what the faster recipe does to a small file of long texts, and the verdict."""
+    path, r = newest(kind)
+    fast, today = FASTER[kind][:2]
+    v = faster_verdict(kind, r)
     return (
-        f"{minutes(auto)} instead of {minutes(null)} from `dvc repro` to metrics (median of {len(v['seeds'])} "
-        f"seeds, {r['host']['cpu']}, {r['host']['cores']} cores), test accuracy {v['mean_gap']:+.2f} points "
-        f"(`{rel(path)}`), so it is {'the default' if v['auto'] else 'an option, not the default'}"
+        f"{minutes(v['seconds'][fast])} instead of {minutes(v['seconds'][today])} from `dvc repro` to metrics "
+        f"(median of {len(v['seeds'])} seeds, {r['host']['cpu']}, {r['host']['cores']} cores), test accuracy "
+        f"{v['mean_gap']:+.2f} points (`{rel(path)}`), so it is "
+        f"{'the default' if v['backed'] else 'an option, not the default'}"
     )
 
 
@@ -467,23 +475,19 @@ def _pm(mean: float, std: float | None) -> str:
 # ---- the blocks ----
 
 
-@dataclass(frozen=True)
-class Block:
-    render: Callable[[], str]
-    inline: bool = False  # inside a sentence (no line breaks around the text)
-
-
-BLOCKS = {
-    "default-study-first": Block(default_study_first, inline=True),
-    "default-study": Block(default_study_sentence),
-    "default-study-accuracy": Block(default_study_accuracy, inline=True),
-    "stock-recipe-table": Block(stock_recipe_table),
-    "step-levers": Block(step_levers_table),
-    "long-texts": Block(long_texts),
-    "truncation": Block(truncation_sentence, inline=True),
-    "small-files": Block(small_files),
-    "small-files-sentence": Block(small_files_sentence, inline=True),
+BLOCKS: dict[str, Callable[[], str]] = {
+    "default-study-first": default_study_first,
+    "default-study": default_study_sentence,
+    "default-study-accuracy": default_study_accuracy,
+    "stock-recipe-table": stock_recipe_table,
+    "step-levers": step_levers_table,
+    "long-texts": long_texts,
+    "truncation": truncation_sentence,
+    **{kind: functools.partial(faster_block, kind) for kind in FASTER},
+    **{f"{kind}-sentence": functools.partial(faster_sentence, kind) for kind in FASTER},
 }
+# inside a sentence: no line breaks around the text
+INLINE = {"default-study-first", "default-study-accuracy", "truncation", *(f"{kind}-sentence" for kind in FASTER)}
 
 
 # the records the blocks quote: every one must carry its evidence (tests/test_figures.py), and no other is kept
@@ -492,7 +496,7 @@ QUOTED: dict[str, Callable[[], list[tuple[Path, dict]]]] = {
     "stock-recipe": stock_recipes,
     "step-levers": step_levers,
     "long-texts": lambda: [newest("long-texts")],
-    "small-files": lambda: [newest("small-files")],
+    **{kind: functools.partial(lambda kind: [newest(kind)], kind) for kind in FASTER},
 }
 
 
@@ -509,9 +513,8 @@ def doc_paths() -> list[Path]:
 
 def rendered(name: str, cache: dict) -> str:
     if name not in cache:
-        block = BLOCKS[name]
-        text = block.render()
-        cache[name] = text if block.inline else f"\n{text}\n"
+        text = BLOCKS[name]()
+        cache[name] = text if name in INLINE else f"\n{text}\n"
     return cache[name]
 
 

@@ -16,13 +16,9 @@ import datetime as dt
 import gc
 import json
 import os
-import re
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +26,18 @@ RESULTS = ROOT / "bench" / "results"
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT)]  # benchlib, run, peer_trainer; lora_dvc and stages
 for _key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "DVC_NO_ANALYTICS", "TQDM_DISABLE"):
     os.environ.setdefault(_key, "1")
+from benchlib import (  # noqa: E402
+    alternate,
+    host_info,
+    log,
+    matmul_peak,
+    run_flops,
+    spread,
+    token_lengths,
+    write_json,
+    write_params,
+)
+from default_study import one_run  # noqa: E402
 
 # (rows, val rows, test rows, batches, evaluate batches, repeats, peak n, peak s, burst); the first batch is the loop's
 GPU = (None, 0, 0, [32, 64, 128, 256, 512], [128, 1024], 3, 8192, 2.0, 10)
@@ -56,17 +64,6 @@ DATASHEET_BF16 = {
 def datasheet_peak(gpu: str | None) -> float | None:
     """The datasheet's dense bf16 peak for a torch.cuda device name, or None for a chip not listed (or the CPU)."""
     return next((peak for name, peak in DATASHEET_BF16.items() if gpu and name in gpu), None)
-
-
-def log(msg: str) -> None:
-    print(f"[gpu-bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def stats(values) -> dict:
-    values = [float(v) for v in values]
-    if not values:
-        raise ValueError("no runs to summarise")
-    return {"n": len(values), "min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
 @contextlib.contextmanager
@@ -97,36 +94,8 @@ def tiny_model(folder: Path) -> Path:
     return folder
 
 
-def default_repro(copy: Path) -> dict:
-    """`dvc repro` from scratch in the copy; each stage's seconds from its "Running stage" line to the next."""
-    from benchlib import env
-
-    started, marks = time.perf_counter(), []
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro"],
-        cwd=copy,
-        env=env(PYTHONUNBUFFERED="1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        found = re.search(r"Running stage '([^']+)'", line)
-        if found:
-            marks.append((found.group(1), time.perf_counter() - started))
-    total = time.perf_counter() - started
-    if proc.wait() != 0 or not marks:
-        raise RuntimeError(f"dvc repro failed in {copy}:\n{''.join(lines)[-3000:]}")
-    ends = [t for _, t in marks[1:]] + [total]
-    return {"total_s": total, "stage_seconds": {name: end - t for (name, t), end in zip(marks, ends, strict=True)}}
-
-
 def run_ours(copy: Path, sets: list[str]) -> dict:
     """The train stage's main() in the copy under these params (as `dvc exp run -S` sets them): its own figures."""
-    from run import write_params
-
     import stages.train
 
     write_params(copy, sets)
@@ -149,8 +118,6 @@ def run_stock(copy: Path, precision: str, out: Path) -> dict:
 def train_loop(copy: Path, batch: int, repeats: int, precision: str, work: Path, flops: float, peaks: tuple) -> dict:
     """Ours against the stock recipe at `batch`, alternating (benchlib.alternate), `repeats` times each; model FLOPs
     per second as a share of the measured matmul peak (mfu) and, for a listed chip, of its datasheet peak."""
-    from benchlib import alternate
-
     peak, datasheet = peaks
     runs = {"ours": [], "stock": []}
     for i, side in enumerate(alternate(["ours", "stock"], repeats)):
@@ -162,11 +129,11 @@ def train_loop(copy: Path, batch: int, repeats: int, precision: str, work: Path,
     out = {"batch": batch, "precision": precision}
     for side, found in runs.items():
         out[side] = {
-            "samples_per_s": stats(r["samples_per_s"] for r in found),
-            "mfu": stats(flops / r["loop_s"] / peak for r in found),
+            "samples_per_s": spread(r["samples_per_s"] for r in found),
+            "mfu": spread(flops / r["loop_s"] / peak for r in found),
         }
         if datasheet:
-            out[side]["mfu_datasheet"] = stats(flops / r["loop_s"] / datasheet for r in found)
+            out[side]["mfu_datasheet"] = spread(flops / r["loop_s"] / datasheet for r in found)
     out["ours_vs_stock"] = out["ours"]["samples_per_s"]["median"] / out["stock"]["samples_per_s"]["median"]
     return out
 
@@ -183,9 +150,6 @@ def batch_sweep(copy: Path, batches: list[int], flops: float, peak: float) -> di
 
 def eval_batches(copy: Path, batches: list[int], repeats: int) -> dict:
     """evaluate.batch_size: the evaluate stage's own test samples/s at each batch, alternating."""
-    from benchlib import alternate
-    from run import write_params
-
     import stages.evaluate
 
     runs = {b: [] for b in batches}
@@ -197,7 +161,7 @@ def eval_batches(copy: Path, batches: list[int], repeats: int) -> dict:
             json.loads((copy / "records/evaluate/metrics.json").read_text())["test"]["samples_per_second"]
         )
         log(f"evaluate at batch {batch}: {runs[batch][-1]:,.0f} samples/s")
-    out = {str(b): stats(r) for b, r in runs.items()}
+    out = {str(b): spread(r) for b, r in runs.items()}
     out["speedup"] = out[str(batches[-1])]["median"] / out[str(batches[0])]["median"]
     return out
 
@@ -205,7 +169,7 @@ def eval_batches(copy: Path, batches: list[int], repeats: int) -> dict:
 def goals(result: dict) -> dict:
     loop, sweep = result["train_loop"], result["batch_sweep"]
     measured = {
-        "default_repro_s": (result["default_repro"] or {}).get("total_s"),
+        "default_repro_s": (result["default_repro"] or {}).get("total_seconds"),
         "train_loop_samples_per_s": loop["ours"]["samples_per_s"]["median"],
         "train_loop_vs_stock": loop["ours_vs_stock"],
         "best_batch_mfu": sweep["batches"][str(sweep["best_batch"])]["mfu"],
@@ -243,12 +207,9 @@ def main(argv=None) -> None:
     device = "cpu" if args.dry_run else "cuda"
     if args.dry_run:
         torch.set_num_threads(1)  # a busy shared CPU (CI runs tests side by side) stalls 2 spinning threads
-    from benchlib import Encoder, host_info, matmul_peak, run_flops, write_json
-    from run import make_copy, write_params
+    from run import make_copy
 
-    from lora_dvc.artifacts import read_tokenized
     from lora_dvc.device import Runtime
-    from lora_dvc.params import load_params
     from lora_dvc.runner import setup_logging
 
     setup_logging()
@@ -276,12 +237,12 @@ def main(argv=None) -> None:
         "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
         "cuda": torch.version.cuda,
     }
-    copy = make_copy(work / "repo", "ag_news", rows, val_rows, test_rows, seed=0, overrides=sets)
+    copy = make_copy(work / "repo", rows, val_rows, test_rows, seed=0, overrides=sets)
     result["peak"] = matmul_peak(peak_n, peak_s, device, burst)
     peak = result["peak"]["flops_per_s"][precision]
     log(f"{device}, {precision}: matmul peak {peak / 1e12:,.3f} TFLOP/s; work in {work}")
     repro = args.repro if args.repro is not None else not args.dry_run
-    result["default_repro"] = default_repro(copy) if repro else None
+    result["default_repro"] = one_run(work / "repro.log", copy) if repro else None
     if not repro:  # the loops need the tokenize stage's outputs
         import stages.prepare
         import stages.tokenize
@@ -290,9 +251,8 @@ def main(argv=None) -> None:
             stages.prepare.main()
             stages.tokenize.main()
     write_params(copy, sets)
-    with cwd(copy):
-        lengths = {split: read_tokenized(split).lengths.tolist() for split in ("train", "val")}
-        encoder = Encoder.from_params(load_params())
+    lengths = token_lengths(copy)
+    encoder = lengths["encoder"]
     flops = run_flops(encoder, lengths["train"], lengths["val"])  # one epoch: train rows, one val pass
     result["flops"] = {"encoder": encoder.__dict__, "epoch_flops": flops, "train_rows": len(lengths["train"])}
     datasheet = datasheet_peak(result["gpu"]) if precision == "bf16" else None

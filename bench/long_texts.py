@@ -11,7 +11,7 @@ min-steps: the same recipe with train.min_steps 250 (12 epochs here) against 64 
 Each row is one AG News article (its label) at a random offset in class-neutral prose (CPython's
 `pydoc_data.topics`), TEXT_WORDS words in all, so only the article tells the label and it sits anywhere. Each
 run is the real pipeline (`dvc repro evaluate`) in a temporary git + DVC copy of this tree, the data fixed and
-`train.seed` varied, the configs alternating; the record holds every run and per config mean and sample std.
+`train.seed` varied, the configs alternating; the record holds every run (bench/figures.py: mean, sample std).
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from benchlib import (
     copy_tree,
     git_commit_all,
     host_info,
-    mean_std,
     read_raw,
     set_param,
     timed,
     write_json,
+    write_params,
     write_raw,
 )
 
@@ -62,7 +62,6 @@ STUDIES = {
         {"min-steps-64": ["train.min_steps=64"], "min-steps-250": ["train.min_steps=250"]},
     ),
 }
-RECORD = {"truncation": "long-texts", "small-files": "small-files", "min-steps": "min-steps"}
 
 
 def filler_words() -> list[str]:
@@ -113,10 +112,8 @@ def build(dest: Path, pool_rows: int, test_rows: int, seed: int) -> Path:
 
 
 def one_run(repo: Path, base: dict, name: str, overrides: list[str], seed: int, checkpoints: Path) -> dict:
-    params = json.loads(json.dumps(base))
-    for assignment in [*overrides, f"train.seed={seed}"]:
-        set_param(params, assignment)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (repo / "params.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
+    write_params(repo, [*overrides, f"train.seed={seed}"])
     cmd = [sys.executable, "-m", "dvc", "repro", "evaluate"]
     run = timed(
         cmd, repo, checkpoints.parent / "runs.log", {"LORA_DVC_CHECKPOINTS": str(checkpoints / f"{name}-{seed}")}
@@ -139,27 +136,6 @@ def one_run(repo: Path, base: dict, name: str, overrides: list[str], seed: int, 
     }
     print(json.dumps(row), flush=True)
     return row
-
-
-def summary(configs: dict, rows: list[dict]) -> dict:
-    out = {}
-    for name in configs:
-        mine = [r for r in rows if r["config"] == name]
-        if not mine:
-            continue
-        secs = [r["train_seconds"] for r in mine if r["train_seconds"] is not None]
-        accuracy, accuracy_std = mean_std(r["test_accuracy"] for r in mine)
-        macro_f1, macro_f1_std = mean_std(r["test_macro_f1"] for r in mine)
-        out[name] = {
-            "runs": len(mine),
-            "test_accuracy_mean": accuracy,
-            "test_accuracy_std": accuracy_std,
-            "test_macro_f1_mean": macro_f1,
-            "test_macro_f1_std": macro_f1_std,
-            "train_seconds_mean": mean_std(secs, 1)[0] if secs else None,
-            "process_seconds_mean": mean_std((r["process_seconds"] for r in mine), 1)[0],
-        }
-    return out
 
 
 def token_lengths(folder: Path) -> dict:
@@ -223,7 +199,7 @@ def main() -> None:
 def write_result(host: dict, args, shared: list[str], configs: dict, lengths: dict, rows: list[dict]) -> None:
     """Rewritten after every run, so an interrupted bench keeps what finished."""
     result = {
-        "bench": RECORD[args.study],
+        "bench": "long-texts" if args.study == "truncation" else args.study,  # the record's name
         "command": "python bench/long_texts.py " + " ".join(sys.argv[1:]),
         "date": STARTED,
         "host": host,
@@ -241,9 +217,8 @@ def write_result(host: dict, args, shared: list[str], configs: dict, lengths: di
         "configs": configs,
         "seeds": args.seeds,
         "runs": rows,
-        "summary": summary(configs, rows),
     }
-    write_json(RESULTS / f"{RECORD[args.study]}-{STARTED}.json", result)
+    write_json(RESULTS / f"{result['bench']}-{STARTED}.json", result)
 
 
 STARTED = time.strftime("%Y%m%dT%H%M%S")

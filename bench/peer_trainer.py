@@ -28,18 +28,8 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this tree's lora_dvc
+from lora_dvc.artifacts import read_labels, read_prepared, read_tokenized_meta  # noqa: E402
 from lora_dvc.modeling import resolve_model_path, resolve_targets  # noqa: E402
-
-
-def max_length(repo: Path, model: dict) -> int:
-    """params' model.max_length or, when it is auto, the tokenize stage's choice in `repo`
-    (data/tokenized/meta.json): the peer truncates where ours does."""
-    if model["max_length"] != "auto":
-        return int(model["max_length"])
-    meta = repo / "data/tokenized/meta.json"
-    if not meta.exists():
-        raise SystemExit(f"model.max_length is auto and {meta} is missing: run `dvc repro tokenize` in {repo} first")
-    return int(json.loads(meta.read_text())["max_length"])
 
 
 class Rows(torch.utils.data.Dataset):
@@ -86,14 +76,12 @@ def main(argv: list[str] | None = None) -> None:
 
     params = yaml.safe_load((args.repo / "params.yaml").read_text())
     mp, lp, tp, ep = params["model"], params["lora"], params["train"], params["evaluate"]
-    labels = json.loads((args.repo / "data/prepared/labels.json").read_text(encoding="utf-8"))
-    frames = {
-        s: pd.read_csv(args.repo / f"data/prepared/{s}.csv", dtype={"text": str}, keep_default_na=False)
-        for s in ("train", "val", "test")
-    }
+    labels = read_labels(args.repo)
+    frames = {s: read_prepared(s, args.repo) for s in ("train", "val", "test")}
     path = resolve_model_path(mp["name"])
     tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
-    length = max_length(args.repo, mp)
+    # truncated where ours is: params' model.max_length, or the tokenize stage's choice for auto
+    length = read_tokenized_meta(args.repo)["max_length"] if mp["max_length"] == "auto" else mp["max_length"]
 
     def encode(frame: pd.DataFrame) -> Rows:
         enc = tokenizer(frame["text"].tolist(), truncation=True, max_length=length)

@@ -26,10 +26,8 @@ from benchlib import (
     BENCH,
     RESULTS,
     ROOT,
-    Encoder,
     alternate,
     copy_tree,
-    epochs_trained,
     git_commit_all,
     host_info,
     log,
@@ -38,20 +36,18 @@ from benchlib import (
     read_raw,
     run_flops,
     run_order,
-    set_param,
     spread,
     stamp,
     timed,
+    token_lengths,
     wait_for_quiet,
     write_json,
+    write_params,
     write_raw,
 )
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-DATASETS = {
-    "banglasenti": (ROOT / "data/raw/banglasenti", "val.csv", "test.csv"),
-    "ag_news": (ROOT / "data/raw/ag_news", "dev.tsv", "test.tsv"),
-}
+RAW = ROOT / "data/raw/ag_news"
 SIDES = ("ours", "stock")
 
 
@@ -59,39 +55,24 @@ def dvc(args: list[str], repo: Path, what: str = "dvc", extra_env: dict | None =
     return timed([sys.executable, "-m", "dvc", *args], repo, repo.parent / f"{what}.log", extra_env)
 
 
-def make_copy(
-    dest: Path, dataset: str, rows: int, val_rows: int, test_rows: int, seed: int, overrides: list[str] = ()
-) -> Path:
-    """A fresh git + DVC repository with this working tree's files and the bench's params."""
+def make_copy(dest: Path, rows: int, val_rows: int, test_rows: int, seed: int, overrides: list[str] = ()) -> Path:
+    """A fresh git + DVC repository with this working tree's files and the bench's params (AG News)."""
     copy_tree(dest)
-    # the dataset's own files; test cut to a seeded, stratified sample so the test passes stay
+    # the dev pool as shipped; test cut to a seeded, stratified sample so the test passes stay
     # affordable on 2 cores (both sides see the same rows)
-    raw, pool_name, test_name = DATASETS[dataset]
-    data = dest / f"data/bench_{dataset}"
+    data = dest / "data/bench_ag_news"
     data.mkdir(parents=True)
-    shutil.copy2(raw / pool_name, data / pool_name)
-    pool_rows = len(read_raw(raw / pool_name))
-    test = read_raw(raw / test_name)
-    label = test.columns[-1] if dataset == "ag_news" else "label"
+    shutil.copy2(RAW / "dev.tsv", data / "dev.tsv")
+    test = read_raw(RAW / "test.tsv")
     if test_rows and test_rows < len(test):
-        frac = test_rows / len(test)
-        test = test.groupby(label, group_keys=False).sample(frac=frac, random_state=seed)
+        test = test.groupby(test.columns[-1], group_keys=False).sample(frac=test_rows / len(test), random_state=seed)
         test = test.sample(frac=1, random_state=seed)
-    write_raw(test, data / test_name)
-    params = yaml.safe_load((dest / "params.yaml").read_text())
-    params["data"].update(dataset=dataset, path=f"data/bench_{dataset}", max_train_rows=rows)
-    if val_rows:  # val is carved from the pool before max_train_rows; keep its pass small
-        params["data"]["val_fraction"] = round(val_rows / pool_rows, 5)
-    params["model"]["name"] = MODEL
-    params["train"]["epochs"] = 1
-    for assignment in overrides:
-        set_param(params, assignment)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_raw(test, data / "test.tsv")
+    val = [f"data.val_fraction={round(val_rows / len(read_raw(RAW / 'dev.tsv')), 5)}"] if val_rows else []
+    # val is carved from the pool before max_train_rows; keep its pass small
+    sets = ["data.dataset=ag_news", "data.path=data/bench_ag_news", f"data.max_train_rows={rows or 'null'}", *val]
+    write_params(dest, [*sets, f"model.name={MODEL}", "train.epochs=1", *overrides])
     return git_commit_all(dest)
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text())
 
 
 def best_peak(*peaks: dict) -> dict:
@@ -102,52 +83,24 @@ def best_peak(*peaks: dict) -> dict:
     return best
 
 
-def token_lengths(copy: Path) -> dict[str, list[int]]:
-    """Real (non-pad) token count of each train and val row, as the model sees them (truncated at max_length)."""
-    import pandas as pd
-    from peer_trainer import max_length
-    from transformers import AutoTokenizer
-
-    from lora_dvc.modeling import resolve_model_path
-    from lora_dvc.params import load_params
-
-    params = yaml.safe_load((copy / "params.yaml").read_text())
-    path = resolve_model_path(params["model"]["name"])
-    tok = AutoTokenizer.from_pretrained(path)
-    lengths = {}
-    for split in ("train", "val"):
-        texts = pd.read_csv(copy / f"data/prepared/{split}.csv", dtype={"text": str}, keep_default_na=False)["text"]
-        enc = tok(texts.tolist(), truncation=True, max_length=max_length(copy, params["model"]))
-        lengths[split] = [len(ids) for ids in enc["input_ids"]]
-    lengths["encoder"] = Encoder.from_params(load_params(copy / "params.yaml"))
-    return lengths
-
-
-def write_params(copy: Path, overrides: list[str]) -> None:
-    """Apply `key=value` overrides to the copy's params.yaml, as `dvc exp run -S` would."""
-    params = yaml.safe_load((copy / "params.yaml").read_text())
-    for assignment in overrides:
-        set_param(params, assignment)
-    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 def run_ours(copy: Path, precision: str, with_test: bool, extra_env: dict | None = None) -> dict:
     """`dvc repro -f -s train` at this precision: whole-process wall, the stage's own figures, accuracy."""
     write_params(copy, [f"train.precision={precision}"])
     t = dvc(["repro", "-f", "-s", "train"], copy, "ours", extra_env)
-    m = read_json(copy / "records/train/metrics.json")
+    m = json.loads((copy / "records/train/metrics.json").read_text())
     run = {
         **t,
         "side": "ours",
         "precision": precision,
         "steps": m.get("steps"),
+        "epochs": m.get("epochs"),
         "loop_s": m.get("train_seconds"),
         "samples_per_second": m.get("train_samples_per_second"),
         "val_accuracy": m["val"]["accuracy"],
     }
     if with_test:
         dvc(["repro", "-f", "-s", "evaluate"], copy, "ours")
-        ev = read_json(copy / "records/evaluate/metrics.json")
+        ev = json.loads((copy / "records/evaluate/metrics.json").read_text())
         run.update(test_accuracy=ev["test"]["accuracy"], majority_accuracy=ev["test"]["majority_accuracy"])
     return run
 
@@ -167,7 +120,7 @@ def run_peer(copy: Path, recipe: str, precision: str, steps: int, with_test: boo
     ]
     cmd += (["--test"] if with_test else []) + (["--bf16"] if precision == "bf16" else [])
     t = timed(cmd, copy, copy.parent / "peer.log")
-    res = read_json(out)
+    res = json.loads(out.read_text())
     t["wall_s"] = round(t["wall_s"] - res.get("test_seconds", 0.0), 3)
     return {
         **t,
@@ -320,7 +273,7 @@ def main() -> None:
     date = dt.datetime.now().astimezone().isoformat(timespec="seconds")
     host = host_info()  # at the start: the tree the copy is made from, not one edited while the bench ran
     work = Path(tempfile.mkdtemp(prefix="lora-bench-"))
-    copy = make_copy(work / "repo", "ag_news", args.rows, args.val_rows, args.test_rows, seed=0, overrides=args.set)
+    copy = make_copy(work / "repo", args.rows, args.val_rows, args.test_rows, seed=0, overrides=args.set)
     log(f"temporary repository {copy}")
     dvc(["repro", "-s", "prepare"], copy, "pipeline")
     dvc(["repro", "-s", "tokenize"], copy, "pipeline")
@@ -340,11 +293,11 @@ def main() -> None:
         "host": host,
         "args": vars(args),
         "params": params,
-        "rows": read_json(copy / "records/prepare.json")["rows"],
+        "rows": json.loads((copy / "records/prepare.json").read_text())["rows"],
         "runs": runs,
         "speed": speed_summary(runs, default, tuple(args.precisions)),
         "accuracy": accuracy_summary(runs, tuple(args.precisions)),
-        "flops": flops_summary(runs, lengths, peak, epochs_trained(runs, params["train"], len(lengths["train"]))),
+        "flops": flops_summary(runs, lengths, peak, first_of(runs, "ours", args.precisions[0], "epochs")),
         "peak": peak,
         "peak_rss_mb": {
             p: max((r["peak_rss_mb"] for r in runs if r["side"] == "ours" and r["precision"] == p), default=None)

@@ -10,25 +10,22 @@ reversed every other repeat, and is compared per repeat with `base`. Writes benc
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchlib import ROOT, save_probe, spread, timed
+from benchlib import RESULTS, ROOT, host_info, spread, stamp, timed, write_json
 
-# lever: (bf16 autocast, lora_dvc's fast dropout, every frozen tensor in bf16); threads1 and no_dropout change
-# one more thing
+# lever: (bf16 autocast, lora_dvc's fast dropout, every frozen tensor in bf16)
 LEVERS = {
     "base": (True, False, False),
     "fast_dropout": (True, True, False),
     "ready_bf16": (True, True, True),
     "fp32": (False, False, False),
     "fp32_fast": (False, True, False),
-    "threads1": (True, False, False),
-    "no_dropout": (True, True, False),
 }
 LENGTHS = [40, 48, 56, 64, 44, 52, 36, 72]  # tokens per row; AG News rows average about 45
 BATCH = 32
@@ -36,8 +33,6 @@ BATCH = 32
 
 def lever_model(lever: str):
     """The train stage's model for params.yaml, with `lever`'s speed levers, in training mode."""
-    import torch
-
     from lora_dvc.dropout import use_fast_dropout
     from lora_dvc.modeling import apply_method, load_base_model, ready_for_bf16_autocast
     from lora_dvc.params import load_params
@@ -49,10 +44,6 @@ def lever_model(lever: str):
         use_fast_dropout(model)
     if bf16_storage:
         ready_for_bf16_autocast(model)
-    if lever == "no_dropout":
-        for module in model.modules():
-            if isinstance(module, torch.nn.Dropout):
-                module.p = 0.0
     return model
 
 
@@ -61,8 +52,6 @@ def one_lever(lever: str, steps: int) -> dict:
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    if lever == "threads1":
-        torch.set_num_threads(1)
     torch.manual_seed(0)
     clock: list[float] = []
 
@@ -109,27 +98,19 @@ def run_lever(lever: str, steps: int, logs: Path) -> dict:
     return {**json.loads(lines[-1]), **{k: process[k] for k in ("other_cores", "load1_before", "load1_after")}}
 
 
-def summarise(runs: list[dict], levers: list[str], repeats: int) -> list[dict]:
-    """One row per lever: min/median/max s/step, and its speed against `base` of the same repeat."""
+def summarise(runs: list[dict], levers: list[str]) -> list[dict]:
+    """One row per lever: min/median/max s/step (bench/figures.py compares the levers repeat by repeat)."""
     results = []
     for lever in levers:
         mine = [r for r in runs if r["lever"] == lever]
-        row = {
-            "lever": lever,
-            "s_per_step": round(statistics.median(r["s_per_step"] for r in mine), 4),
-            "s_per_step_spread": spread(r["s_per_step"] for r in mine),
-            "threads": mine[0]["threads"],
-            "tokens_per_step": mine[0]["tokens_per_step"],
-        }
-        if "base" in levers:
-            ratios = [
-                round(base["s_per_step"] / run["s_per_step"], 3)
-                for repeat in range(repeats)
-                for base in [r for r in runs if r["lever"] == "base" and r["repeat"] == repeat]
-                for run in [r for r in mine if r["repeat"] == repeat]
-            ]
-            row["vs_base"] = spread(ratios)
-        results.append(row)
+        results.append(
+            {
+                "lever": lever,
+                "s_per_step_spread": spread(r["s_per_step"] for r in mine),
+                "threads": mine[0]["threads"],
+                "tokens_per_step": mine[0]["tokens_per_step"],
+            }
+        )
     return results
 
 
@@ -156,10 +137,13 @@ def main() -> None:
             for lever in levers if repeat % 2 == 0 else levers[::-1]:  # A B C, then C B A: drift hits all alike
                 runs.append({**run_lever(lever, args.steps, Path(logs)), "repeat": repeat})
                 print(json.dumps(runs[-1]), flush=True)
-    results = summarise(runs, levers, args.repeats)
-    save_probe(
-        "step-levers", {"results": results, "repeats": args.repeats, "steps": args.steps, "runs": runs}, args.out
-    )
+    record = {
+        "command": " ".join(["python bench/step_levers.py", *sys.argv[1:]]),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "host": host_info(),
+        **{"results": summarise(runs, levers), "repeats": args.repeats, "steps": args.steps, "runs": runs},
+    }
+    print(f"wrote {write_json(args.out or RESULTS / f'step-levers-{stamp()}.json', record)}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import benchlib  # noqa: E402
+import figures  # noqa: E402
 from benchlib import Encoder  # noqa: E402
 
 MINILM = Encoder(layers=6, hidden=384, ffn=1536, lora_r=8, adapted=((384, 384), (384, 384)))  # qv, r 8
@@ -56,14 +57,6 @@ def test_run_flops_adds_a_forward_val_pass():
     with_val = benchlib.run_flops(MINILM, [40] * 4, [40] * 2)
     assert with_val - train_only == pytest.approx(benchlib.flops_per_token(MINILM, [40], train=False) * 80)
     assert benchlib.run_flops(MINILM, [40] * 4, [], epochs=2) == pytest.approx(2 * train_only)
-
-
-def test_epochs_trained_counts_the_epochs_min_steps_added():
-    train = {"epochs": 1, "batch_size": 32}
-    assert benchlib.epochs_trained([{"side": "ours", "steps": 256}], train, 4096) == 2  # 128 steps an epoch
-    assert benchlib.epochs_trained([{"side": "ours", "steps": 64}], train, 2048) == 1
-    assert benchlib.epochs_trained([{"side": "ours", "steps": 250}], train, 300) == 25  # 10 steps an epoch
-    assert benchlib.epochs_trained([], {"epochs": 3, "batch_size": 32}, 100) == 3
 
 
 def test_run_order_keeps_compared_runs_near_each_other():
@@ -160,9 +153,9 @@ def test_step_levers_summary_compares_each_lever_with_base_of_its_repeat():
         for i, pair in enumerate([(0.6, 0.3), (0.9, 0.3), (0.6, 0.4)])
         for lever, s in zip(("base", "default"), pair, strict=True)
     ]
-    rows = {r["lever"]: r for r in step_levers.summarise(runs, ["base", "default"], 3)}
+    rows = {r["lever"]: r for r in step_levers.summarise(runs, ["base", "default"])}
     assert rows["default"]["s_per_step_spread"] == {"min": 0.3, "median": 0.3, "max": 0.4}
-    assert rows["default"]["vs_base"] == {"min": 1.5, "median": 2.0, "max": 3.0}
+    assert figures.per_repeat({"runs": runs}, "default", "base") == {"min": 1.5, "median": 2.0, "max": 3.0}
 
 
 def test_host_kind_names_what_decides_bf16_speed():

@@ -83,7 +83,7 @@ def test_batch_that_does_not_split_is_refused(repo):
 def test_killed_two_process_run_resumes_to_the_same_adapter(repo, tmp_path):
     """SIGKILL to the whole torchrun group mid-run; the re-run resumes from rank 0's checkpoint and
     ends with the adapter an uninterrupted 2-process run writes."""
-    prepared(repo, {"epochs": 8, "batch_size": 16, "processes": 2, "log_every": 5, "checkpoint_every": 5})
+    prepared(repo, {"epochs": 3, "batch_size": 16, "processes": 2, "log_every": 5, "checkpoint_every": 5})
 
     def adapter_md5() -> str:
         return hashlib.md5((repo / "models/classifier/adapter_model.safetensors").read_bytes()).hexdigest()

@@ -19,10 +19,10 @@ from conftest import dvc, run, write_params
 from helpers import train_pids
 from test_experiments import commit_small, queue_state, stop_queue_workers, wait_for
 
-# long enough (about 130 tiny steps) to be killed mid-epoch, well before its end, with a checkpoint every 20 steps
+# long enough (88 tiny steps) to be killed mid-epoch, well before its end, with a checkpoint every 20 steps
 RESUME_LONG = {
     "data": {"max_train_rows": None},
-    "train": {"epochs": 6, "checkpoint_every": 20, "log_every": 10},
+    "train": {"epochs": 4, "checkpoint_every": 20, "log_every": 10},
 }
 
 
@@ -172,25 +172,25 @@ def test_queued_run_on_a_fresh_clone_starts_at_once(repo, tmp_path):
     """No default remote is committed: a clone whose cache lacks the baseline's outputs reproduces
     them at once instead of retrying a bucket it cannot reach."""
     commit_small(repo)
-    dvc(["repro", "train"], repo)
+    dvc(["repro", "tokenize"], repo)  # outputs in dvc.lock that the clone's cache lacks; no training needed
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "baseline"], repo)
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
     default = dvc(["remote", "default"], clone, check=False)
     assert "No default remote set" in default.stdout + default.stderr  # none committed
-    dvc(["exp", "run", "--queue", "-n", "fresh", "train"], clone)
+    dvc(["exp", "run", "--queue", "-n", "fresh", "tokenize"], clone)
     try:
         start_queue(clone)
         wait_for(lambda: queue_state(clone, "fresh") == "Running", 120, "the queued run to start")
         started = time.monotonic()
-        wait_for(lambda: "Running stage 'train'" in queue_logs(clone, "fresh"), 120, "the train stage to start")
+        wait_for(lambda: "Running stage 'tokenize'" in queue_logs(clone, "fresh"), 120, "the tokenize stage to start")
         waited = time.monotonic() - started
         wait_for(lambda: queue_state(clone, "fresh") in ("Success", "Failed"), 300, "the queued run to end")
     finally:
         stop_queue_workers(clone)
     logs = queue_logs(clone, "fresh")
     assert queue_state(clone, "fresh") == "Success", logs[-3000:]
-    # prepare and tokenize re-run on the tiny data in a few seconds; remote retries would take minutes
-    assert waited < 30, f"train started {waited:.0f} s after the run did:\n{logs[-3000:]}"
+    # prepare re-runs on the tiny data in a few seconds; remote retries would take minutes
+    assert waited < 30, f"tokenize started {waited:.0f} s after the run did:\n{logs[-3000:]}"
     assert "gs://" not in logs and "remote" not in logs.lower(), logs[-3000:]
