@@ -60,6 +60,6 @@ queue_busy() {  # a task still queued or running; a status that cannot be read (
   grep -Eq ' (Queued|Running)$' <<<"$status"
 }
 while queue_busy; do
-  sleep 2
+  sleep 5  # each status is a dvc process: seconds of CPU the experiments need
 done
 dvc queue status
