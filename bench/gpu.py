@@ -130,10 +130,10 @@ def train_loop(copy: Path, batch: int, repeats: int, precision: str, work: Path,
     for side, found in runs.items():
         out[side] = {
             "samples_per_s": spread(r["samples_per_s"] for r in found),
-            "mfu": spread(flops / r["loop_s"] / peak for r in found),
+            "mfu": spread((flops / r["loop_s"] / peak for r in found), 9),  # a tiny dry-run model's is ~1e-6
         }
         if datasheet:
-            out[side]["mfu_datasheet"] = spread(flops / r["loop_s"] / datasheet for r in found)
+            out[side]["mfu_datasheet"] = spread((flops / r["loop_s"] / datasheet for r in found), 9)
     out["ours_vs_stock"] = out["ours"]["samples_per_s"]["median"] / out["stock"]["samples_per_s"]["median"]
     return out
 

@@ -137,7 +137,7 @@ class TrainParams:
     checkpoint_every: int = field(default=100, metadata=check(lambda v: v >= 0, "an integer >= 0"))
     # at least this many optimizer steps: more epochs than train.epochs on a small data file (None = off)
     min_steps: int | None = field(
-        default=250, metadata=check(lambda v: v is None or v >= 1, "null or a positive integer")
+        default=64, metadata=check(lambda v: v is None or v >= 1, "null or a positive integer")
     )
     # data-parallel processes on this host (DDP under torchrun); batch_size is the global batch,
     # each process takes batch_size / processes rows a step
